@@ -1,0 +1,7 @@
+"""floe-egress: reverse ETL for the floe lakehouse."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

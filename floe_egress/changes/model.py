@@ -1,0 +1,64 @@
+"""What change capture produces: a change set between two snapshots of a table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+
+Op = Literal["insert", "update", "delete"]
+OPS: tuple[Op, ...] = ("insert", "update", "delete")
+PlanKind = Literal["noop", "append", "diff", "replace", "full"]
+
+OP_COLUMN = "_floe_op"
+"""Name of the op column added to every change batch (values: insert/update/delete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeCounts:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    invalid: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRow:
+    """A row of B that is never sent: its key is null or appears more than once."""
+
+    key: dict[str, Any]
+    reason: Literal["null_key", "duplicate_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """The net row changes of `table` from snapshot A to snapshot B.
+
+    `batches()` yields Arrow record batches with B's schema (by field id) plus the
+    `_floe_op` column. Delete rows carry the key and, where known, the old row values.
+    It may be called more than once; each call streams the changes again.
+    """
+
+    table: str
+    ref: str
+    key: tuple[str, ...]
+    plan: PlanKind
+    from_snapshot: int | None
+    to_snapshot: int | None
+    to_timestamp_ms: int | None
+    counts: ChangeCounts
+    schema: pa.Schema
+    batches: Callable[[], Iterator[pa.RecordBatch]] = field(repr=False)
+    invalid_sample: tuple[InvalidRow, ...] = ()
+    reason: str = ""
+    """Why this plan was chosen when it is not the obvious one (e.g. A expired)."""
+
+    @property
+    def is_noop(self) -> bool:
+        return self.counts.total == 0

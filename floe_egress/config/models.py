@@ -1,0 +1,222 @@
+"""The floe.yaml models: frozen, unknown keys forbidden, defaults explicit.
+
+Secret references (`${env:NAME}`, `${credential:NAME}`) stay unresolved strings here;
+`floe_egress.config.secrets` resolves them only when a destination is built.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_STATE_DIR = ".floe-egress"
+SyncMode = Literal["upsert", "update", "insert", "mirror", "append"]
+SYNC_MODES: tuple[str, ...] = ("upsert", "update", "insert", "mirror", "append")
+
+_NAME = re.compile(r"^[a-z0-9_]+$")
+_PART = r"[A-Za-z_][A-Za-z0-9_\-]*"
+_TABLE = re.compile(rf"^{_PART}(\.{_PART})+$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Metadata(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    description: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class CatalogConfig(BaseModel):
+    """A pyiceberg catalog: `name` plus the properties `load_catalog` takes.
+
+    Extra keys are the catalog's own properties (`uri`, `warehouse`, `credential`,
+    `s3.endpoint`, ...), passed through unchanged; values may be secret references.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: Annotated[str, Field(min_length=1)] = "gold"
+    type: Annotated[str, Field(min_length=1)] = "sql"
+
+    def properties(self) -> dict[str, Any]:
+        """The load_catalog properties, secret references unresolved."""
+        props: dict[str, Any] = {"type": self.type}
+        props.update(self.model_extra or {})
+        return props
+
+
+class StateConfig(_Model):
+    url: Annotated[str, Field(min_length=1)] = f"sqlite:///{DEFAULT_STATE_DIR}/state.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://", "${")):
+            raise ValueError(
+                "must be a sqlite:/// path or a postgresql:// URL "
+                f"(got {value.split(':', 1)[0]!r} scheme)"
+            )
+        return value
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8686
+    token: str | None = None
+    shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class RateLimit(_Model):
+    requests_per_second: Annotated[float, Field(gt=0)]
+    burst: Annotated[int, Field(ge=1)] | None = None
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    account: Annotated[str, Field(min_length=1)] | None = None
+    """Destinations with the same account share one budget (default: the sink's host)."""
+
+
+class Schedule(_Model):
+    interval_seconds: Annotated[float, Field(gt=0)] | None = None
+    cron: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Schedule:
+        if self.interval_seconds is not None and self.cron is not None:
+            raise ValueError("give either interval_seconds or cron, not both")
+        return self
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"invalid cron expression {value!r}: {exc} "
+                "(expected five fields: minute hour day month day_of_week)"
+            ) from None
+        return value
+
+    @property
+    def effective_interval(self) -> float | None:
+        if self.cron is not None:
+            return None
+        return self.interval_seconds if self.interval_seconds is not None else 10.0
+
+
+class RetryConfig(_Model):
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    initial_backoff_seconds: Annotated[float, Field(gt=0)] = 0.5
+    max_backoff_seconds: Annotated[float, Field(gt=0)] = 60.0
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class Destination(_Model):
+    name: str
+    source_table: str
+    sink_type: Annotated[str, Field(min_length=1)]
+    sink_config: dict[str, Any] = Field(default_factory=dict)
+    ref: Annotated[str, Field(min_length=1)] = "main"
+    primary_key: list[str] | None = None
+    mode: SyncMode = "upsert"
+    field_mapping: dict[str, str] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    rate_limit: RateLimit | None = None
+    schedule: Schedule = Field(default_factory=Schedule)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    max_attempts: Annotated[int, Field(ge=1)] = 10
+    """Attempts at a failed row before it is parked (still visible in `failures`)."""
+    max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid destination name: use lowercase letters, "
+                "digits and underscores ([a-z0-9_]+)"
+            )
+        return value
+
+    @field_validator("source_table")
+    @classmethod
+    def _valid_table(cls, value: str) -> str:
+        if not _TABLE.match(value):
+            raise ValueError(
+                f"{value!r} is not a table identifier: expected namespace.table "
+                "(for example gold.customers)"
+            )
+        return value
+
+    @field_validator("primary_key")
+    @classmethod
+    def _valid_key(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("must name at least one column (or be left out)")
+        if len(set(value)) != len(value):
+            raise ValueError(f"names a column twice: {value}")
+        return value
+
+    @field_validator("field_mapping")
+    @classmethod
+    def _valid_mapping(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("must map at least one column (or be left out to send all)")
+        targets = list(value.values())
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ValueError(f"maps several columns onto the same field: {dupes}")
+        return value
+
+    @property
+    def namespace(self) -> str:
+        return self.source_table.rsplit(".", 1)[0]
+
+    @property
+    def table_name(self) -> str:
+        return self.source_table.rsplit(".", 1)[1]
+
+
+class Ingestion(_Model):
+    destinations: list[Destination] = Field(default_factory=list)
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_names(cls, value: list[Destination]) -> list[Destination]:
+        seen: set[str] = set()
+        for dest in value:
+            if dest.name in seen:
+                raise ValueError(f"duplicate destination name {dest.name!r}")
+            seen.add(dest.name)
+        return value
+
+
+class FloeSpec(_Model):
+    api_version: Literal["floe.dev/v1"] = Field(alias="apiVersion")
+    kind: Literal["FloeSpec"]
+    metadata: Metadata
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    ingestion: Ingestion = Field(default_factory=Ingestion)
+
+    def destination(self, name: str) -> Destination:
+        for dest in self.ingestion.destinations:
+            if dest.name == name:
+                return dest
+        known = ", ".join(d.name for d in self.ingestion.destinations) or "none"
+        from floe_egress.errors import ConfigError
+
+        raise ConfigError(f"no destination named {name!r} (configured: {known})")

@@ -1,0 +1,95 @@
+"""The sink types floe-egress knows, what each accepts, and how each is built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from floe_egress.config.models import Destination, RateLimit, RetryConfig, SyncMode
+from floe_egress.sinks.base import Sink
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    """Everything a sink type needs to build one destination; secrets already resolved."""
+
+    destination: str
+    sink_config: BaseModel
+    """The sink type's own validated config model, secret references resolved."""
+    mode: SyncMode
+    key: tuple[str, ...]
+    field_mapping: dict[str, str] | None
+    batch_size: int | None
+    rate_limit: RateLimit | None
+    retry: RetryConfig
+    work_dir: Path
+    """A private directory for this destination (dlt pipelines, temp files)."""
+
+    @classmethod
+    def for_destination(
+        cls,
+        dest: Destination,
+        sink_config: BaseModel,
+        key: tuple[str, ...],
+        work_dir: Path,
+    ) -> BuildRequest:
+        return cls(
+            destination=dest.name,
+            sink_config=sink_config,
+            mode=dest.mode,
+            key=key,
+            field_mapping=dest.field_mapping,
+            batch_size=dest.batch_size,
+            rate_limit=dest.rate_limit,
+            retry=dest.retry,
+            work_dir=work_dir,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SinkType:
+    """One destination type: its config model, the sync modes it can do, its builder."""
+
+    name: str
+    config_model: type[BaseModel]
+    modes: frozenset[str]
+    build: Callable[[BuildRequest], Sink]
+    description: str = ""
+    default_batch_size: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, SinkType] = {}
+
+
+def register(sink_type: SinkType) -> SinkType:
+    if sink_type.name in _REGISTRY:
+        raise ValueError(f"sink type {sink_type.name!r} is registered twice")
+    _REGISTRY[sink_type.name] = sink_type
+    return sink_type
+
+
+def _load_builtin() -> None:
+    # Importing a sink module registers its type; kept lazy so `floe-egress validate`
+    # does not pay for dlt's import unless a destination is built.
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+_BUILTIN_MODULES: tuple[str, ...] = ()
+
+
+def sink_types() -> dict[str, SinkType]:
+    if not _REGISTRY:
+        _load_builtin()
+    return dict(_REGISTRY)
+
+
+def get_sink_type(name: str) -> SinkType | None:
+    return sink_types().get(name)

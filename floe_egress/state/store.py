@@ -1,0 +1,154 @@
+"""The state store seam: checkpoints, run history, failed rows, ledger and leases.
+
+Two backends implement `StateStore` with the same schema and migrations:
+`floe_egress.state.sqlite` (default) and `floe_egress.state.postgres`. All methods are
+synchronous (the daemon calls them through `asyncio.to_thread`). `commit_cycle` is the
+only way a checkpoint moves, and it writes everything of one cycle in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+RunStatus = Literal["ok", "noop", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The last snapshot of `table` (at `ref`) whose changes the destination confirmed."""
+
+    destination: str
+    table: str
+    ref: str
+    snapshot_id: int | None
+    snapshot_timestamp_ms: int | None
+    key: tuple[str, ...]
+    updated_at: float
+    """Unix time of the commit that wrote this checkpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    destination: str
+    started_at: float
+    finished_at: float
+    status: RunStatus
+    plan: str
+    from_snapshot: int | None
+    to_snapshot: int | None
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    invalid: int = 0
+    failed: int = 0
+    error: str | None = None
+    run_id: int | None = None
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRowRecord:
+    destination: str
+    key_json: str
+    """The row key as canonical JSON (sorted keys): the identity of a failed row."""
+    op: str
+    reason: str
+    attempts: int
+    first_seen: float
+    last_seen: float
+    parked: bool
+    """True once attempts reached the destination's max_attempts: no longer retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRowUpdate:
+    """A row that failed in this cycle (attempts are counted by the store)."""
+
+    key_json: str
+    op: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the destination was last sent for one key (mirror mode bookkeeping)."""
+
+    key_json: str
+    row_hash: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncRequest:
+    destination: str
+    from_snapshot: int | None
+    """None: a full resync; otherwise diff from this snapshot."""
+    requested_at: float
+
+
+@dataclass(slots=True)
+class CycleCommit:
+    """Everything one successful cycle writes, applied in one transaction."""
+
+    checkpoint: Checkpoint
+    run: RunRecord
+    failed: list[FailedRowUpdate] = field(default_factory=list)
+    max_attempts: int = 10
+    resolved: list[str] = field(default_factory=list)
+    """key_json of previously failed rows now delivered (or no longer in the table)."""
+    ledger_upserts: list[LedgerEntry] = field(default_factory=list)
+    ledger_deletes: list[str] = field(default_factory=list)
+    ledger_replace: bool = False
+    """True on a full resync: the ledger becomes exactly `ledger_upserts`."""
+    clear_resync: bool = False
+
+
+class StateStore(Protocol):
+    """Durable memory of every destination. Safe to share between threads."""
+
+    @property
+    def url_redacted(self) -> str: ...
+
+    def ping(self) -> None:
+        """Raise CheckpointError when the store does not answer."""
+
+    def get_checkpoint(self, destination: str) -> Checkpoint | None: ...
+
+    def commit_cycle(self, commit: CycleCommit) -> None:
+        """Move the checkpoint, write the run, failed rows and ledger: all or nothing."""
+
+    def record_run(self, run: RunRecord) -> int:
+        """Record a run that did not move the checkpoint (failed, or noop); returns its id."""
+
+    def runs(self, destination: str, limit: int = 20) -> list[RunRecord]: ...
+
+    def last_run(self, destination: str) -> RunRecord | None: ...
+
+    def failed_rows(
+        self, destination: str, *, include_parked: bool = True
+    ) -> list[FailedRowRecord]: ...
+
+    def failed_row_count(self, destination: str) -> int: ...
+
+    def request_resync(self, destination: str, from_snapshot: int | None) -> None: ...
+
+    def pending_resync(self, destination: str) -> ResyncRequest | None: ...
+
+    def ledger_lookup(self, destination: str, key_jsons: Iterable[str]) -> dict[str, int]: ...
+
+    def ledger_scan(self, destination: str, batch_size: int = 50_000) -> Iterator[list[LedgerEntry]]: ...
+
+    def ledger_size(self, destination: str) -> int: ...
+
+    def acquire_lease(self, destination: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease on `destination` for `owner`; False if another holds it."""
+
+    def release_lease(self, destination: str, owner: str) -> None: ...
+
+    def lease_holder(self, destination: str) -> str | None: ...
+
+    def close(self) -> None: ...

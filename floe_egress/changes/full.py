@@ -1,0 +1,129 @@
+"""The full plan: every row of B, streamed, with invalid keys found first.
+
+Pass 1 reads only the key columns and lets DuckDB count rows per key (it spills to
+disk if it must), which gives the counts, the null keys and the duplicated keys before
+anything is sent. Pass 2 streams B in record batches and drops the invalid rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
+
+from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, InvalidRow
+
+_INVALID_SAMPLE = 20
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _key_profile(
+    table: Table, snapshot: Snapshot, key: tuple[str, ...]
+) -> tuple[int, int, pa.Table]:
+    """(total rows, rows with a null key, the duplicated keys with their counts)."""
+    reader = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=key)
+    keys = ", ".join(_q(k) for k in key)
+    null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
+    con = duckdb.connect()
+    try:
+        con.register("keys", reader.to_arrow_batch_reader())
+        con.execute(
+            f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, ({null}) AS is_null "
+            f"FROM keys GROUP BY ALL"
+        )
+        row = con.execute(
+            "SELECT coalesce(sum(n), 0), coalesce(sum(n) FILTER (WHERE is_null), 0) FROM counts"
+        ).fetchone()
+        assert row is not None
+        dupes = con.execute(
+            f"SELECT {keys}, n FROM counts WHERE n > 1 AND NOT is_null"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return int(row[0]), int(row[1]), dupes
+
+
+def _valid_rows(batch: pa.RecordBatch, key: tuple[str, ...], dupes: pa.Table) -> pa.RecordBatch:
+    mask = None
+    for k in key:
+        valid = pc.is_valid(batch.column(k))
+        mask = valid if mask is None else pc.and_(mask, valid)
+    if dupes.num_rows:
+        if len(key) == 1:
+            dup = pc.is_in(batch.column(key[0]), value_set=dupes.column(key[0]))
+        else:
+            dup = _multi_key_member(batch, key, dupes)
+        mask = pc.and_(mask, pc.invert(pc.fill_null(dup, False)))
+    return batch.filter(mask)
+
+
+def _multi_key_member(
+    batch: pa.RecordBatch, key: tuple[str, ...], dupes: pa.Table
+) -> pa.ChunkedArray:
+    con = duckdb.connect()
+    try:
+        con.register("batch", pa.Table.from_batches([batch]).select(list(key)))
+        con.register("dupes", dupes)
+        on = " AND ".join(f"b.{_q(k)} = d.{_q(k)}" for k in key)
+        result = con.execute(
+            f"SELECT EXISTS (SELECT 1 FROM dupes d WHERE {on}) AS m FROM batch b"
+        ).to_arrow_table()
+        # DuckDB keeps the row order of a plain projection over a registered table.
+        return result.column("m")
+    finally:
+        con.close()
+
+
+def full_change_set(
+    table: Table,
+    name: str,
+    ref: str,
+    snapshot: Snapshot | None,
+    schema: Schema,
+    out: pa.Schema,
+    key: tuple[str, ...],
+    from_snapshot: int | None,
+    batch_rows: int,
+    *,
+    reason: str,
+) -> ChangeSet:
+    if snapshot is None:
+        return ChangeSet(
+            table=name, ref=ref, key=key, plan="full", from_snapshot=from_snapshot,
+            to_snapshot=None, to_timestamp_ms=None, counts=ChangeCounts(), schema=out,
+            batches=lambda: iter(()), reason=reason,
+        )
+    total, nulls, dupes = _key_profile(table, snapshot, key)
+    dup_rows = int(pc.sum(dupes.column("n")).as_py() or 0) if dupes.num_rows else 0
+    dupes = dupes.drop_columns(["n"])
+    sample = [InvalidRow(key=row, reason="duplicate_key") for row in
+              dupes.slice(0, _INVALID_SAMPLE).to_pylist()]
+    snapshot_id = snapshot.snapshot_id
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        scan = table.scan(snapshot_id=snapshot_id)
+        for batch in scan.to_arrow_batch_reader():
+            valid = _valid_rows(batch, key, dupes)
+            if not valid.num_rows:
+                continue
+            ops = pa.array(["insert"] * valid.num_rows, pa.string())
+            with_op = pa.Table.from_batches([valid]).append_column(OP_COLUMN, ops).cast(out)
+            yield from with_op.to_batches(max_chunksize=batch_rows)
+
+    if nulls:
+        sample.insert(0, InvalidRow(key=dict.fromkeys(key), reason="null_key"))
+    return ChangeSet(
+        table=name, ref=ref, key=key, plan="full", from_snapshot=from_snapshot,
+        to_snapshot=snapshot_id, to_timestamp_ms=snapshot.timestamp_ms,
+        counts=ChangeCounts(inserted=total - nulls - dup_rows, invalid=nulls + dup_rows),
+        schema=out, batches=batches, invalid_sample=tuple(sample[:_INVALID_SAMPLE]),
+        reason=reason,
+    )

@@ -10,10 +10,12 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 DEFAULT_STATE_DIR = ".floe-egress"
 SyncMode = Literal["upsert", "update", "insert", "mirror", "append"]
 SYNC_MODES: tuple[str, ...] = ("upsert", "update", "insert", "mirror", "append")
+DUPLICATE_NAME_ERROR = "duplicate_destination_name"
 
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _PART = r"[A-Za-z_][A-Za-z0-9_\-]*"
@@ -25,7 +27,7 @@ class _Model(BaseModel):
 
 
 class Metadata(_Model):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, description="Name of this floe-egress deployment.")]
     description: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -39,8 +41,10 @@ class CatalogConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    name: Annotated[str, Field(min_length=1)] = "gold"
-    type: Annotated[str, Field(min_length=1)] = "sql"
+    name: Annotated[str, Field(min_length=1, description="Catalog name for load_catalog.")] = "gold"
+    type: Annotated[
+        str, Field(min_length=1, description="pyiceberg catalog type: sql, rest, glue, hive, ...")
+    ] = "sql"
 
     def properties(self) -> dict[str, Any]:
         """The load_catalog properties, secret references unresolved."""
@@ -50,7 +54,14 @@ class CatalogConfig(BaseModel):
 
 
 class StateConfig(_Model):
-    url: Annotated[str, Field(min_length=1)] = f"sqlite:///{DEFAULT_STATE_DIR}/state.db"
+    url: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="State store: sqlite:///path or postgresql://user@host:port/db "
+            "(may be a secret reference).",
+        ),
+    ] = f"sqlite:///{DEFAULT_STATE_DIR}/state.db"
 
     @field_validator("url")
     @classmethod
@@ -64,9 +75,12 @@ class StateConfig(_Model):
 
 
 class ServerConfig(_Model):
-    host: str = "127.0.0.1"
+    host: Annotated[str, Field(description="Address of the HTTP endpoints.")] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8686
-    token: str | None = None
+    token: Annotated[
+        str | None,
+        Field(description="Bearer token for POST /v1/... (a secret reference, preferably)."),
+    ] = None
     shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
 
 
@@ -119,15 +133,25 @@ class RetryConfig(_Model):
 
 
 class Destination(_Model):
-    name: str
-    source_table: str
-    sink_type: Annotated[str, Field(min_length=1)]
-    sink_config: dict[str, Any] = Field(default_factory=dict)
-    ref: Annotated[str, Field(min_length=1)] = "main"
-    primary_key: list[str] | None = None
+    name: Annotated[str, Field(description="Unique destination name, [a-z0-9_]+.")]
+    source_table: Annotated[str, Field(description="Iceberg table to follow: namespace.table.")]
+    sink_type: Annotated[str, Field(min_length=1, description="See `floe-egress sinks`.")]
+    sink_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The sink type's own settings; values may be secret references.",
+    )
+    ref: Annotated[str, Field(min_length=1, description="Branch or tag to follow.")] = "main"
+    primary_key: Annotated[
+        list[str] | None, Field(description="Key columns (default: the identifier fields).")
+    ] = None
     mode: SyncMode = "upsert"
-    field_mapping: dict[str, str] | None = None
-    batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    field_mapping: Annotated[
+        dict[str, str] | None,
+        Field(description="source column -> destination field; unmapped columns are not sent."),
+    ] = None
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        default=None, description="Rows per request or load (default: the sink type's)."
+    )
     rate_limit: RateLimit | None = None
     schedule: Schedule = Field(default_factory=Schedule)
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -198,12 +222,20 @@ class Ingestion(_Model):
         seen: set[str] = set()
         for dest in value:
             if dest.name in seen:
-                raise ValueError(f"duplicate destination name {dest.name!r}")
+                raise PydanticCustomError(
+                    DUPLICATE_NAME_ERROR,
+                    "duplicate destination name {name!r}",
+                    {"name": dest.name},
+                )
             seen.add(dest.name)
         return value
 
 
 class FloeSpec(_Model):
+    """floe.yaml: what floe-egress syncs, from which catalog, to which destinations."""
+
+    model_config = ConfigDict(title="floe.yaml")
+
     api_version: Literal["floe.dev/v1"] = Field(alias="apiVersion")
     kind: Literal["FloeSpec"]
     metadata: Metadata

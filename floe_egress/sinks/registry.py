@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,26 @@ def register(sink_type: SinkType) -> SinkType:
         raise ValueError(f"sink type {sink_type.name!r} is registered twice")
     _REGISTRY[sink_type.name] = sink_type
     return sink_type
+
+
+def unregister(name: str) -> None:
+    """Forget a sink type (plugins being unloaded, tests); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
+@contextmanager
+def registered(*types: SinkType) -> Iterator[tuple[SinkType, ...]]:
+    """Register sink types for the duration of a block, then remove them again."""
+    sink_types()  # load the built-ins first: an early registration would otherwise hide them
+    added: list[str] = []
+    try:
+        for sink_type in types:
+            register(sink_type)
+            added.append(sink_type.name)
+        yield types
+    finally:
+        for name in added:
+            unregister(name)
 
 
 def _load_builtin() -> None:

@@ -1,0 +1,221 @@
+"""The one entry point that turns a floe.yaml (or compiled artifacts) into a validated spec.
+
+Validation collects every problem before it raises: the models' own errors, unique
+names, each destination against its sink type, and secret references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from floe_egress.config.checks import duplicate_names, secret_problems
+from floe_egress.config.messages import problems_from_errors
+from floe_egress.config.models import DUPLICATE_NAME_ERROR, FloeSpec
+from floe_egress.config.problems import (
+    ConfigValidationError,
+    KeyPath,
+    Problem,
+    describe,
+)
+from floe_egress.config.yamlsource import LineMap, YamlProblem, parse_yaml
+from floe_egress.errors import ConfigError
+
+CONFIG_ENV_VAR = "FLOE_EGRESS_CONFIG"
+COMPILED_KIND = "CompiledArtifacts"
+SUPPORTED_MAJOR = 1
+
+SinkCheck = Callable[[list[Any]], list[Problem]]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated spec and where it came from."""
+
+    spec: FloeSpec
+    source: Path
+    sha256: str
+    """Of the file's bytes, as read."""
+    format: Literal["yaml", "compiled"] = "yaml"
+    lines: LineMap = field(default_factory=LineMap)
+
+    def line_of(self, key_path: KeyPath) -> int | None:
+        """The line of a key (or of its nearest parent present in the file); None for JSON."""
+        return self.lines.line_of(key_path)
+
+
+def default_config_path() -> Path:
+    """`$FLOE_EGRESS_CONFIG` when set, else `./floe.yaml`."""
+    return Path(os.environ.get(CONFIG_ENV_VAR) or "floe.yaml")
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    check_secrets: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Load and validate floe.yaml or compiled artifacts (told apart by content).
+
+    Raises `ConfigValidationError` listing every problem, sorted by line, or
+    `ConfigError` when the file cannot be read. With `check_secrets`, every secret
+    reference must resolve in this environment (`validate`, `run`); without it they are
+    only checked for form (`compile`, `plan`).
+    """
+    source = Path(path) if path is not None else default_config_path()
+    label = str(path) if path is not None else str(source)
+    data = _read(source)
+    sha256 = hashlib.sha256(data).hexdigest()
+    text = _decode(data, label)
+    artifacts = _compiled_artifacts(text)
+    if artifacts is not None:
+        spec = _validate_compiled(artifacts, label, check_secrets, environ)
+        return LoadedConfig(spec, source, sha256, "compiled")
+    try:
+        document = parse_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigValidationError(label, [exc.problem]) from None
+    _require_mapping(document.data, label)
+    validated, problems = validate_document(
+        document.data, check_secrets=check_secrets, environ=environ
+    )
+    problems = [
+        p if p.line is not None else Problem(p.path, p.message, document.lines.line_of(p.path))
+        for p in problems
+    ]
+    if validated is None or problems:
+        raise ConfigValidationError(label, problems)
+    return LoadedConfig(validated, source, sha256, "yaml", document.lines)
+
+
+def validate_document(
+    raw: Mapping[str, Any],
+    *,
+    check_secrets: bool = False,
+    environ: Mapping[str, str] | None = None,
+    sink_check: SinkCheck | None = None,
+) -> tuple[FloeSpec | None, list[Problem]]:
+    """The spec (None when the models reject it) and every problem found, without lines."""
+    spec: FloeSpec | None = None
+    problems: list[Problem] = []
+    try:
+        spec = FloeSpec.model_validate(raw)
+    except ValidationError as exc:
+        # duplicate_names() reports these at the repeated name, with the first one's index.
+        kept = [e for e in exc.errors() if e["type"] != DUPLICATE_NAME_ERROR]
+        problems += problems_from_errors(kept, FloeSpec)
+    problems += duplicate_names(raw)
+    problems += (sink_check or _sink_check)(_destination_items(raw))
+    reported = {p.path for p in problems}
+    problems += [
+        p
+        for p in secret_problems(raw, check_resolvable=check_secrets, environ=environ)
+        if not any(p.path[:end] in reported for end in range(1, len(p.path) + 1))
+    ]
+    return (spec if not problems else None), _unique(problems)
+
+
+def _sink_check(items: list[Any]) -> list[Problem]:
+    # Deferred import: config sits before sinks in the data flow, but floe.yaml is only
+    # valid if every destination fits its sink type, and the registry knows the types.
+    from floe_egress.sinks.checks import check_destination_items
+
+    return check_destination_items(items)
+
+
+def _destination_items(raw: Mapping[str, Any]) -> list[Any]:
+    ingestion = raw.get("ingestion")
+    items = ingestion.get("destinations") if isinstance(ingestion, Mapping) else None
+    return items if isinstance(items, list) else []
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+def _read(source: Path) -> bytes:
+    try:
+        return source.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no configuration file at {source}: pass --config PATH or set {CONFIG_ENV_VAR}"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source} is a directory, not a floe.yaml file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+
+def _decode(data: bytes, label: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problem = Problem((), f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", line)
+        raise ConfigValidationError(label, [problem]) from None
+
+
+def _require_mapping(data: Any, label: str) -> None:
+    expected = "a mapping with apiVersion, kind, metadata and ingestion"
+    if data is None:
+        raise ConfigValidationError(label, [Problem((), f"the file is empty: expected {expected}")])
+    if not isinstance(data, dict):
+        message = f"the top level must be {expected}, got {describe(data)}"
+        raise ConfigValidationError(label, [Problem((), message, 1)])
+
+
+def _compiled_artifacts(text: str) -> dict[str, Any] | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None  # a YAML flow mapping, or broken JSON: the YAML parser says where
+    if isinstance(data, dict) and data.get("kind") == COMPILED_KIND:
+        return data
+    return None
+
+
+def _validate_compiled(
+    artifacts: dict[str, Any],
+    label: str,
+    check_secrets: bool,
+    environ: Mapping[str, str] | None,
+) -> FloeSpec:
+    version = artifacts.get("version")
+    major = str(version).split(".", 1)[0] if isinstance(version, str) else None
+    if major != str(SUPPORTED_MAJOR):
+        from floe_egress import __version__
+
+        message = (
+            f"compiled artifacts format {describe(version)} is not supported: floe-egress "
+            f"{__version__} reads format {SUPPORTED_MAJOR}.x; recompile floe.yaml with "
+            "`floe-egress compile`"
+        )
+        raise ConfigValidationError(label, [Problem(("version",), message)])
+    raw = artifacts.get("spec")
+    if not isinstance(raw, dict):
+        message = (
+            "required key is missing" if raw is None else f"must be a mapping, got {describe(raw)}"
+        )
+        raise ConfigValidationError(label, [Problem(("spec",), message)])
+    spec, problems = validate_document(raw, check_secrets=check_secrets, environ=environ)
+    if spec is None or problems:
+        raise ConfigValidationError(label, [p.with_prefix(("spec",)) for p in problems])
+    return spec
+
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "LoadedConfig",
+    "default_config_path",
+    "load_config",
+    "validate_document",
+]

@@ -1,0 +1,215 @@
+"""Secret references: `${env:NAME}` and `${credential:NAME}`, found, checked, resolved, redacted.
+
+A reference may stand alone or sit inside a longer string (`Bearer ${env:CRM_TOKEN}`).
+`${credential:NAME}` reads the file NAME in systemd's `$CREDENTIALS_DIRECTORY`
+(`LoadCredential=`). Resolved values never appear in messages, reprs or compiled
+artifacts: errors name the reference and where it is, never what it resolves to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from floe_egress.config.problems import KeyPath, Problem, format_path
+from floe_egress.errors import SecretError
+
+T = TypeVar("T")
+SecretKind = Literal["env", "credential"]
+MASK = "***"
+
+_REFERENCE = re.compile(r"\$\{([^{}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# No leading dot and no slash: a credential name can never leave $CREDENTIALS_DIRECTORY.
+_CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# Shorter values would mask unrelated text ("1", "on") all over a redacted message.
+_MIN_MASKED_LENGTH = 4
+_known_values: set[str] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    kind: SecretKind
+    name: str
+
+    def __str__(self) -> str:
+        return f"${{{self.kind}:{self.name}}}"
+
+
+class ResolvedSecret(str):
+    """A string that came from a secret: usable as a str, masked in repr."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(MASK)
+
+
+def _parse(token: str) -> SecretRef | str:
+    """A reference, or why `${token}` is not one."""
+    text = f"${{{token}}}"
+    kind, sep, name = token.partition(":")
+    if not sep:
+        return f"{text} is not a secret reference: use ${{env:{token}}} or ${{credential:{token}}}"
+    if kind not in ("env", "credential"):
+        return f"{text} has an unknown source {kind!r}: use ${{env:NAME}} or ${{credential:NAME}}"
+    if not name:
+        return f"{text} names no {'environment variable' if kind == 'env' else 'credential'}"
+    if kind == "env" and not _ENV_NAME.match(name):
+        return f"{text}: {name!r} is not a valid environment variable name"
+    if kind == "credential" and not _CREDENTIAL_NAME.match(name):
+        return f"{text}: {name!r} is not a valid credential name (letters, digits, _ . -)"
+    return SecretRef("env" if kind == "env" else "credential", name)
+
+
+def _scan(text: str) -> tuple[list[SecretRef], list[str]]:
+    refs: list[SecretRef] = []
+    malformed: list[str] = []
+    for match in _REFERENCE.finditer(text):
+        parsed = _parse(match.group(1))
+        if isinstance(parsed, SecretRef):
+            refs.append(parsed)
+        else:
+            malformed.append(parsed)
+    if "${" in _REFERENCE.sub("", text):
+        malformed.append("a secret reference is not closed: expected ${env:NAME}")
+    return refs, malformed
+
+
+def _strings(obj: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    if isinstance(obj, str):
+        yield path, obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from _strings(value, (*path, str(key)))
+    elif isinstance(obj, list | tuple):
+        for index, value in enumerate(obj):
+            yield from _strings(value, (*path, index))
+
+
+def find_references(obj: Any, prefix: KeyPath = ()) -> list[tuple[KeyPath, SecretRef]]:
+    """Every well-formed reference in a str/dict/list, with the key path it sits at."""
+    return [(path, ref) for path, text in _strings(obj, prefix) for ref in _scan(text)[0]]
+
+
+def malformed_references(obj: Any, prefix: KeyPath = ()) -> list[Problem]:
+    return [
+        Problem(path, reason) for path, text in _strings(obj, prefix) for reason in _scan(text)[1]
+    ]
+
+
+def has_references(value: Any) -> bool:
+    return any(True for _ in find_references(value))
+
+
+def _lookup(ref: SecretRef, environ: Mapping[str, str]) -> tuple[str | None, str, str]:
+    """(value, reason, what to do): value is None when the reference cannot be resolved."""
+    if ref.kind == "env":
+        value = environ.get(ref.name)
+        hint = (
+            f"set the environment variable {ref.name} (systemd: Environment= or EnvironmentFile=)"
+        )
+        if value is None:
+            return None, f"environment variable {ref.name} is not set", hint
+        if not value:
+            return None, f"environment variable {ref.name} is empty", hint
+        return value, "", ""
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    hint = f"add LoadCredential={ref.name}:/path/to/secret to the systemd unit"
+    if not directory:
+        return None, "CREDENTIALS_DIRECTORY is not set (systemd LoadCredential=)", hint
+    path = Path(directory) / ref.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, f"no file {ref.name} in $CREDENTIALS_DIRECTORY={directory}", hint
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = f"cannot read {ref.name} in $CREDENTIALS_DIRECTORY={directory}"
+        return None, f"{reason}: {type(exc).__name__}", hint
+    return text.rstrip("\r\n"), "", ""
+
+
+def unresolvable(ref: SecretRef, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the reference cannot be resolved now, or None when it can."""
+    value, reason, _ = _lookup(ref, os.environ if environ is None else environ)
+    return None if value is not None else reason
+
+
+def _resolve_text(text: str, path: KeyPath, environ: Mapping[str, str]) -> str:
+    refs, malformed = _scan(text)
+    where = format_path(path) or "the value"
+    if malformed:
+        raise SecretError(f"{where}: {malformed[0]}")
+    if not refs:
+        return text
+
+    def substitute(match: re.Match[str]) -> str:
+        ref = _parse(match.group(1))
+        assert isinstance(ref, SecretRef)
+        value, reason, hint = _lookup(ref, environ)
+        if value is None:
+            raise SecretError(f"secret {ref} at {where} cannot be resolved: {reason}; {hint}")
+        if len(value) >= _MIN_MASKED_LENGTH:
+            _known_values.add(value)
+        return value
+
+    return ResolvedSecret(_REFERENCE.sub(substitute, text))
+
+
+def resolve(value: T, *, path: KeyPath = (), environ: Mapping[str, str] | None = None) -> T:
+    """`value` with every reference replaced, recursively through dicts and lists.
+
+    Strings that held a reference come back as `ResolvedSecret`. Raises `SecretError`
+    naming the reference, its key path and what to do; never the value.
+    """
+    env = os.environ if environ is None else environ
+    result: Any
+    if isinstance(value, str):
+        result = _resolve_text(value, path, env)
+    elif isinstance(value, Mapping):
+        result = {k: resolve(v, path=(*path, str(k)), environ=env) for k, v in value.items()}
+    elif isinstance(value, list | tuple):
+        result = [resolve(v, path=(*path, i), environ=env) for i, v in enumerate(value)]
+    else:
+        result = value
+    return result  # type: ignore[no-any-return]
+
+
+def redact(value: T) -> T:
+    """`value` with resolved secrets and URL passwords replaced by `***`, recursively."""
+    result: Any
+    if isinstance(value, ResolvedSecret):
+        result = MASK
+    elif isinstance(value, str):
+        result = _redact_text(value)
+    elif isinstance(value, Mapping):
+        result = {k: redact(v) for k, v in value.items()}
+    elif isinstance(value, list | tuple):
+        result = [redact(v) for v in value]
+    else:
+        result = value
+    return result  # type: ignore[no-any-return]
+
+
+def _redact_text(text: str) -> str:
+    for secret in sorted(_known_values, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return _URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
+
+
+__all__ = [
+    "MASK",
+    "ResolvedSecret",
+    "SecretRef",
+    "find_references",
+    "has_references",
+    "malformed_references",
+    "redact",
+    "resolve",
+    "unresolvable",
+]

@@ -1,0 +1,105 @@
+"""Reading floe.yaml into plain Python data plus the line of every key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from floe_egress.config.problems import KeyPath, Problem
+
+_DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)" with value')
+
+
+@dataclass(frozen=True, slots=True)
+class LineMap:
+    """1-based line of every key and list item; a missing key maps to its parent's line."""
+
+    lines: Mapping[KeyPath, int] = field(default_factory=dict)
+
+    def line_of(self, path: KeyPath) -> int | None:
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class YamlDocument:
+    data: Any
+    lines: LineMap
+
+
+class YamlProblem(Exception):
+    """The text is not a YAML document this loader can use; carries one `Problem`."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def parse_yaml(text: str) -> YamlDocument:
+    """Parse one YAML document (round-trip loader: safe, keeps positions)."""
+    try:
+        node = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        raise YamlProblem(_syntax_problem(exc)) from None
+    except YAMLError as exc:
+        raise YamlProblem(Problem((), f"invalid YAML: {exc}")) from None
+    lines: dict[KeyPath, int] = {}
+    if isinstance(node, CommentedMap | CommentedSeq):
+        lines[()] = node.lc.line + 1
+    return YamlDocument(_plain(node, (), lines), LineMap(lines))
+
+
+def _syntax_problem(exc: MarkedYAMLError) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else None
+    problem = str(exc.problem or exc.context or "not valid YAML")
+    duplicate = _DUPLICATE_KEY.match(problem)
+    if duplicate:
+        # ruamel's message quotes both values, which may be secrets pasted inline.
+        return Problem((), f"duplicate key {duplicate['key']!r}", line)
+    context = ""
+    if exc.context and exc.problem and exc.context_mark is not None:
+        context = f" ({exc.context} started on line {exc.context_mark.line + 1})"
+    return Problem((), f"invalid YAML: {problem}{context}", line)
+
+
+def _plain(node: Any, path: KeyPath, lines: dict[KeyPath, int]) -> Any:
+    """ruamel's round-trip types as plain dict/list/str/int/float/bool, recording lines."""
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for key in node:
+            child = (*path, key if isinstance(key, str | int) else str(key))
+            position = node.lc.key(key)
+            if position is not None:
+                lines[child] = position[0] + 1
+            out[_plain(key, (), {})] = _plain(node[key], child, lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        items: list[Any] = []
+        for index, value in enumerate(node):
+            position = node.lc.item(index)
+            if position is not None:
+                lines[(*path, index)] = position[0] + 1
+            items.append(_plain(value, (*path, index), lines))
+        return items
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+__all__ = ["LineMap", "YamlDocument", "YamlProblem", "parse_yaml"]

@@ -1,0 +1,81 @@
+"""Checks of each destination against its sink type: known type, valid sink_config, mode.
+
+They work on the raw floe.yaml mappings too, so that one broken destination does not
+hide the sink problems of the others. Secret references stay unresolved strings here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from floe_egress.config.messages import problems_from_validation_error
+from floe_egress.config.models import SYNC_MODES, FloeSpec
+from floe_egress.config.problems import KeyPath, Problem, did_you_mean
+from floe_egress.config.secrets import has_references
+from floe_egress.sinks.registry import SinkType, sink_types
+
+DESTINATIONS: KeyPath = ("ingestion", "destinations")
+
+
+def check_destinations(spec: FloeSpec) -> list[Problem]:
+    """Every sink problem of a validated spec (paths from the top of floe.yaml)."""
+    items = [d.model_dump(by_alias=True, exclude_unset=True) for d in spec.ingestion.destinations]
+    return check_destination_items(items)
+
+
+def check_destination_items(items: Sequence[Any], prefix: KeyPath = DESTINATIONS) -> list[Problem]:
+    """Sink problems of raw destination mappings; malformed items are left to the models."""
+    known = sink_types()
+    problems: list[Problem] = []
+    for index, item in enumerate(items):
+        if isinstance(item, Mapping):
+            problems += _check_one(item, (*prefix, index), known)
+    return problems
+
+
+def _check_one(
+    item: Mapping[str, Any], at: KeyPath, known: Mapping[str, SinkType]
+) -> list[Problem]:
+    name = item.get("sink_type")
+    if not isinstance(name, str) or not name:
+        return []
+    sink_type = known.get(name)
+    if sink_type is None:
+        available = ", ".join(sorted(known)) or "none registered"
+        message = f"unknown sink_type {name!r}; available: {available}" + did_you_mean(name, known)
+        return [Problem((*at, "sink_type"), message)]
+    problems = _check_config(sink_type, item.get("sink_config", {}), (*at, "sink_config"))
+    mode = item.get("mode", "upsert")
+    if isinstance(mode, str) and mode in SYNC_MODES and mode not in sink_type.modes:
+        supported = ", ".join(m for m in SYNC_MODES if m in sink_type.modes)
+        default = "" if "mode" in item else " (the default)"
+        problems.append(
+            Problem(
+                (*at, "mode"),
+                f"sink_type {name!r} cannot do mode {mode!r}{default}; it supports: {supported}",
+            )
+        )
+    return problems
+
+
+def _check_config(sink_type: SinkType, config: Any, at: KeyPath) -> list[Problem]:
+    if not isinstance(config, Mapping):
+        return []
+    try:
+        sink_type.config_model.model_validate(dict(config))
+    except ValidationError as exc:
+        problems = problems_from_validation_error(exc, sink_type.config_model, at)
+        # A value that is a secret reference can only be judged once resolved, at build time.
+        by_ref = {(*at, *e["loc"]) for e in exc.errors() if _is_reference_text(e.get("input"))}
+        return [p for p in problems if p.path not in by_ref]
+    return []
+
+
+def _is_reference_text(value: Any) -> bool:
+    return isinstance(value, str) and has_references(value)
+
+
+__all__ = ["check_destination_items", "check_destinations"]

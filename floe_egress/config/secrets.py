@@ -142,9 +142,9 @@ def unresolvable(ref: SecretRef, environ: Mapping[str, str] | None = None) -> st
 
 def _resolve_text(text: str, path: KeyPath, environ: Mapping[str, str]) -> str:
     refs, malformed = _scan(text)
-    where = format_path(path) or "the value"
+    where = format_path(path)
     if malformed:
-        raise SecretError(f"{where}: {malformed[0]}")
+        raise SecretError(f"{where}: {malformed[0]}" if where else malformed[0])
     if not refs:
         return text
 
@@ -153,7 +153,8 @@ def _resolve_text(text: str, path: KeyPath, environ: Mapping[str, str]) -> str:
         assert isinstance(ref, SecretRef)
         value, reason, hint = _lookup(ref, environ)
         if value is None:
-            raise SecretError(f"secret {ref} at {where} cannot be resolved: {reason}; {hint}")
+            at = f" at {where}" if where else ""
+            raise SecretError(f"secret {ref}{at} cannot be resolved: {reason}; {hint}")
         if len(value) >= _MIN_MASKED_LENGTH:
             _known_values.add(value)
         return value

@@ -69,7 +69,11 @@ def _check_config(sink_type: SinkType, config: Any, at: KeyPath) -> list[Problem
     except ValidationError as exc:
         problems = problems_from_validation_error(exc, sink_type.config_model, at)
         # A value that is a secret reference can only be judged once resolved, at build time.
-        by_ref = {(*at, *e["loc"]) for e in exc.errors() if _is_reference_text(e.get("input"))}
+        by_ref = {
+            (*at, *e["loc"])
+            for e in exc.errors()
+            if e["type"] != "extra_forbidden" and _is_reference_text(e.get("input"))
+        }
         return [p for p in problems if p.path not in by_ref]
     return []
 

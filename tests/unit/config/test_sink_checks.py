@@ -1,0 +1,123 @@
+"""Destinations checked against their sink types through the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from floe_egress.config.models import FloeSpec
+from floe_egress.sinks.checks import check_destination_items, check_destinations
+from floe_egress.sinks.registry import SinkType, get_sink_type, registered, sink_types
+from tests.unit.config.conftest import TEST_API, DbConfig, _not_built
+
+APPEND_ONLY = SinkType("test_events", DbConfig, frozenset({"append"}), _not_built)
+
+
+def spec_with(*destinations: dict[str, Any]) -> FloeSpec:
+    return FloeSpec.model_validate(
+        {
+            "apiVersion": "floe.dev/v1",
+            "kind": "FloeSpec",
+            "metadata": {"name": "t"},
+            "ingestion": {"destinations": list(destinations)},
+        }
+    )
+
+
+def dest(name: str, sink_type: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "source_table": "gold.t", "sink_type": sink_type, **extra}
+
+
+def test_check_destinations_of_a_validated_spec() -> None:
+    spec = spec_with(
+        dest("ok", "test_api", sink_config={"url": "https://x"}),
+        dest("no_url", "test_api", sink_config={"headers": {}}),
+        dest("typo", "test_apii"),
+        dest("bad_mode", "test_db", mode="mirror"),
+    )
+
+    problems = [(p.key, p.message) for p in check_destinations(spec)]
+
+    available = ", ".join(sorted(sink_types()))
+    assert problems == [
+        ("ingestion.destinations[1].sink_config.url", "required key is missing"),
+        (
+            "ingestion.destinations[2].sink_type",
+            f"unknown sink_type 'test_apii'; available: {available}; did you mean 'test_api'?",
+        ),
+        (
+            "ingestion.destinations[3].mode",
+            "sink_type 'test_db' cannot do mode 'mirror'; it supports: upsert, insert",
+        ),
+    ]
+
+
+def test_default_mode_the_type_cannot_do_says_it_is_the_default() -> None:
+    with registered(APPEND_ONLY):
+        problems = check_destination_items([dest("e", "test_events")])
+
+    assert [(p.key, p.message) for p in problems] == [
+        (
+            "ingestion.destinations[0].mode",
+            "sink_type 'test_events' cannot do mode 'upsert' (the default); it supports: append",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sink_config", "expected"),
+    [
+        ({"port": "${env:DB_PORT}"}, []),
+        ({"port": "x${env:DB_PORT}"}, []),
+        (
+            {"port": "5432x"},
+            [("ingestion.destinations[0].sink_config.port", "must be an integer, got '5432x'")],
+        ),
+        (
+            {"prot": "${env:DB_PORT}"},
+            [
+                (
+                    "ingestion.destinations[0].sink_config.prot",
+                    "unknown key 'prot'; did you mean 'port'?",
+                )
+            ],
+        ),
+    ],
+    ids=["reference", "embedded reference", "no reference", "unknown key holding a reference"],
+)
+def test_secret_reference_values_are_judged_after_resolution(
+    sink_config: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    problems = check_destination_items([dest("d", "test_db", sink_config=sink_config)])
+
+    assert [(p.key, p.message) for p in problems] == expected
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "not a mapping",
+        {"name": "x"},
+        {"sink_type": 5},
+        {"sink_type": "test_db", "sink_config": "s"},
+    ],
+    ids=["scalar", "no sink_type", "sink_type not a string", "sink_config not a mapping"],
+)
+def test_malformed_items_are_left_to_the_models(item: Any) -> None:
+    assert check_destination_items([item]) == []
+
+
+def test_registered_removes_its_types_afterwards() -> None:
+    with registered(APPEND_ONLY):
+        assert get_sink_type("test_events") is APPEND_ONLY
+
+    assert get_sink_type("test_events") is None
+
+
+def test_registered_twice_fails_and_keeps_the_first() -> None:
+    with pytest.raises(ValueError, match="registered twice"), registered(APPEND_ONLY, TEST_API):
+        pass
+
+    assert get_sink_type("test_events") is None
+    assert get_sink_type("test_api") is TEST_API

@@ -46,6 +46,10 @@ class LoadedConfig:
     format: Literal["yaml", "compiled"] = "yaml"
     lines: LineMap = field(default_factory=LineMap)
 
+    @property
+    def path(self) -> Path:
+        return self.source
+
     def line_of(self, key_path: KeyPath) -> int | None:
         """The line of a key (or of its nearest parent present in the file); None for JSON."""
         return self.lines.line_of(key_path)

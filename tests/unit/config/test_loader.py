@@ -37,7 +37,7 @@ def test_base_config_loads_with_lines(write_config: Callable[[str], Path]) -> No
 
     assert isinstance(loaded, LoadedConfig)
     assert loaded.format == "yaml"
-    assert loaded.source == path
+    assert loaded.source == loaded.path == path
     assert [d.name for d in loaded.spec.ingestion.destinations] == ["crm_contacts", "app_db"]
     assert loaded.line_of(("ingestion", "destinations", 1, "sink_config", "table")) == 33
     assert loaded.line_of(("server", "port")) == 12

@@ -114,7 +114,7 @@ def validate_document(
     except ValidationError as exc:
         # duplicate_names() reports these at the repeated name, with the first one's index.
         kept = [e for e in exc.errors() if e["type"] != DUPLICATE_NAME_ERROR]
-        problems += problems_from_errors(kept, FloeSpec)
+        problems += problems_from_errors(kept, FloeSpec, raw)
     problems += duplicate_names(raw)
     problems += (sink_check or _sink_check)(_destination_items(raw))
     reported = {p.path for p in problems}

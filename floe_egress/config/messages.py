@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import types
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -14,16 +14,61 @@ from floe_egress.config.problems import KeyPath, Problem, describe, did_you_mean
 
 
 def problems_from_validation_error(
-    exc: ValidationError, model: type[BaseModel], prefix: KeyPath = ()
+    exc: ValidationError, model: type[BaseModel], data: Any, prefix: KeyPath = ()
 ) -> list[Problem]:
-    """One `Problem` per pydantic error; `model` is the class that was validated."""
-    return problems_from_errors(exc.errors(), model, prefix)
+    """One `Problem` per pydantic error; `model` is the class that validated `data`."""
+    return problems_from_errors(exc.errors(), model, data, prefix)
 
 
 def problems_from_errors(
-    errors: Iterable[ErrorDetails], model: type[BaseModel], prefix: KeyPath = ()
+    errors: Iterable[ErrorDetails], model: type[BaseModel], data: Any, prefix: KeyPath = ()
 ) -> list[Problem]:
-    return [Problem((*prefix, *error["loc"]), plain_message(error, model)) for error in errors]
+    problems = [
+        Problem((*prefix, *key_path(error, data)), plain_message(error, model)) for error in errors
+    ]
+    return _merge_alternatives(problems)
+
+
+def key_path(error: ErrorDetails, data: Any) -> KeyPath:
+    """The error's location as keys of the input: union member labels (`'bearer'`,
+    `'int'`) dropped, and a union's tag key named when the tag is what is wrong."""
+    path: list[str | int] = []
+    node = data
+    loc = error["loc"]
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(node, dict) and (part in node or last):
+            path.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        tag = str((error.get("ctx") or {}).get("discriminator", "")).strip("'")
+        if tag.isidentifier():
+            path.append(tag)
+    return tuple(path)
+
+
+def _merge_alternatives(problems: list[Problem]) -> list[Problem]:
+    # A union (`int | str`) fails once per member at the same key: say it once.
+    merged: list[Problem] = []
+    for problem in problems:
+        previous = merged[-1] if merged else None
+        if previous is not None and previous.path == problem.path:
+            first, second = (
+                _TYPE_MESSAGE.match(previous.message),
+                _TYPE_MESSAGE.match(problem.message),
+            )
+            if first and second and first["got"] == second["got"]:
+                message = f"must be {first['what']} or {second['what']}, got {first['got']}"
+                merged[-1] = Problem(problem.path, message, problem.line)
+                continue
+        merged.append(problem)
+    return merged
+
+
+_TYPE_MESSAGE = re.compile(r"^must be (?P<what>.+), got (?P<got>.+)$")
 
 
 def plain_message(error: ErrorDetails, model: type[BaseModel]) -> str:
@@ -38,6 +83,11 @@ def plain_message(error: ErrorDetails, model: type[BaseModel]) -> str:
         return f"unknown key {key!r}" + did_you_mean(key, keys_at(model, error["loc"][:-1]))
     if kind in ("literal_error", "enum"):
         return _one_of(ctx, error.get("input"), got)
+    if kind == "union_tag_invalid":
+        tags = {"expected": ctx.get("expected_tags", "")}
+        return _one_of(tags, ctx.get("tag"), describe(ctx.get("tag")))
+    if kind == "union_tag_not_found":
+        return "required key is missing"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     return _generic(error["msg"], got, kind)
@@ -126,6 +176,10 @@ def _type_at(annotation: Any, loc: tuple[str | int, ...]) -> Any:
     current = annotation
     for part in loc:
         current = _unwrap(current)
+        member = _union_member(current, part)
+        if member is not None:
+            current = member
+            continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             current = _field_type(current, str(part))
         elif get_origin(current) in (list, tuple, set) and isinstance(part, int):
@@ -138,6 +192,22 @@ def _type_at(annotation: Any, loc: tuple[str | int, ...]) -> Any:
         if current is None:
             return None
     return _unwrap(current)
+
+
+def _union_member(annotation: Any, label: str | int) -> Any:
+    """The member of a union of models that pydantic's location label names, if any."""
+    if get_origin(annotation) not in (Union, types.UnionType):
+        return None
+    for option in get_args(annotation):
+        option = _unwrap(option)
+        if not (isinstance(option, type) and issubclass(option, BaseModel)):
+            continue
+        if label == option.__name__:
+            return option
+        for field in option.model_fields.values():
+            if get_origin(field.annotation) is Literal and label in get_args(field.annotation):
+                return option
+    return None
 
 
 def _field_type(model: type[BaseModel], key: str) -> Any:

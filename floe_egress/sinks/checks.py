@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from floe_egress.config.messages import problems_from_validation_error
+from floe_egress.config.messages import problems_from_errors
 from floe_egress.config.models import SYNC_MODES, FloeSpec
 from floe_egress.config.problems import KeyPath, Problem, did_you_mean
 from floe_egress.config.secrets import has_references
@@ -64,17 +64,17 @@ def _check_one(
 def _check_config(sink_type: SinkType, config: Any, at: KeyPath) -> list[Problem]:
     if not isinstance(config, Mapping):
         return []
+    data = dict(config)
     try:
-        sink_type.config_model.model_validate(dict(config))
+        sink_type.config_model.model_validate(data)
     except ValidationError as exc:
-        problems = problems_from_validation_error(exc, sink_type.config_model, at)
         # A value that is a secret reference can only be judged once resolved, at build time.
-        by_ref = {
-            (*at, *e["loc"])
+        errors = [
+            e
             for e in exc.errors()
-            if e["type"] != "extra_forbidden" and _is_reference_text(e.get("input"))
-        }
-        return [p for p in problems if p.path not in by_ref]
+            if e["type"] == "extra_forbidden" or not _is_reference_text(e.get("input"))
+        ]
+        return problems_from_errors(errors, sink_type.config_model, data, at)
     return []
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
-from floe_egress.config.models import FloeSpec
+from floe_egress.config.models import SYNC_MODES, FloeSpec
 from floe_egress.sinks.checks import check_destination_items, check_destinations
 from floe_egress.sinks.registry import SinkType, get_sink_type, registered, sink_types
 from tests.unit.config.conftest import TEST_API, DbConfig, _not_built
@@ -121,3 +122,59 @@ def test_registered_twice_fails_and_keeps_the_first() -> None:
 
     assert get_sink_type("test_events") is None
     assert get_sink_type("test_api") is TEST_API
+
+
+class Bearer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["bearer"]
+    token: str
+
+
+class Basic(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["basic"]
+    username: str
+
+
+class UnionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    auth: Annotated[Bearer | Basic, Field(discriminator="type")] | None = None
+    size: int | str = 1
+
+
+UNIONS = SinkType("test_unions", UnionConfig, frozenset(SYNC_MODES), _not_built)
+AT = "ingestion.destinations[0].sink_config"
+
+
+@pytest.mark.parametrize(
+    ("sink_config", "expected"),
+    [
+        (
+            {"auth": {"type": "bearer", "tokn": "a"}},
+            [
+                (f"{AT}.auth.token", "required key is missing"),
+                (f"{AT}.auth.tokn", "unknown key 'tokn'; did you mean 'token'?"),
+            ],
+        ),
+        (
+            {"auth": {"type": "bearr"}},
+            [
+                (
+                    f"{AT}.auth.type",
+                    "must be one of bearer, basic; got 'bearr'; did you mean 'bearer'?",
+                )
+            ],
+        ),
+        ({"auth": {"token": "t"}}, [(f"{AT}.auth.type", "required key is missing")]),
+        ({"size": [1]}, [(f"{AT}.size", "must be an integer or a string, got a list")]),
+        ({"auth": {"type": "basic", "username": "${env:USER}"}}, []),
+    ],
+    ids=["member key wrong", "unknown tag", "no tag", "union of scalars", "reference in member"],
+)
+def test_union_errors_point_at_input_keys(
+    sink_config: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    with registered(UNIONS):
+        problems = check_destination_items([dest("u", "test_unions", sink_config=sink_config)])
+
+    assert [(p.key, p.message) for p in problems] == expected

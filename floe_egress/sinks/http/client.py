@@ -1,0 +1,278 @@
+"""One HTTP session per destination, with the account budget, retries and backoff.
+
+Retry policy (per request):
+- 429 and 503 wait out `Retry-After` (delta-seconds or an HTTP-date); a 429 also holds
+  the whole account budget for that long, since every other request would be refused
+  too. Without the header they back off like the rest.
+- 408, other 5xx, connection errors and timeouts back off exponentially with full
+  jitter: uniform(0, min(max_backoff, initial * 2**(attempt-1))).
+- A `Retry-After` beyond `max_backoff_seconds`, or `max_attempts` used up, raises
+  TransientSinkError for the whole batch: the cycle retries it on a later run.
+- 401 and 403 raise PermanentSinkError naming the destination.
+Everything else (2xx, other 4xx) goes back to the sink, which decides per record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from floe_egress.config.models import RetryConfig
+from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
+from floe_egress.sinks.http.ledger import Ledger
+from floe_egress.sinks.http.limits import Budget, BudgetSpec, budget_for
+
+USER_AGENT = "floe-egress/0.1"
+_RETRY_STATUSES = frozenset({408, 500, 502, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    url: str
+    body: bytes | None = None
+    params: Sequence[tuple[str, str]] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """`METHOD url` without the query string, which may carry an API key."""
+        return f"{self.method} {self.url}"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The decoded JSON body, or None when the body is empty or not JSON."""
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try the request again after `after` seconds (None: exponential backoff)."""
+
+    reason: str
+    after: float | None = None
+    rate_limited: bool = False
+
+
+Classifier = Callable[[Request, Response], "Retry | SinkError | None"]
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date."""
+    raw = headers.get("Retry-After")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    # An HTTP-date has one-second resolution and means "not before": add a hair so
+    # the retry never lands a tick early.
+    return max(0.0, when.timestamp() - time.time()) + 0.01
+
+
+def error_message(response: Response, limit: int = 500) -> str:
+    """The server's own words from an error body (JSON `message`-like fields, else text)."""
+    data = response.json()
+    found = _find_message(data)
+    if found:
+        return found[:limit]
+    text = response.body.decode("utf-8", errors="replace").strip()
+    return text[:limit] if text else f"HTTP {response.status}"
+
+
+def _find_message(data: Any) -> str | None:
+    if isinstance(data, list) and data:
+        return _find_message(data[0])
+    if not isinstance(data, dict):
+        return None
+    for key in ("message", "error_description", "detail", "error", "title"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            code = data.get("errorCode") or data.get("category")
+            return f"{code}: {value}" if isinstance(code, str) and code else value
+        if isinstance(value, dict | list):
+            nested = _find_message(value)
+            if nested:
+                return nested
+    errors = data.get("errors")
+    return _find_message(errors) if isinstance(errors, list) else None
+
+
+def default_classifier(destination: str) -> Classifier:
+    def classify(request: Request, response: Response) -> Retry | SinkError | None:
+        status = response.status
+        if status in (429, 503):
+            return Retry(
+                f"HTTP {status}: {error_message(response, 200)}",
+                after=retry_after(response.headers),
+                rate_limited=status == 429,
+            )
+        if status in _RETRY_STATUSES or status >= 500:
+            return Retry(f"HTTP {status}: {error_message(response, 200)}")
+        if status in (401, 403):
+            return PermanentSinkError(
+                f"destination {destination!r}: {request.label} was refused with HTTP "
+                f"{status} ({error_message(response, 300)}); check the credentials and "
+                "their permissions in sink_config"
+            )
+        return None
+
+    return classify
+
+
+class HttpClient:
+    """Sends requests for one destination; every attempt draws on the account budget."""
+
+    def __init__(
+        self,
+        *,
+        destination: str,
+        retry: RetryConfig,
+        budget: BudgetSpec,
+        timeout_seconds: float | None = None,
+        verify_tls: bool = True,
+        headers: Mapping[str, str] | None = None,
+        params: Sequence[tuple[str, str]] = (),
+        classifier: Classifier | None = None,
+    ) -> None:
+        self.destination = destination
+        self.retry = retry
+        self.budget_spec = budget
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds or retry.timeout_seconds)
+        self._verify_tls = verify_tls
+        self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
+        self._params = list(params)
+        self._classify = classifier or default_classifier(destination)
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            connector = aiohttp.TCPConnector(ssl=self._verify_tls)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=self._headers
+            )
+            self._session_loop = loop
+        return self._session
+
+    async def _once(self, request: Request) -> Response:
+        headers = dict(request.headers)
+        if request.body is not None:
+            headers.setdefault("Content-Type", "application/json")
+        async with self._get_session().request(
+            request.method,
+            request.url,
+            data=request.body,
+            params=[*self._params, *request.params] or None,
+            headers=headers,
+        ) as resp:
+            body = await resp.read()
+            return Response(resp.status, resp.headers, body)
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(
+            self.retry.max_backoff_seconds,
+            self.retry.initial_backoff_seconds * 2 ** (attempt - 1),
+        )
+        return random.uniform(0, cap)
+
+    async def send(self, request: Request, ledger: Ledger) -> Response:
+        """Send with retries; returns 2xx and per-record 4xx responses, raises the rest."""
+        budget = budget_for(self.budget_spec)
+        sent = len(request.body or b"")
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome: Retry | SinkError | None
+            async with budget.slot():
+                waited = await budget.take()
+                try:
+                    response = await self._once(request)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    ledger.http(None, sent, waited)
+                    outcome = Retry(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                else:
+                    ledger.http(response.status, sent, waited)
+                    outcome = self._classify(request, response)
+                    if outcome is None:
+                        return response
+            if isinstance(outcome, SinkError):
+                raise outcome
+            await self._wait(outcome, attempt, request, budget, ledger)
+
+    async def _wait(
+        self, outcome: Retry, attempt: int, request: Request, budget: Budget, ledger: Ledger
+    ) -> None:
+        if attempt >= self.retry.max_attempts:
+            raise TransientSinkError(
+                f"destination {self.destination!r}: {request.label} still failing after "
+                f"{attempt} attempts ({outcome.reason})",
+                retry_after=outcome.after,
+            )
+        if outcome.after is not None and outcome.after > self.retry.max_backoff_seconds:
+            raise TransientSinkError(
+                f"destination {self.destination!r}: {request.label} asked to retry after "
+                f"{outcome.after:.0f} s, more than max_backoff_seconds "
+                f"({self.retry.max_backoff_seconds:g}); leaving the batch for a later run "
+                f"({outcome.reason})",
+                retry_after=outcome.after,
+            )
+        delay = outcome.after if outcome.after is not None else self._backoff(attempt)
+        if outcome.rate_limited:
+            budget.hold(delay)
+            ledger.waited(delay)
+        await asyncio.sleep(delay)
+
+    async def probe(self, request: Request) -> Response:
+        """One attempt, for `check()`: an unreachable API is a PermanentSinkError."""
+        budget = budget_for(self.budget_spec)
+        async with budget.slot():
+            await budget.take()
+            try:
+                return await self._once(request)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise PermanentSinkError(
+                    f"destination {self.destination!r}: {request.label} is unreachable "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is None or session.closed:
+            return
+        try:
+            same_loop = asyncio.get_running_loop() is self._session_loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            await session.close()

@@ -1,0 +1,203 @@
+"""Arrow values to what a JSON wire format can carry.
+
+- timestamps: ISO-8601 in UTC with a `Z` suffix, microseconds only when non-zero
+  (`2024-05-01T12:00:00Z`, `2024-05-01T12:00:00.250000Z`); timestamps without a time
+  zone are taken as UTC; nanoseconds are truncated to microseconds
+- dates `YYYY-MM-DD`, times `HH:MM:SS[.ffffff]`, durations in seconds (a number)
+- decimals: strings by default (exact); `decimals="number"` gives JSON numbers
+  (integers when the scale is 0, else float64, which rounds past ~15 digits)
+- binary: base64 (standard alphabet, padded); UUIDs: their canonical string
+- structs: JSON objects; lists: arrays; maps: objects with string keys
+- null stays null; NaN and infinities become null (JSON has no literal for them)
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Literal
+
+import pyarrow as pa
+
+DecimalMode = Literal["string", "number"]
+Convert = Callable[[Any], Any]
+JsonRecord = dict[str, Any]
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _timestamp(value: Any) -> Any:
+    if not isinstance(value, dt.datetime):
+        return value
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"
+
+
+def _isoformat(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date | dt.time) else value
+
+
+def _duration(value: Any) -> Any:
+    return value.total_seconds() if isinstance(value, dt.timedelta) else value
+
+
+def _binary(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return base64.b64encode(value).decode("ascii")
+
+
+def _float(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _decimal_string(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def _decimal_number(value: Any) -> Any:
+    if not isinstance(value, Decimal):
+        return value
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+def _nullable(convert: Convert) -> Convert:
+    if convert is _identity:
+        return convert
+    return lambda value: None if value is None else convert(value)
+
+
+def converter(arrow_type: pa.DataType, decimals: DecimalMode = "string") -> Convert:
+    """The function that turns a `to_pylist()` value of `arrow_type` into a JSON value."""
+    return _nullable(_converter(arrow_type, decimals))
+
+
+def _converter(t: pa.DataType, decimals: DecimalMode) -> Convert:
+    if isinstance(t, pa.ExtensionType):
+        if str(t.extension_name) == "arrow.uuid":
+            return str
+        return _converter(t.storage_type, decimals)
+    if pa.types.is_timestamp(t):
+        return _timestamp
+    if pa.types.is_date(t) or pa.types.is_time(t):
+        return _isoformat
+    if pa.types.is_duration(t):
+        return _duration
+    if pa.types.is_decimal(t):
+        return _decimal_string if decimals == "string" else _decimal_number
+    if pa.types.is_floating(t):
+        return _float
+    if (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_binary_view(t)
+    ):
+        return _binary
+    if pa.types.is_dictionary(t):
+        return _converter(t.value_type, decimals)
+    if pa.types.is_map(t):
+        return _map(t, decimals)
+    if pa.types.is_struct(t):
+        return _struct(t, decimals)
+    if (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or pa.types.is_list_view(t)
+    ):
+        return _list(t, decimals)
+    return _identity
+
+
+def _struct(t: pa.StructType, decimals: DecimalMode) -> Convert:
+    fields = [(t.field(i).name, converter(t.field(i).type, decimals)) for i in range(t.num_fields)]
+    if all(conv is _identity for _, conv in fields):
+        return _identity
+
+    def convert(value: dict[str, Any]) -> dict[str, Any]:
+        return {name: conv(value.get(name)) for name, conv in fields}
+
+    return convert
+
+
+def _list(t: Any, decimals: DecimalMode) -> Convert:
+    item = converter(t.value_type, decimals)
+    if item is _identity:
+        return _identity
+    return lambda value: [item(v) for v in value]
+
+
+def _map(t: pa.MapType, decimals: DecimalMode) -> Convert:
+    key = converter(t.key_type, decimals)
+    item = converter(t.item_type, decimals)
+
+    def convert(value: list[tuple[Any, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in value:
+            ck = key(k)
+            out[ck if isinstance(ck, str) else json.dumps(ck)] = item(v)
+        return out
+
+    return convert
+
+
+def to_records(
+    table: pa.Table | pa.RecordBatch, decimals: DecimalMode = "string"
+) -> list[JsonRecord]:
+    """The rows of `table` as JSON-ready dicts, in order."""
+    convs = {f.name: converter(f.type, decimals) for f in table.schema}
+    columns: dict[str, list[Any]] = {}
+    for name, conv in convs.items():
+        values = _pylist(table.column(name))
+        columns[name] = values if conv is _identity else [conv(v) for v in values]
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _pylist(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    # to_pylist() turns ns timestamps into pandas objects (or fails without pandas).
+    t = column.type
+    if pa.types.is_timestamp(t) and t.unit == "ns":
+        column = column.cast(pa.timestamp("us", tz=t.tz), safe=False)
+    elif pa.types.is_time64(t) and t.unit == "ns":
+        column = column.cast(pa.time64("us"), safe=False)
+    elif pa.types.is_duration(t) and t.unit == "ns":
+        column = column.cast(pa.duration("us"), safe=False)
+    values: list[Any] = column.to_pylist()
+    return values
+
+
+def dumps(payload: Any) -> bytes:
+    """Compact, deterministic JSON bytes (keys keep their insertion order)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
+
+
+def as_text(value: Any) -> str:
+    """A JSON value as the plain string form CRM APIs expect for ids and properties."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

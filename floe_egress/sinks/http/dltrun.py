@@ -1,0 +1,180 @@
+"""The dlt hand-off: every write of an HTTP destination is one `pipeline.run()`.
+
+dlt 1.31 behaviours handled here (DESIGN §5):
+- The `@dlt.destination` function is a plain `def`: dlt never awaits an `async def`
+  and reports its rows as loaded. It blocks its dlt worker thread on
+  `run_coroutine_threadsafe(...).result()`, so the HTTP work runs on the caller's event
+  loop, where the session and the account limiter live.
+- `pipeline.run()` blocks: it runs in `asyncio.to_thread`, one run at a time per
+  destination (an asyncio.Lock; dlt has none).
+- A pending load package makes `pipeline.run(new)` load the old package and ignore
+  `new`. Pending packages are aborted before each run: they belong to a write that
+  already failed (or to a process that crashed), whose range the cycle sends again
+  because the checkpoint did not move; loading them would deliver rows outside any
+  write's report. A run in which dlt never calls the sink raises instead of passing.
+- Exceptions never escape the sink function (a DestinationTerminalException would leave
+  the package pending): they are kept on the run and raised from `run()` once dlt has
+  completed the package.
+- Completed packages are deleted after each run; dlt keeps them forever.
+- dlt's stored schema accumulates every column ever seen and fills absent ones with
+  nulls: the sink function keeps only the columns of the table it was given.
+- `max_parallel_load_jobs` stays unset: with one slot, dlt parks its (skipped) state
+  job there and sleeps a full second before loading the data job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pyarrow as pa
+import pyarrow.parquet as pq
+import structlog
+
+from floe_egress.errors import SinkError, TransientSinkError
+
+Handler = Callable[[pa.Table], Awaitable[None]]
+TABLE_NAME = "changes"
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Run:
+    loop: asyncio.AbstractEventLoop
+    columns: list[str]
+    handler: Handler
+    calls: int = 0
+    error: BaseException | None = None
+    cancelled: bool = False
+    in_flight: concurrent.futures.Future[None] | None = field(default=None, repr=False)
+
+
+class DltBridge:
+    """Runs one dlt pipeline per destination under `work_dir/dlt`."""
+
+    def __init__(self, destination: str, work_dir: Path) -> None:
+        self.destination = destination
+        self.pipelines_dir = work_dir / "dlt"
+        self.pipeline_name = f"floe_egress_{destination}"
+        self._lock = asyncio.Lock()
+        self._active: _Run | None = None
+        self._pipeline: Any = None
+
+    def sink_function(self) -> Callable[[Any, Any], None]:
+        """The function dlt calls with each load file (a plain def, see module doc)."""
+        bridge = self
+
+        def floe_http_sink(items: Any, table: Any) -> None:
+            bridge.deliver_file(str(items))
+
+        return floe_http_sink
+
+    @property
+    def pipeline(self) -> Any:
+        if self._pipeline is None:
+            factory = dlt.destination(
+                self.sink_function(),
+                batch_size=0,
+                loader_file_format="parquet",
+                name=f"floe_{self.destination}",
+                naming_convention="direct",
+                max_table_nesting=0,
+                skip_dlt_columns_and_tables=True,
+            )
+            self.pipelines_dir.mkdir(parents=True, exist_ok=True)
+            self._pipeline = dlt.pipeline(
+                pipeline_name=self.pipeline_name,
+                pipelines_dir=str(self.pipelines_dir),
+                destination=factory(),
+                dev_mode=False,
+            )
+        return self._pipeline
+
+    async def run(self, table: pa.Table, handler: Handler) -> None:
+        """Load `table` through dlt; `handler` gets its rows on this event loop."""
+        run = _Run(asyncio.get_running_loop(), list(table.column_names), handler)
+        async with self._lock:
+            work = asyncio.ensure_future(asyncio.to_thread(self._run_sync, table, run))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # The thread cannot be cancelled: stop its HTTP work and wait for dlt to
+                # finish the package before the lock lets another run start.
+                run.cancelled = True
+                if run.in_flight is not None:
+                    run.in_flight.cancel()
+                await asyncio.wait({work})
+                raise
+            except SinkError:
+                raise
+            except Exception as exc:
+                raise TransientSinkError(
+                    f"destination {self.destination!r}: the dlt pipeline failed "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+        if run.error is not None:
+            raise run.error
+        if run.calls == 0:
+            raise TransientSinkError(
+                f"destination {self.destination!r}: dlt completed the run without handing "
+                f"its {table.num_rows} rows to the sink; nothing was sent"
+            )
+
+    def _run_sync(self, table: pa.Table, run: _Run) -> None:
+        pipeline = self.pipeline
+        self._abort_pending(pipeline)
+        self._active = run
+        try:
+            pipeline.run(table, table_name=TABLE_NAME, loader_file_format="parquet")
+        finally:
+            self._active = None
+            self._prune(pipeline)
+
+    def deliver_file(self, path: str) -> None:
+        """Called by dlt on its worker thread with the path of one parquet load file."""
+        run = self._active
+        if run is None:
+            log.warning("dlt_orphan_load_file_skipped", destination=self.destination, path=path)
+            return
+        run.calls += 1
+        if run.error is not None or run.cancelled:
+            return
+        try:
+            data = pq.read_table(path)
+            data = data.select([c for c in run.columns if c in data.column_names])
+            future = asyncio.run_coroutine_threadsafe(_call(run.handler, data), run.loop)
+            run.in_flight = future
+            future.result()
+        except Exception as exc:  # must not reach dlt: see module doc
+            run.error = exc
+
+    def _abort_pending(self, pipeline: Any) -> None:
+        if not pipeline.has_pending_data:
+            return
+        stale = [
+            *pipeline.list_extracted_load_packages(),
+            *pipeline.list_normalized_load_packages(),
+        ]
+        log.warning("dlt_pending_packages_aborted", destination=self.destination, load_ids=stale)
+        pipeline.abort_packages()
+
+    def _prune(self, pipeline: Any) -> None:
+        loaded = Path(pipeline.working_dir) / "load" / "loaded"
+        for load_id in pipeline.list_completed_load_packages():
+            shutil.rmtree(loaded / load_id, ignore_errors=True)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._pipeline is not None:
+                await asyncio.to_thread(self._prune, self._pipeline)
+
+
+async def _call(handler: Handler, data: pa.Table) -> None:
+    await handler(data)

@@ -1,0 +1,239 @@
+"""`rest_api`: any JSON-over-HTTP endpoint.
+
+Responses:
+- 2xx: every record delivered, except those listed in a per-record error body (with
+  200 or 207): `{"errors": [{"index": <position in the request's records>,
+  "message": "...", "status": <optional int>}]}`. Ids come from `record_ids_path`.
+- 404/410 to a delete: already gone, delivered.
+- Other 4xx: the request is split in halves until the refused records stand alone;
+  each becomes a FailedRow with the server's message. 401/403 fail the whole batch as
+  bad credentials; 405/406/411/414/415 (and 404 to a batch) mean the endpoint does not
+  take this request at all and fail the whole batch too.
+- 429/503/5xx/timeouts: retried by the client (see client.py).
+
+In append mode every change is an event: rows of all ops go through the upsert route,
+the envelope's op is "append" and each record is `{"op", "snapshot_id", "record"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from floe_egress.errors import PermanentSinkError
+from floe_egress.sinks.base import FailedRow
+from floe_egress.sinks.http.client import HttpClient, Request, Response
+from floe_egress.sinks.http.convert import JsonRecord, dumps
+from floe_egress.sinks.http.ledger import Ledger, OrderKey
+from floe_egress.sinks.http.limits import BudgetSpec, account_key
+from floe_egress.sinks.http.rest_config import (
+    PLACEHOLDER,
+    RestApiConfig,
+    Route,
+    RouteName,
+    auth_parts,
+)
+from floe_egress.sinks.http.sink import HttpSink, Rejected, Row, chunks, rejected, send_splitting
+from floe_egress.sinks.registry import BuildRequest, SinkType, register
+
+_SHAPE_STATUSES = frozenset({405, 406, 411, 414, 415})
+
+
+class RestApiSink(HttpSink):
+    sink_type_name = "rest_api"
+
+    def __init__(self, request: BuildRequest, config: RestApiConfig, client: HttpClient) -> None:
+        super().__init__(request, client)
+        self.config = config
+        self.decimals = config.decimals
+        self.batch_size = config.max_records_per_request or request.batch_size or 100
+
+    async def check(self) -> None:
+        request = Request(self.config.check_method, self.config.probe_url())
+        response = await self.client.probe(request)
+        if response.status in (401, 403):
+            raise self.refused(f"the credential check ({request.label})", response)
+
+    def _route_name(self, row: Row) -> RouteName:
+        if self.mode == "append":
+            return "upsert"
+        if row.op == "delete":
+            return "delete"
+        if row.op == "insert" and "insert" in self.config.routes:
+            return "insert"
+        if row.op == "update" and "update" in self.config.routes:
+            return "update"
+        return "upsert"
+
+    async def deliver(self, rows: list[Row], ledger: Ledger) -> None:
+        groups: dict[RouteName, list[Row]] = {}
+        for row in rows:
+            groups.setdefault(self._route_name(row), []).append(row)
+        sends = []
+        for name, members in groups.items():
+            size = 1 if self.config.single else self.batch_size
+            for part in chunks(members, size):
+                attempt = self._attempt(name, ledger)
+                sends.append(send_splitting(part, ledger.next_order(), attempt, ledger))
+        await asyncio.gather(*sends)
+
+    def _attempt(self, name: RouteName, ledger: Ledger) -> Any:
+        route = self.config.route(name)
+
+        async def attempt(rows: Sequence[Row], order: OrderKey) -> Rejected | None:
+            request = self._request(name, route, rows, order, ledger)
+            response = await self.client.send(request, ledger)
+            return self._account(name, rows, order, response, ledger)
+
+        return attempt
+
+    def _payload(self, name: RouteName, row: Row, snapshot: int | None) -> JsonRecord:
+        if self.mode == "append":
+            return {"op": row.op, "snapshot_id": snapshot, "record": row.record}
+        if name == "delete":
+            return self.key_record(row)
+        return row.record
+
+    def _request(
+        self, name: RouteName, route: Route, rows: Sequence[Row], order: OrderKey, ledger: Ledger
+    ) -> Request:
+        snapshot = ledger.context.to_snapshot
+        url = route.url or self.config.url
+        body: bytes | None
+        if self.config.single:
+            url = self._fill(url, rows[0])
+            no_body = route.method == "DELETE"
+            body = None if no_body else dumps(self._payload(name, rows[0], snapshot))
+        else:
+            envelope = {
+                "destination": ledger.context.destination,
+                "snapshot_id": snapshot,
+                "op": "append" if self.mode == "append" else name,
+                "records": [self._payload(name, r, snapshot) for r in rows],
+            }
+            body = dumps(envelope)
+        key = ledger.register(order, body if body is not None else url.encode())
+        return Request(route.method, url, body, headers={"Idempotency-Key": key})
+
+    def _fill(self, template: str, row: Row) -> str:
+        def value(match: Any) -> str:
+            field = match.group(1)
+            if field in row.record:
+                found = row.record[field]
+            elif field in row.key:
+                found = row.record.get(self.key_fields[self.key.index(field)])
+            else:
+                raise PermanentSinkError(
+                    f"destination {self.name!r}: URL placeholder {{{field}}} names no "
+                    f"mapped field or key column (fields: {sorted(row.record)})"
+                )
+            return quote(str(found), safe="")
+
+        return PLACEHOLDER.sub(value, template)
+
+    def _account(
+        self,
+        name: RouteName,
+        rows: Sequence[Row],
+        order: OrderKey,
+        response: Response,
+        ledger: Ledger,
+    ) -> Rejected | None:
+        status = response.status
+        if response.ok:
+            self._account_ok(rows, order, response, ledger)
+            return None
+        if name == "delete" and status in (404, 410):
+            ledger.delivered("delete", len(rows))
+            return None
+        if status in _SHAPE_STATUSES or (status == 404 and not self.config.single):
+            raise self.refused(f"{response.status} to {name} request", response)
+        return rejected(response)
+
+    def _account_ok(
+        self, rows: Sequence[Row], order: OrderKey, response: Response, ledger: Ledger
+    ) -> None:
+        data = response.json()
+        errors = per_record_errors(data, len(rows), response.status)
+        for index, row in enumerate(rows):
+            if index in errors:
+                message, status = errors[index]
+                ledger.failed(FailedRow(row.key, row.op, message, status))
+            else:
+                ledger.delivered(row.op)
+        if self.config.record_ids_path and data is not None:
+            ledger.record_ids(order, extract_ids(data, self.config.record_ids_path))
+
+
+def per_record_errors(data: Any, count: int, status: int) -> dict[int, tuple[str, int]]:
+    """`{"errors": [{"index": i, "message": m, "status": s?}]}` -> {i: (m, s)}."""
+    if not isinstance(data, dict) or not isinstance(data.get("errors"), list):
+        return {}
+    found: dict[int, tuple[str, int]] = {}
+    for error in data["errors"]:
+        if not isinstance(error, dict):
+            continue
+        index = error.get("index", 0 if count == 1 else None)
+        if not isinstance(index, int) or not 0 <= index < count:
+            continue
+        message = error.get("message") or error.get("error") or "rejected by the destination"
+        code = error.get("status")
+        found[index] = (str(message), code if isinstance(code, int) else status)
+    return found
+
+
+def extract_ids(data: Any, path: str) -> list[str]:
+    """Follow `path` (`ids`, `results[].id`, `id`) through `data`; ids as strings."""
+    values: list[Any] = [data]
+    for segment in path.split("."):
+        flatten = segment.endswith("[]")
+        name = segment[:-2] if flatten else segment
+        nxt: list[Any] = []
+        for value in values:
+            found = value.get(name) if isinstance(value, dict) else None
+            if flatten and isinstance(found, list):
+                nxt.extend(found)
+            elif found is not None:
+                nxt.append(found)
+        values = nxt
+    out: list[str] = []
+    for value in values:
+        items = value if isinstance(value, list) else [value]
+        out.extend(str(v) for v in items if v is not None and not isinstance(v, dict | list))
+    return out
+
+
+def build(request: BuildRequest) -> RestApiSink:
+    config = request.sink_config
+    if not isinstance(config, RestApiConfig):
+        config = RestApiConfig.model_validate(config.model_dump())
+    headers, params, credential = auth_parts(config.auth)
+    headers = {**config.headers, **headers}
+    credential = credential or config.headers.get("Authorization")
+    spec = BudgetSpec.from_rate_limit(
+        account_key(request.rate_limit, config.url, credential), request.rate_limit
+    )
+    client = HttpClient(
+        destination=request.destination,
+        retry=request.retry,
+        budget=spec,
+        timeout_seconds=config.timeout_seconds,
+        verify_tls=config.verify_tls,
+        headers=headers,
+        params=params,
+    )
+    return RestApiSink(request, config, client)
+
+
+SINK_TYPE = register(
+    SinkType(
+        name="rest_api",
+        config_model=RestApiConfig,
+        modes=frozenset({"upsert", "update", "insert", "mirror", "append"}),
+        build=build,
+        description="Any JSON-over-HTTP API: batched envelopes or one request per record",
+        default_batch_size=100,
+    )
+)

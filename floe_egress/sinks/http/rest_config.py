@@ -1,0 +1,149 @@
+"""sink_config of `rest_api`: a generic JSON-over-HTTP destination.
+
+Default wire format: POST `url` with
+`{"destination": ..., "snapshot_id": <to_snapshot>, "op": "upsert"|"delete", "records": [...]}`
+and an `Idempotency-Key` header; delete records carry the key fields only.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RouteName = Literal["upsert", "insert", "update", "delete"]
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+_IDS_PATH = re.compile(r"[A-Za-z0-9_\-]+(\[\])?(\.[A-Za-z0-9_\-]+(\[\])?)*")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_url(value: str) -> str:
+    if value.startswith("${"):
+        return value
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+class BearerAuth(_Model):
+    type: Literal["bearer"]
+    token: Annotated[str, Field(min_length=1)]
+
+
+class BasicAuth(_Model):
+    type: Literal["basic"]
+    username: str
+    password: str
+
+
+class ApiKeyAuth(_Model):
+    type: Literal["api_key"]
+    value: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1)] = "X-API-Key"
+    location: Literal["header", "query"] = "header"
+
+
+Auth = Annotated[BearerAuth | BasicAuth | ApiKeyAuth, Field(discriminator="type")]
+
+
+def auth_parts(auth: Auth | None) -> tuple[dict[str, str], list[tuple[str, str]], str | None]:
+    """Headers, query parameters and the credential (for the account key) of `auth`."""
+    if auth is None:
+        return {}, [], None
+    if isinstance(auth, BearerAuth):
+        return {"Authorization": f"Bearer {auth.token}"}, [], auth.token
+    if isinstance(auth, BasicAuth):
+        raw = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+        return {"Authorization": f"Basic {raw}"}, [], f"{auth.username}:{auth.password}"
+    if auth.location == "query":
+        return {}, [(auth.name, auth.value)], auth.value
+    return {auth.name: auth.value}, [], auth.value
+
+
+class Route(_Model):
+    """Where one kind of change goes; `url` may hold `{field}` placeholders."""
+
+    method: Method = "POST"
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+
+class RestApiConfig(_Model):
+    url: str
+    """Endpoint; `{field}` placeholders (mapped field or source key names) make each
+    record its own request, e.g. https://api.example.com/v1/contacts/{customer_id}."""
+    method: Method = "POST"
+    routes: dict[RouteName, Route] = Field(default_factory=dict)
+    """Per-change overrides. insert/update rows use `insert`/`update` when given, else
+    `upsert`; delete rows use `delete` (default: same method and url as upsert)."""
+    body: Literal["batch", "single"] | None = None
+    """batch: one envelope with many records; single: one record per request, the body
+    being the record itself (no body for DELETE). Default: single when a URL has
+    placeholders, else batch."""
+    max_records_per_request: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    record_ids_path: str | None = None
+    """Where the response lists created/updated ids: `ids`, `results[].id`, `id`, ..."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: Auth | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    verify_tls: bool = True
+    decimals: Literal["string", "number"] = "string"
+    check_url: str | None = None
+    """What `check()` requests (default: `url` up to its first placeholder)."""
+    check_method: Literal["GET", "HEAD", "OPTIONS"] = "HEAD"
+
+    @field_validator("url", "check_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @field_validator("record_ids_path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not _IDS_PATH.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a record id path: use dotted names, `[]` after a list "
+                "(e.g. `ids`, `results[].id`, `data.items[].key`)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _single_for_templates(self) -> RestApiConfig:
+        templated = any(PLACEHOLDER.search(u) for u in self.urls())
+        if templated and self.body == "batch":
+            raise ValueError(
+                "a URL with {field} placeholders addresses one record: use body: single "
+                "(or leave body out)"
+            )
+        return self
+
+    def urls(self) -> list[str]:
+        return [self.url, *(r.url for r in self.routes.values() if r.url)]
+
+    @property
+    def single(self) -> bool:
+        if self.body is not None:
+            return self.body == "single"
+        return any(PLACEHOLDER.search(u) for u in self.urls())
+
+    def route(self, name: RouteName) -> Route:
+        """The route of `name`, falling back to `upsert`, then to url/method."""
+        base = Route(method=self.method, url=self.url)
+        upsert = self.routes.get("upsert", base)
+        chosen = self.routes.get(name, upsert)
+        return Route(method=chosen.method, url=chosen.url or upsert.url or self.url)
+
+    def probe_url(self) -> str:
+        if self.check_url:
+            return self.check_url
+        return self.url.split("{", 1)[0].rstrip("/") or self.url

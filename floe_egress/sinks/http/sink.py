@@ -1,0 +1,146 @@
+"""What every HTTP sink shares: field mapping, rows, the dlt hand-off, batch splitting."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from floe_egress.changes.model import OP_COLUMN
+from floe_egress.config.models import SyncMode
+from floe_egress.errors import PermanentSinkError
+from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
+from floe_egress.sinks.http.client import HttpClient, Response, error_message
+from floe_egress.sinks.http.convert import DecimalMode, JsonRecord, to_records
+from floe_egress.sinks.http.ledger import Ledger, OrderKey
+from floe_egress.sinks.mapping import apply_field_mapping
+from floe_egress.sinks.registry import BuildRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One change as the wire sees it."""
+
+    op: str
+    record: JsonRecord
+    """Mapped fields, values converted for JSON; the op column removed."""
+    key: dict[str, Any]
+    """Source key column -> raw value, for FailedRow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The whole request was refused with a 4xx: split it to find the bad records."""
+
+    status: int
+    message: str
+
+
+Attempt = Callable[[Sequence[Row], OrderKey], Awaitable[Rejected | None]]
+
+
+def chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+async def send_splitting(
+    rows: Sequence[Row], order: OrderKey, attempt: Attempt, ledger: Ledger
+) -> None:
+    """Send `rows` with `attempt`; on a whole-request 4xx, halve and retry each half.
+
+    A single rejected row becomes a FailedRow with the server's message; the other rows
+    of the batch are delivered. k bad rows in n cost about 2k*log2(n) extra requests.
+    """
+    outcome = await attempt(rows, order)
+    if outcome is None:
+        return
+    if len(rows) == 1:
+        row = rows[0]
+        ledger.failed(FailedRow(row.key, row.op, outcome.message, outcome.status))
+        return
+    mid = len(rows) // 2
+    await asyncio.gather(
+        send_splitting(rows[:mid], (*order, 0), attempt, ledger),
+        send_splitting(rows[mid:], (*order, 1), attempt, ledger),
+    )
+
+
+def rejected(response: Response) -> Rejected:
+    return Rejected(response.status, error_message(response))
+
+
+class HttpSink(ABC):
+    """A Sink over an HTTP API; subclasses implement `deliver` and `check`."""
+
+    sink_type_name: ClassVar[str]
+    decimals: DecimalMode = "string"
+
+    def __init__(self, request: BuildRequest, client: HttpClient) -> None:
+        from floe_egress.sinks.http.dltrun import DltBridge
+
+        self._name = request.destination
+        self.mode: SyncMode = request.mode
+        self.key = request.key
+        self.mapping = request.field_mapping
+        self.key_fields = tuple((self.mapping or {}).get(k, k) for k in request.key)
+        self.client = client
+        self.bridge = DltBridge(request.destination, request.work_dir)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def sink_type(self) -> str:
+        return self.sink_type_name
+
+    async def write(self, changes: pa.Table, context: WriteContext) -> DeliveryReport:
+        mapped = self._map(changes)
+        ledger = Ledger(context)
+        if mapped.num_rows:
+            await self.bridge.run(mapped, lambda table: self.deliver(self.rows(table), ledger))
+        return ledger.finish()
+
+    def _map(self, changes: pa.Table) -> pa.Table:
+        if OP_COLUMN not in changes.column_names:
+            raise PermanentSinkError(
+                f"destination {self.name!r}: the change batch has no {OP_COLUMN!r} column"
+            )
+        try:
+            return apply_field_mapping(changes, self.mapping, keep=(OP_COLUMN, *self.key))
+        except KeyError as exc:
+            raise PermanentSinkError(f"destination {self.name!r}: {exc.args[0]}") from None
+
+    def rows(self, table: pa.Table) -> list[Row]:
+        ops = table.column(OP_COLUMN).to_pylist()
+        keys = table.select(list(self.key_fields)).to_pylist()
+        records = to_records(table.drop_columns([OP_COLUMN]), self.decimals)
+        return [
+            Row(op, record, dict(zip(self.key, key.values(), strict=True)))
+            for op, record, key in zip(ops, records, keys, strict=True)
+        ]
+
+    def key_record(self, row: Row) -> JsonRecord:
+        return {f: row.record.get(f) for f in self.key_fields}
+
+    @abstractmethod
+    async def deliver(self, rows: list[Row], ledger: Ledger) -> None:
+        """Send `rows` (one dlt load file) and account for each in `ledger`."""
+
+    @abstractmethod
+    async def check(self) -> None: ...
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.bridge.close()
+
+    def refused(self, what: str, response: Response) -> PermanentSinkError:
+        return PermanentSinkError(
+            f"destination {self.name!r}: {what} was refused with HTTP {response.status} "
+            f"({error_message(response, 300)})"
+        )

@@ -224,7 +224,7 @@ class Ingestion(_Model):
             if dest.name in seen:
                 raise PydanticCustomError(
                     DUPLICATE_NAME_ERROR,
-                    "duplicate destination name {name!r}",
+                    "duplicate destination name '{name}'",
                     {"name": dest.name},
                 )
             seen.add(dest.name)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from floe_egress.config import (
     ConfigValidationError,
@@ -14,6 +15,7 @@ from floe_egress.config import (
     default_config_path,
     load_config,
 )
+from floe_egress.config.models import FloeSpec
 from floe_egress.errors import ConfigError
 from floe_egress.sinks.registry import sink_types
 from tests.unit.config.conftest import BASE_YAML, TOKEN_VALUE, edit
@@ -499,3 +501,16 @@ def test_yaml_written_as_json_is_still_floe_yaml(write_config: Callable[[str], P
     )
 
     assert problems_of(write_config(text)) == [("server.port", 2, "must be an integer, got 'abc'")]
+
+
+def test_models_reject_duplicate_names_when_built_directly() -> None:
+    dest = {"name": "a", "source_table": "gold.t", "sink_type": "test_db"}
+    raw = {
+        "apiVersion": "floe.dev/v1",
+        "kind": "FloeSpec",
+        "metadata": {"name": "m"},
+        "ingestion": {"destinations": [dest, dest]},
+    }
+
+    with pytest.raises(ValidationError, match="duplicate destination name 'a'"):
+        FloeSpec.model_validate(raw)

@@ -1,11 +1,15 @@
 """Net row changes between the rows of removed files (A) and added files (B).
 
 Both sides are Arrow tables with the same schema (B's, by field id). Rows identical on
-both sides are the carry-over of a copy-on-write rewrite and cancel out (matched on key
-and row hash, then confirmed column by column, so a hash collision can never hide an
-update). What is left is classified by key: only in B = insert, in both = update, only
-in A = delete. DuckDB does the joins over the Arrow buffers; the rows themselves are
-taken from the original Arrow tables so their types are kept exactly.
+both sides are the carry-over of a copy-on-write rewrite and cancel out: they are
+matched on key and a 64-bit hash of the whole row (a collision would need two
+different versions of one key to hash alike: about 1 in 1.8e19 per changed row). What
+is left is classified by key: only in B = insert, in both = update, only in A = delete.
+
+DuckDB does the hashing and joins over the Arrow buffers; the rows themselves are taken
+from the original Arrow tables so their types are kept exactly. When neither side
+repeats a key (the normal case) one full outer join classifies everything; otherwise a
+slower path pairs identical rows one to one.
 """
 
 from __future__ import annotations
@@ -40,81 +44,123 @@ def _with_index(table: pa.Table) -> pa.Table:
     return table.append_column(_IDX, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
-def _positions(con: duckdb.DuckDBPyConnection, sql: str) -> np.ndarray:
+def _positions(con: duckdb.DuckDBPyConnection, sql: str, column: str = _IDX) -> np.ndarray:
     result = con.execute(sql).fetchnumpy()
-    return np.asarray(result[_IDX], dtype=np.int64)
+    return np.asarray(result[column], dtype=np.int64)
+
+
+class _Sql:
+    """SQL fragments for one key and column list."""
+
+    def __init__(self, key: tuple[str, ...], columns: list[str]) -> None:
+        self.keys = ", ".join(_q(k) for k in key)
+        self.all = ", ".join(_q(c) for c in columns)
+        self.match = " AND ".join(f"x.{_q(k)} = y.{_q(k)}" for k in key)
+        self.null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
+        self.x_null = " OR ".join(f"x.{_q(k)} IS NULL" for k in key)
 
 
 def classify(a: pa.Table, b: pa.Table, key: tuple[str, ...]) -> Classified:
     """Classify the rows of `a` (removed) and `b` (added) into net changes by `key`."""
-    columns = list(b.column_names)
-    all_cols = ", ".join(_q(c) for c in columns)
-    key_cols = ", ".join(_q(k) for k in key)
-    key_match = " AND ".join(f"x.{_q(k)} IS NOT DISTINCT FROM y.{_q(k)}" for k in key)
-    row_match = " AND ".join(f"x.{_q(c)} IS NOT DISTINCT FROM y.{_q(c)}" for c in columns)
-    key_null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
-
+    sql = _Sql(key, list(b.column_names))
     con = duckdb.connect()
     try:
         con.register("a_raw", _with_index(a))
         con.register("b_raw", _with_index(b))
-        numbered = (
-            f"SELECT *, hash({all_cols}) AS {_HASH}, "
-            f"row_number() OVER (PARTITION BY {key_cols}, hash({all_cols})) AS {_RN} "
-        )
-        con.execute(f"CREATE TEMP TABLE a AS {numbered} FROM a_raw")
-        con.execute(f"CREATE TEMP TABLE b AS {numbered} FROM b_raw")
-        # Carry-over pairs: same key, same hash, same occurrence number, and every
-        # column equal.
+        profile = con.execute(
+            f"""SELECT
+                (SELECT count(*) - count(DISTINCT ({sql.keys})) FROM a_raw WHERE NOT ({sql.null})),
+                (SELECT count(*) - count(DISTINCT ({sql.keys})) FROM b_raw WHERE NOT ({sql.null})),
+                (SELECT count(*) FROM b_raw WHERE {sql.null})"""
+        ).fetchone()
+        assert profile is not None
+        a_repeats, b_repeats, b_nulls = (int(v) for v in profile)
+        for side in ("a", "b"):
+            con.execute(
+                f"CREATE TEMP VIEW {side} AS SELECT {_IDX}, {sql.keys}, hash({sql.all}) "
+                f"AS {_HASH} FROM {side}_raw"
+            )
+        null_keys = np.zeros(0, dtype=np.int64)
+        if b_nulls:
+            # Null-key rows carried over unchanged from A were reported when they arrived.
+            null_keys = _positions(
+                con,
+                f"SELECT {_IDX} FROM b WHERE ({sql.null}) AND {_HASH} NOT IN "
+                f"(SELECT {_HASH} FROM a WHERE {sql.null}) ORDER BY 1",
+            )
+        if not a_repeats and not b_repeats:
+            return _classify_unique(con, sql, null_keys)
         con.execute(
-            f"""CREATE TEMP TABLE pairs AS
-                SELECT x.{_IDX} AS ai, y.{_IDX} AS bi FROM a x JOIN b y
-                ON {key_match} AND x.{_HASH} = y.{_HASH} AND x.{_RN} = y.{_RN}
-                AND {row_match}"""
+            f"CREATE TEMP TABLE b_dupes AS SELECT {sql.keys} FROM b "
+            f"WHERE NOT ({sql.null}) GROUP BY ALL HAVING count(*) > 1"
         )
-        con.execute(
-            f"CREATE TEMP TABLE a_left AS SELECT * FROM a x "
-            f"ANTI JOIN pairs p ON x.{_IDX} = p.ai"
-        )
-        con.execute(
-            f"CREATE TEMP TABLE b_left AS SELECT * FROM b x "
-            f"ANTI JOIN pairs p ON x.{_IDX} = p.bi"
-        )
-        con.execute(
-            f"CREATE TEMP TABLE b_dupes AS SELECT {key_cols} FROM b "
-            f"WHERE NOT ({key_null}) GROUP BY {key_cols} HAVING count(*) > 1"
-        )
-        null_keys = _positions(con, f"SELECT {_IDX} FROM b_left WHERE {key_null} ORDER BY 1")
-        dupes = _positions(
-            con,
-            f"SELECT x.{_IDX} FROM b_left x SEMI JOIN b_dupes y ON {key_match} ORDER BY 1",
-        )
-        valid_b = (
-            f"(SELECT * FROM b_left x WHERE NOT ({_prefixed(key, 'x')}) "
-            f"AND NOT EXISTS (SELECT 1 FROM b_dupes y WHERE {key_match}))"
-        )
-        updates = _positions(
-            con,
-            f"SELECT x.{_IDX} FROM {valid_b} x SEMI JOIN a_left y ON {key_match} ORDER BY 1",
-        )
-        inserts = _positions(
-            con,
-            f"SELECT x.{_IDX} FROM {valid_b} x ANTI JOIN a_left y ON {key_match} ORDER BY 1",
-        )
-        # A row only in A is a delete unless its key is still somewhere in B's changed
-        # files (then it is the old side of an update, or A held a duplicate).
-        deletes = _positions(
-            con,
-            f"SELECT x.{_IDX} FROM a_left x WHERE NOT ({_prefixed(key, 'x')}) "
-            f"AND NOT EXISTS (SELECT 1 FROM b y WHERE {key_match}) ORDER BY 1",
-        )
+        return _classify_general(con, sql, null_keys)
     finally:
         con.close()
+
+
+def _classify_unique(con: duckdb.DuckDBPyConnection, sql: _Sql, null_keys: np.ndarray) -> Classified:
+    """No key repeats on either side: one full outer join on the key."""
+    result = con.execute(
+        f"""SELECT x.{_IDX} AS ai, y.{_IDX} AS bi, x.{_HASH} = y.{_HASH} AS same
+            FROM (SELECT * FROM a WHERE NOT ({sql.null})) x
+            FULL OUTER JOIN (SELECT * FROM b WHERE NOT ({sql.null})) y ON {sql.match}"""
+    ).fetchnumpy()
+    ai = np.ma.asarray(result["ai"])
+    bi = np.ma.asarray(result["bi"])
+    same = np.ma.asarray(result["same"])
+    a_present = ~np.ma.getmaskarray(ai)
+    b_present = ~np.ma.getmaskarray(bi)
+    both = a_present & b_present
+    changed = both & ~np.ma.filled(same, False)
+    empty = np.zeros(0, dtype=np.int64)
+    return Classified(
+        inserts=np.sort(np.asarray(bi[b_present & ~a_present], dtype=np.int64)),
+        updates=np.sort(np.asarray(bi[changed], dtype=np.int64)),
+        deletes=np.sort(np.asarray(ai[a_present & ~b_present], dtype=np.int64)),
+        null_keys=null_keys,
+        duplicate_keys=empty,
+    )
+
+
+def _classify_general(
+    con: duckdb.DuckDBPyConnection, sql: _Sql, null_keys: np.ndarray
+) -> Classified:
+    """Keys repeat: pair identical rows one to one, then classify what is left."""
+    for side in ("a", "b"):
+        con.execute(
+            f"CREATE TEMP TABLE {side}_n AS SELECT *, row_number() OVER "
+            f"(PARTITION BY {sql.keys}, {_HASH} ORDER BY {_IDX}) AS {_RN} FROM {side}"
+        )
+    key_match = sql.match.replace(" = ", " IS NOT DISTINCT FROM ")
+    con.execute(
+        f"""CREATE TEMP TABLE pairs AS SELECT x.{_IDX} AS ai, y.{_IDX} AS bi
+            FROM a_n x JOIN b_n y ON {key_match} AND x.{_HASH} = y.{_HASH}
+            AND x.{_RN} = y.{_RN}"""
+    )
+    con.execute(f"CREATE TEMP TABLE a_left AS SELECT * FROM a x ANTI JOIN pairs p ON x.{_IDX} = p.ai")
+    con.execute(f"CREATE TEMP TABLE b_left AS SELECT * FROM b x ANTI JOIN pairs p ON x.{_IDX} = p.bi")
+    dupes = _positions(
+        con, f"SELECT x.{_IDX} FROM b_left x SEMI JOIN b_dupes y ON {sql.match} ORDER BY 1"
+    )
+    valid_b = (
+        f"(SELECT * FROM b_left x WHERE NOT ({sql.x_null}) "
+        f"AND NOT EXISTS (SELECT 1 FROM b_dupes y WHERE {sql.match}))"
+    )
+    updates = _positions(
+        con, f"SELECT x.{_IDX} FROM {valid_b} x SEMI JOIN a_left y ON {sql.match} ORDER BY 1"
+    )
+    inserts = _positions(
+        con, f"SELECT x.{_IDX} FROM {valid_b} x ANTI JOIN a_left y ON {sql.match} ORDER BY 1"
+    )
+    # A row only in A is a delete unless its key is still somewhere in B's changed files
+    # (then it is the old side of an update, or A held a duplicate).
+    deletes = _positions(
+        con,
+        f"SELECT x.{_IDX} FROM a_left x WHERE NOT ({sql.x_null}) "
+        f"AND NOT EXISTS (SELECT 1 FROM b y WHERE {sql.match}) ORDER BY 1",
+    )
     return Classified(
         inserts=inserts, updates=updates, deletes=deletes, null_keys=null_keys,
         duplicate_keys=dupes,
     )
-
-
-def _prefixed(key: tuple[str, ...], alias: str) -> str:
-    return " OR ".join(f"{alias}.{_q(k)} IS NULL" for k in key)

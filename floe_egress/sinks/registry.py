@@ -94,9 +94,16 @@ def registered(*types: SinkType) -> Iterator[tuple[SinkType, ...]]:
             unregister(name)
 
 
+_builtins_loaded = False
+
+
 def _load_builtin() -> None:
-    # Importing a sink module registers its type; kept lazy so `floe-egress validate`
-    # does not pay for dlt's import unless a destination is built.
+    # Importing a sink module registers its type; kept lazy (and dlt is imported only
+    # when a destination is built) so `floe-egress validate` stays fast.
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
     import importlib
 
     for module in _BUILTIN_MODULES:
@@ -107,8 +114,7 @@ _BUILTIN_MODULES: tuple[str, ...] = ()
 
 
 def sink_types() -> dict[str, SinkType]:
-    if not _REGISTRY:
-        _load_builtin()
+    _load_builtin()
     return dict(_REGISTRY)
 
 

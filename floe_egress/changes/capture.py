@@ -12,6 +12,7 @@ Plans, cheapest first:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 from pyiceberg.expressions import AlwaysTrue
@@ -61,24 +62,41 @@ def capture(
     out = output_schema(schema)
 
     def make(
-        plan: PlanKind, counts: ChangeCounts, changes: pa.Table | None, reason: str = "",
+        plan: PlanKind,
+        counts: ChangeCounts,
+        changes: pa.Table | None,
+        reason: str = "",
         invalid: tuple[InvalidRow, ...] = (),
     ) -> ChangeSet:
         data = changes if changes is not None else out.empty_table()
         return ChangeSet(
-            table=name, ref=ref, key=key, plan=plan, from_snapshot=from_snapshot,
+            table=name,
+            ref=ref,
+            key=key,
+            plan=plan,
+            from_snapshot=from_snapshot,
             to_snapshot=b.snapshot_id if b else None,
             to_timestamp_ms=b.timestamp_ms if b else None,
-            counts=counts, schema=out,
+            counts=counts,
+            schema=out,
             batches=lambda: iter(data.to_batches(max_chunksize=batch_rows)),
-            invalid_sample=invalid, reason=reason,
+            invalid_sample=invalid,
+            reason=reason,
         )
 
     if b is None:
         if from_snapshot is None:
             return make("noop", ChangeCounts(), None, f"table {name} has no snapshot yet")
         return full_change_set(
-            table, name, ref, None, schema, out, key, from_snapshot, batch_rows,
+            table,
+            name,
+            ref,
+            None,
+            schema,
+            out,
+            key,
+            from_snapshot,
+            batch_rows,
             reason=f"ref {ref!r} of table {name} no longer points at a snapshot",
         )
     if from_snapshot == b.snapshot_id:
@@ -99,14 +117,26 @@ def capture(
         return make("replace", ChangeCounts(), None, "compaction only: no row changed")
 
     files = diff_files(table, a, b, name)
+    # Both sides at once: reading Parquet releases the GIL.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="floe-read") as pool:
+        reading_before = pool.submit(_read, table, schema, files.removed)
+        reading_after = pool.submit(_read, table, schema, files.added)
     try:
-        before = _read(table, schema, files.removed)
+        before = reading_before.result()
     except FileNotFoundError as exc:
         return full_change_set(
-            table, name, ref, b, schema, out, key, from_snapshot, batch_rows,
+            table,
+            name,
+            ref,
+            b,
+            schema,
+            out,
+            key,
+            from_snapshot,
+            batch_rows,
             reason=f"data files of snapshot {from_snapshot} are gone ({exc.filename})",
         )
-    after = _read(table, schema, files.added)
+    after = reading_after.result()
     plan: PlanKind = "diff" if files.removed else "append"
     classified = classify(before, after, key)
     changes = _assemble(before, after, classified, out)
@@ -157,8 +187,10 @@ def _invalid_rows(
     after: pa.Table, classified: Classified, key: tuple[str, ...]
 ) -> tuple[InvalidRow, ...]:
     sample: list[InvalidRow] = []
-    for positions, reason in ((classified.null_keys, "null_key"), (classified.duplicate_keys,
-                              "duplicate_key")):
+    for positions, reason in (
+        (classified.null_keys, "null_key"),
+        (classified.duplicate_keys, "duplicate_key"),
+    ):
         rows = after.select(list(key)).take(positions[:INVALID_SAMPLE_SIZE]).to_pylist()
         sample.extend(InvalidRow(key=row, reason=reason) for row in rows)  # type: ignore[arg-type]
     return tuple(sample[:INVALID_SAMPLE_SIZE])

@@ -20,6 +20,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from floe_egress.changes.duck import cursor
+
 _IDX = "__floe_i"
 _HASH = "__floe_h"
 _RN = "__floe_rn"
@@ -63,7 +65,7 @@ class _Sql:
 def classify(a: pa.Table, b: pa.Table, key: tuple[str, ...]) -> Classified:
     """Classify the rows of `a` (removed) and `b` (added) into net changes by `key`."""
     sql = _Sql(key, list(b.column_names))
-    con = duckdb.connect()
+    con = cursor()
     try:
         con.register("a_raw", _with_index(a))
         con.register("b_raw", _with_index(b))
@@ -99,27 +101,25 @@ def classify(a: pa.Table, b: pa.Table, key: tuple[str, ...]) -> Classified:
         con.close()
 
 
-def _classify_unique(con: duckdb.DuckDBPyConnection, sql: _Sql, null_keys: np.ndarray) -> Classified:
-    """No key repeats on either side: one full outer join on the key."""
+def _classify_unique(
+    con: duckdb.DuckDBPyConnection, sql: _Sql, null_keys: np.ndarray
+) -> Classified:
+    """No key repeats on either side: one full outer join on the key, keeping only the
+    pairs whose row hash differs (or that have one side only)."""
     result = con.execute(
-        f"""SELECT x.{_IDX} AS ai, y.{_IDX} AS bi, x.{_HASH} = y.{_HASH} AS same
+        f"""SELECT coalesce(x.{_IDX}, -1) AS ai, coalesce(y.{_IDX}, -1) AS bi
             FROM (SELECT * FROM a WHERE NOT ({sql.null})) x
-            FULL OUTER JOIN (SELECT * FROM b WHERE NOT ({sql.null})) y ON {sql.match}"""
+            FULL OUTER JOIN (SELECT * FROM b WHERE NOT ({sql.null})) y ON {sql.match}
+            WHERE x.{_HASH} IS DISTINCT FROM y.{_HASH}"""
     ).fetchnumpy()
-    ai = np.ma.asarray(result["ai"])
-    bi = np.ma.asarray(result["bi"])
-    same = np.ma.asarray(result["same"])
-    a_present = ~np.ma.getmaskarray(ai)
-    b_present = ~np.ma.getmaskarray(bi)
-    both = a_present & b_present
-    changed = both & ~np.ma.filled(same, False)
-    empty = np.zeros(0, dtype=np.int64)
+    ai = np.asarray(result["ai"], dtype=np.int64)
+    bi = np.asarray(result["bi"], dtype=np.int64)
     return Classified(
-        inserts=np.sort(np.asarray(bi[b_present & ~a_present], dtype=np.int64)),
-        updates=np.sort(np.asarray(bi[changed], dtype=np.int64)),
-        deletes=np.sort(np.asarray(ai[a_present & ~b_present], dtype=np.int64)),
+        inserts=np.sort(bi[(ai < 0) & (bi >= 0)]),
+        updates=np.sort(bi[(ai >= 0) & (bi >= 0)]),
+        deletes=np.sort(ai[(ai >= 0) & (bi < 0)]),
         null_keys=null_keys,
-        duplicate_keys=empty,
+        duplicate_keys=np.zeros(0, dtype=np.int64),
     )
 
 
@@ -138,8 +138,12 @@ def _classify_general(
             FROM a_n x JOIN b_n y ON {key_match} AND x.{_HASH} = y.{_HASH}
             AND x.{_RN} = y.{_RN}"""
     )
-    con.execute(f"CREATE TEMP TABLE a_left AS SELECT * FROM a x ANTI JOIN pairs p ON x.{_IDX} = p.ai")
-    con.execute(f"CREATE TEMP TABLE b_left AS SELECT * FROM b x ANTI JOIN pairs p ON x.{_IDX} = p.bi")
+    con.execute(
+        f"CREATE TEMP TABLE a_left AS SELECT * FROM a x ANTI JOIN pairs p ON x.{_IDX} = p.ai"
+    )
+    con.execute(
+        f"CREATE TEMP TABLE b_left AS SELECT * FROM b x ANTI JOIN pairs p ON x.{_IDX} = p.bi"
+    )
     dupes = _positions(
         con, f"SELECT x.{_IDX} FROM b_left x SEMI JOIN b_dupes y ON {sql.match} ORDER BY 1"
     )
@@ -161,6 +165,9 @@ def _classify_general(
         f"AND NOT EXISTS (SELECT 1 FROM b y WHERE {sql.match}) ORDER BY 1",
     )
     return Classified(
-        inserts=inserts, updates=updates, deletes=deletes, null_keys=null_keys,
+        inserts=inserts,
+        updates=updates,
+        deletes=deletes,
+        null_keys=null_keys,
         duplicate_keys=dupes,
     )

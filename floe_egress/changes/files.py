@@ -108,16 +108,15 @@ def diff_files(table: Table, a: Snapshot, b: Snapshot, table_name: str) -> FileD
         untouched_shared = sum(
             m.existing_files_count + m.added_files_count
             for m in a_manifests
-            if m.manifest_path in shared and m.existing_files_count is not None
+            if m.manifest_path in shared
+            and m.existing_files_count is not None
             and m.added_files_count is not None
         )
         return _subtract(a_tasks, b_tasks, untouched_shared)
     return _subtract(a_tasks, b_tasks, 0)
 
 
-def _subtract(
-    a_tasks: list[FileScanTask], b_tasks: list[FileScanTask], untouched: int
-) -> FileDiff:
+def _subtract(a_tasks: list[FileScanTask], b_tasks: list[FileScanTask], untouched: int) -> FileDiff:
     a_ids = {_task_identity(t) for t in a_tasks}
     b_ids = {_task_identity(t) for t in b_tasks}
     removed = tuple(t for t in a_tasks if _task_identity(t) not in b_ids)

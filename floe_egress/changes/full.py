@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
+from floe_egress.changes.duck import cursor
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, InvalidRow
 
 _INVALID_SAMPLE = 20
@@ -32,7 +32,7 @@ def _key_profile(
     reader = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=key)
     keys = ", ".join(_q(k) for k in key)
     null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
-    con = duckdb.connect()
+    con = cursor()
     try:
         con.register("keys", reader.to_arrow_batch_reader())
         con.execute(
@@ -68,7 +68,7 @@ def _valid_rows(batch: pa.RecordBatch, key: tuple[str, ...], dupes: pa.Table) ->
 def _multi_key_member(
     batch: pa.RecordBatch, key: tuple[str, ...], dupes: pa.Table
 ) -> pa.ChunkedArray:
-    con = duckdb.connect()
+    con = cursor()
     try:
         con.register("batch", pa.Table.from_batches([batch]).select(list(key)))
         con.register("dupes", dupes)
@@ -97,15 +97,25 @@ def full_change_set(
 ) -> ChangeSet:
     if snapshot is None:
         return ChangeSet(
-            table=name, ref=ref, key=key, plan="full", from_snapshot=from_snapshot,
-            to_snapshot=None, to_timestamp_ms=None, counts=ChangeCounts(), schema=out,
-            batches=lambda: iter(()), reason=reason,
+            table=name,
+            ref=ref,
+            key=key,
+            plan="full",
+            from_snapshot=from_snapshot,
+            to_snapshot=None,
+            to_timestamp_ms=None,
+            counts=ChangeCounts(),
+            schema=out,
+            batches=lambda: iter(()),
+            reason=reason,
         )
     total, nulls, dupes = _key_profile(table, snapshot, key)
     dup_rows = int(pc.sum(dupes.column("n")).as_py() or 0) if dupes.num_rows else 0
     dupes = dupes.drop_columns(["n"])
-    sample = [InvalidRow(key=row, reason="duplicate_key") for row in
-              dupes.slice(0, _INVALID_SAMPLE).to_pylist()]
+    sample = [
+        InvalidRow(key=row, reason="duplicate_key")
+        for row in dupes.slice(0, _INVALID_SAMPLE).to_pylist()
+    ]
     snapshot_id = snapshot.snapshot_id
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -121,9 +131,16 @@ def full_change_set(
     if nulls:
         sample.insert(0, InvalidRow(key=dict.fromkeys(key), reason="null_key"))
     return ChangeSet(
-        table=name, ref=ref, key=key, plan="full", from_snapshot=from_snapshot,
-        to_snapshot=snapshot_id, to_timestamp_ms=snapshot.timestamp_ms,
+        table=name,
+        ref=ref,
+        key=key,
+        plan="full",
+        from_snapshot=from_snapshot,
+        to_snapshot=snapshot_id,
+        to_timestamp_ms=snapshot.timestamp_ms,
         counts=ChangeCounts(inserted=total - nulls - dup_rows, invalid=nulls + dup_rows),
-        schema=out, batches=batches, invalid_sample=tuple(sample[:_INVALID_SAMPLE]),
+        schema=out,
+        batches=batches,
+        invalid_sample=tuple(sample[:_INVALID_SAMPLE]),
         reason=reason,
     )

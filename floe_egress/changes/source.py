@@ -42,9 +42,7 @@ def snapshot_of_ref(table: Table, ref: str) -> Snapshot | None:
         if ref == "main" and table.metadata.current_snapshot_id is None:
             return None
         known = ", ".join(sorted(table.metadata.refs)) or "none"
-        raise SourceError(
-            f"table {table_name(table)} has no branch or tag {ref!r} (refs: {known})"
-        )
+        raise SourceError(f"table {table_name(table)} has no branch or tag {ref!r} (refs: {known})")
     return table.snapshot_by_name(ref)
 
 
@@ -60,9 +58,7 @@ def arrow_schema(schema: Schema) -> pa.Schema:
     return schema_to_pyarrow(schema, include_field_ids=False)
 
 
-def resolve_key(
-    table: Table, schema: Schema, configured: Sequence[str] | None
-) -> tuple[str, ...]:
+def resolve_key(table: Table, schema: Schema, configured: Sequence[str] | None) -> tuple[str, ...]:
     """The key columns: the configured ones, else the table's identifier fields."""
     name = table_name(table)
     if configured:

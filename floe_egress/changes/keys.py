@@ -1,0 +1,77 @@
+"""Row identities: canonical key JSON and row hashes, shared by failed rows and the ledger."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from floe_egress.changes.duck import cursor
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot use a {type(value).__name__} as a key value")
+
+
+def key_json(key: Mapping[str, Any]) -> str:
+    """The canonical JSON of a row key: sorted names, compact, stable across runs."""
+    return json.dumps(dict(key), sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def key_jsons(table: pa.Table | pa.RecordBatch, key: Iterable[str]) -> list[str]:
+    names = list(key)
+    return [key_json(row) for row in table.select(names).to_pylist()]
+
+
+def row_hashes(table: pa.Table, columns: Iterable[str]) -> np.ndarray:
+    """A 64-bit hash of each row over `columns`, as signed int64 (what SQL stores)."""
+    cols = list(columns)
+    if table.num_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
+    con = cursor()
+    try:
+        con.register("rows", table.select(cols))
+        result = con.execute(f"SELECT hash({quoted}) AS h FROM rows").fetchnumpy()
+    finally:
+        con.close()
+    return np.asarray(result["h"], dtype=np.uint64).view(np.int64)
+
+
+def keys_table(key_dicts: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows carrying only key values, typed by `schema`; every other column is null.
+
+    Key values may come back from JSON as text (dates, decimals): they are cast to the
+    column's type.
+    """
+    rows = [dict(k) for k in key_dicts]
+    columns = []
+    for field in schema:
+        values = [r.get(field.name) for r in rows]
+        if all(v is None for v in values):
+            columns.append(pa.nulls(len(rows), field.type))
+        else:
+            columns.append(pa.array(values).cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def parse_key_json(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"not a key object: {text}")
+    return value

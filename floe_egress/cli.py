@@ -1,0 +1,337 @@
+"""The `floe-egress` command line: a thin shell over config, changes, sinks, state and daemon.
+
+Exit codes: 0 success; 1 a destination failed; 2 the configuration is invalid;
+130 interrupted. Only this module exits the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from floe_egress import __version__, logs
+from floe_egress.config import (
+    ConfigValidationError,
+    LoadedConfig,
+    compile_spec,
+    default_config_path,
+    json_schema,
+    load_config,
+)
+from floe_egress.config.models import Destination, FloeSpec
+from floe_egress.config.secrets import redact
+from floe_egress.errors import ConfigError, EgressError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="floe-egress",
+        description="Reverse ETL for the floe lakehouse: sync exact Iceberg row changes "
+        "to APIs and databases.",
+    )
+    parser.add_argument("--version", action="version", version=f"floe-egress {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            default=None,
+            help="floe.yaml or compiled artifacts (default: $FLOE_EGRESS_CONFIG or ./floe.yaml)",
+        )
+        return p
+
+    command("validate", "Check floe.yaml; print every problem with its line; exit 2 if any.")
+    p = command("compile", "Write versioned compiled artifacts (secrets stay references).")
+    p.add_argument("-o", "--output", type=Path, default=Path("compiled_artifacts.json"))
+    sub.add_parser("schema", help="Print the JSON Schema of floe.yaml (for editors).")
+    sub.add_parser("sinks", help="List the available sink types and the modes each supports.")
+    for name, text in (
+        ("plan", "Show what a sync would send (counts and sample rows); sends nothing."),
+        ("sync", "Run one cycle of every (or one) destination, then exit."),
+    ):
+        p = command(name, text)
+        p.add_argument("--destination", "-d", help="only this destination")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "sync":
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="send even when the delete guard (max_delete_fraction) trips",
+            )
+    p = command("status", "Checkpoint, lag, last run and failed rows per destination.")
+    p.add_argument("--json", action="store_true")
+    p = command("resync", "Make the next cycle of a destination a full resync (or a diff).")
+    p.add_argument("destination")
+    p.add_argument(
+        "--from-snapshot",
+        type=int,
+        default=None,
+        help="diff from this snapshot instead of a full resync",
+    )
+    p = command("failures", "List the failed rows of a destination; --retry retries them now.")
+    p.add_argument("destination")
+    p.add_argument("--retry", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "demo",
+        help="Build a sample Gold table, sync it to a local DuckDB "
+        "file, change it, sync again; no server, no network.",
+    )
+    p.add_argument("--dir", type=Path, default=Path(".floe-egress/demo"))
+    return parser
+
+
+def _load(args: argparse.Namespace, *, check_secrets: bool = False) -> LoadedConfig:
+    path = args.config or default_config_path()
+    return load_config(path, check_secrets=check_secrets)
+
+
+def _destinations(spec: FloeSpec, name: str | None) -> list[Destination]:
+    if name is not None:
+        return [spec.destination(name)]
+    return [d for d in spec.ingestion.destinations if d.enabled]
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded = _load(args, check_secrets=True)
+    count = len(loaded.spec.ingestion.destinations)
+    print(f"{loaded.path}: valid ({count} destination{'s' if count != 1 else ''})")
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    artifacts = compile_spec(loaded)
+    args.output.write_text(json.dumps(artifacts, indent=2) + "\n")
+    print(
+        f"wrote {args.output} (format {artifacts['version']}, "
+        f"{len(artifacts['destinations'])} destinations)"
+    )
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    _print_json(json_schema())
+    return EXIT_OK
+
+
+def cmd_sinks(args: argparse.Namespace) -> int:
+    from floe_egress.sinks.registry import sink_types
+
+    for name, sink_type in sorted(sink_types().items()):
+        modes = ", ".join(
+            m for m in ("upsert", "update", "insert", "mirror", "append") if m in sink_type.modes
+        )
+        print(
+            f"{name:12} modes: {modes}"
+            + (f"  - {sink_type.description}" if sink_type.description else "")
+        )
+    return EXIT_OK
+
+
+def _print_results(results: Sequence[Any], *, as_json: bool, verb: str) -> None:
+    if as_json:
+        _print_json([r.to_json() for r in results])
+        return
+    for r in results:
+        head = f"{r.destination}: {r.status}"
+        if r.plan:
+            head += f" (plan {r.plan}, snapshot {r.from_snapshot} -> {r.to_snapshot})"
+        print(head)
+        if r.status in ("ok", "noop"):
+            print(
+                f"  {verb}: {r.inserted} inserted, {r.updated} updated, {r.deleted} deleted; "
+                f"{r.failed} failed, {r.invalid} invalid, {r.retried} retried"
+            )
+        if r.reason:
+            print(f"  why: {r.reason}")
+        if r.error:
+            print(f"  error: {r.error}")
+        for op, rows in r.sample.items():
+            print(f"  sample {op}:")
+            for row in rows:
+                print(f"    {json.dumps(row, default=str)}")
+
+
+async def _cycles(
+    loaded: LoadedConfig, names: list[Destination], *, send: bool, force: bool = False
+) -> list[Any]:
+    from floe_egress.daemon.cycle import plan_cycle, run_cycle
+    from floe_egress.daemon.runtime import Runtime
+
+    runtime = Runtime(loaded.spec)
+    try:
+        if send:
+            return list(await asyncio.gather(*(run_cycle(runtime, d, force=force) for d in names)))
+        return list(await asyncio.gather(*(plan_cycle(runtime, d) for d in names)))
+    finally:
+        await runtime.close()
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    dests = _destinations(loaded.spec, args.destination)
+    results = asyncio.run(_cycles(loaded, dests, send=True, force=args.force))
+    _print_results(results, as_json=args.json, verb="sent")
+    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    dests = _destinations(loaded.spec, args.destination)
+    results = asyncio.run(_cycles(loaded, dests, send=False))
+    _print_results(results, as_json=args.json, verb="would send")
+    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from floe_egress.daemon.status import collect_status
+
+    loaded = _load(args)
+    statuses = collect_status(loaded.spec)
+    if args.json:
+        _print_json(statuses)
+        return EXIT_OK
+    now = time.time()
+    for s in statuses:
+        print(
+            f"{s['destination']}: {s['source_table']}@{s['ref']} -> {s['sink_type']} ({s['mode']})"
+        )
+        cp = s["checkpoint"]
+        if cp is None:
+            print("  checkpoint: none (next sync is a full load)")
+        else:
+            print(
+                f"  checkpoint: snapshot {cp['snapshot_id']}, written "
+                f"{int(now - cp['updated_at'])} s ago"
+            )
+        if s["lag_seconds"] is not None:
+            print(f"  lag: {s['lag_seconds']:.0f} s behind the table's newest commit")
+        run = s["last_run"]
+        if run:
+            print(
+                f"  last run: {run['status']} ({run['plan']}) {run['inserted']} inserted, "
+                f"{run['updated']} updated, {run['deleted']} deleted, {run['failed']} failed"
+                + (f"; error: {run['error']}" if run["error"] else "")
+            )
+        print(f"  failed rows: {s['failed_rows']}")
+        if s.get("error"):
+            print(f"  error: {s['error']}")
+    return EXIT_OK
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    from floe_egress.daemon.runtime import Runtime
+
+    loaded = _load(args)
+    dest = loaded.spec.destination(args.destination)
+    runtime = Runtime(loaded.spec)
+    try:
+        runtime.store.request_resync(dest.name, args.from_snapshot)
+    finally:
+        asyncio.run(runtime.close())
+    what = (
+        "a full resync"
+        if args.from_snapshot is None
+        else f"a diff from snapshot {args.from_snapshot}"
+    )
+    print(f"{dest.name}: the next cycle will be {what}")
+    return EXIT_OK
+
+
+def cmd_failures(args: argparse.Namespace) -> int:
+    from floe_egress.daemon.runtime import Runtime
+
+    loaded = _load(args)
+    dest = loaded.spec.destination(args.destination)
+    if args.retry:
+        results = asyncio.run(_cycles(loaded, [dest], send=True))
+        _print_results(results, as_json=args.json, verb="sent")
+        if any(r.status == "failed" for r in results):
+            return EXIT_FAILED
+    runtime = Runtime(loaded.spec)
+    try:
+        rows = runtime.store.failed_rows(dest.name)
+    finally:
+        asyncio.run(runtime.close())
+    if args.json and not args.retry:
+        _print_json(
+            [
+                {
+                    "key": json.loads(r.key_json),
+                    "op": r.op,
+                    "reason": r.reason,
+                    "attempts": r.attempts,
+                    "first_seen": r.first_seen,
+                    "last_seen": r.last_seen,
+                    "parked": r.parked,
+                }
+                for r in rows
+            ]
+        )
+        return EXIT_OK
+    print(f"{dest.name}: {len(rows)} failed row{'s' if len(rows) != 1 else ''}")
+    for r in rows:
+        state = "parked" if r.parked else "will retry"
+        print(f"  {r.key_json} {r.op}: {r.reason} (attempts {r.attempts}, {state})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from floe_egress.demo import run_demo
+
+    return run_demo(args.dir)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate,
+    "compile": cmd_compile,
+    "schema": cmd_schema,
+    "sinks": cmd_sinks,
+    "plan": cmd_plan,
+    "sync": cmd_sync,
+    "status": cmd_status,
+    "resync": cmd_resync,
+    "failures": cmd_failures,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure(stream=sys.stdout if args.command == "run" else sys.stderr, level=args.log_level)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigValidationError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except EgressError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""`DltIngestionPlugin`: dlt moves data both ways (IngestionPlugin + SinkConnector).
+
+The `SinkConnector` methods are synchronous (the platform's contract). A sink's
+rate limiter, HTTP sessions and dlt runs live on an event loop, so each `SinkHandle`
+owns one loop on a private thread, and `write` submits work to it and waits. Async
+callers use `write_async` on their own loop instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from floe_egress import __version__
+from floe_egress.changes.model import OP_COLUMN
+from floe_egress.config.models import SYNC_MODES, RetryConfig
+from floe_egress.config.secrets import redact, resolve
+from floe_egress.errors import ConfigError, EgressError
+from floe_egress.sinks import ingest
+from floe_egress.sinks.base import DeliveryReport, Sink, WriteContext
+from floe_egress.sinks.contract import (
+    EgressResult,
+    IngestionConfig,
+    IngestionPlugin,
+    IngestionResult,
+    SinkConfig,
+    SinkConnector,
+)
+from floe_egress.sinks.mapping import filter_for_mode
+from floe_egress.sinks.registry import BuildRequest, get_sink_type, sink_types
+
+T = TypeVar("T")
+RESERVED_KEYS = ("destination", "mode", "primary_key")
+_CATALOG_SECRET_KEYS = ("credential", "token", "password", "secret", "key")
+
+
+class SinkHandle:
+    """A built, checked destination plus the event loop its I/O lives on."""
+
+    def __init__(self, sink: Sink, config: SinkConfig, request: BuildRequest) -> None:
+        self.sink = sink
+        self.config = config
+        self.request = request
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._batches = 0
+
+    @property
+    def name(self) -> str:
+        return self.request.destination
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name=f"floe-sink-{self.name}", daemon=True
+            )
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return self._loop
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+        return future.result()
+
+    def close(self) -> None:
+        if self._loop is None:
+            asyncio.run(self.sink.close())
+            return
+        self.call(self.sink.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._loop.close()
+        self._loop = None
+
+
+def _arrow_digest(table: pa.Table) -> str:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+class DltIngestionPlugin(IngestionPlugin, SinkConnector):
+    """The dlt plugin: Iceberg ingestion in, reverse ETL out."""
+
+    def __init__(
+        self, catalog_config: dict[str, Any] | None = None, *, work_dir: Path | None = None
+    ) -> None:
+        self._catalog_config = dict(catalog_config or {})
+        self._work_dir = work_dir or Path(".floe-egress") / "plugin"
+
+    # --- IngestionPlugin --------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return "dlt"
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+    @property
+    def floe_api_version(self) -> str:
+        return "1.0"
+
+    @property
+    def is_external(self) -> bool:
+        return False
+
+    def create_pipeline(self, config: IngestionConfig) -> ingest.IngestionPipeline:
+        ingest.validate(config)
+        from floe_egress.changes import open_catalog
+
+        props = resolve(dict(self._catalog_config), path=("catalog",))
+        name = str(props.pop("name", "gold"))
+        return ingest.IngestionPipeline(
+            catalog=open_catalog(name, props),
+            source_type=config.source_type,
+            source=config.source_config.get("data", config.source_config.get("source")),
+            identifier=config.destination_table,
+            write_mode=config.write_mode,
+            primary_key=tuple(config.source_config.get("primary_key") or ()),
+        )
+
+    def run(self, pipeline: Any, **kwargs: Any) -> IngestionResult:
+        if not isinstance(pipeline, ingest.IngestionPipeline):
+            raise TypeError("run() takes the pipeline returned by create_pipeline()")
+        try:
+            return ingest.run(pipeline)
+        except Exception as exc:  # a failed load is a result, as the contract says
+            return IngestionResult(success=False, errors=[redact(f"{type(exc).__name__}: {exc}")])
+
+    def get_destination_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+        return self._public_catalog(catalog_config)
+
+    # --- SinkConnector ----------------------------------------------------------------
+
+    def list_available_sinks(self) -> list[str]:
+        return sorted(sink_types())
+
+    def create_sink(self, config: SinkConfig) -> SinkHandle:
+        sink_type = get_sink_type(config.sink_type)
+        if sink_type is None:
+            raise ConfigError(
+                f"unknown sink_type {config.sink_type!r}; available: "
+                f"{', '.join(self.list_available_sinks())}"
+            )
+        conn = dict(config.connection_config)
+        destination = str(conn.pop("destination", config.sink_type))
+        mode = str(conn.pop("mode", "upsert"))
+        if mode not in SYNC_MODES or mode not in sink_type.modes:
+            raise ConfigError(
+                f"sink {destination}: mode {mode!r} is not supported by sink_type "
+                f"{config.sink_type!r} (supported: {', '.join(sorted(sink_type.modes))})"
+            )
+        key = tuple(conn.pop("primary_key", None) or ("id",))
+        model = sink_type.config_model.model_validate(resolve(conn, path=("connection_config",)))
+        retry = RetryConfig.model_validate(config.retry_config or {})
+        request = BuildRequest(
+            destination=destination,
+            sink_config=model,
+            mode=mode,  # type: ignore[arg-type]
+            key=key,
+            field_mapping=config.field_mapping,
+            batch_size=config.batch_size,
+            rate_limit=None,
+            retry=retry,
+            work_dir=self._work_dir / destination,
+        )
+        request.work_dir.mkdir(parents=True, exist_ok=True)
+        handle = SinkHandle(sink_type.build(request), config, request)
+        try:
+            handle.call(handle.sink.check())
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def write(self, sink: Any, data: Any, **kwargs: Any) -> EgressResult:
+        if not isinstance(sink, SinkHandle):
+            raise TypeError("write() takes the sink returned by create_sink()")
+        return sink.call(self.write_async(sink, data, **kwargs))
+
+    async def write_async(self, sink: SinkHandle, data: pa.Table, **kwargs: Any) -> EgressResult:
+        """Deliver `data`: rows with a `_floe_op` column (insert/update/delete), or plain
+        rows (upserts). Batches are cut at `batch_size`."""
+        started = time.monotonic()
+        if OP_COLUMN not in data.column_names:
+            data = data.append_column(OP_COLUMN, pa.array(["insert"] * data.num_rows, pa.string()))
+        request = sink.request
+        data = filter_for_mode(data, request.mode)
+        from_snapshot = kwargs.get("from_snapshot")
+        to_snapshot = kwargs.get("to_snapshot")
+        digest = _arrow_digest(data)
+        idempotency_key = hashlib.sha256(
+            f"{request.destination}|{from_snapshot}|{to_snapshot}|{digest}".encode()
+        ).hexdigest()[:32]
+        size = request.batch_size or data.num_rows or 1
+        report = DeliveryReport()
+        checksums: list[str] = []
+        errors: list[str] = []
+        for index, offset in enumerate(range(0, data.num_rows, size)):
+            batch = data.slice(offset, size)
+            context = WriteContext(
+                destination=request.destination,
+                mode=request.mode,
+                key=request.key,
+                from_snapshot=from_snapshot,
+                to_snapshot=to_snapshot,
+                batch_index=index,
+            )
+            try:
+                part = await sink.sink.write(batch, context)
+            except EgressError as exc:
+                errors.append(redact(str(exc)))
+                break
+            report.merge(part)
+            checksums.append(part.checksum)
+        errors.extend(f"{f.op} {f.key}: {f.reason}" for f in report.failed)
+        checksum = (
+            checksums[0]
+            if len(checksums) == 1
+            else ("sha256:" + hashlib.sha256("".join(checksums).encode()).hexdigest())
+        )
+        return EgressResult(
+            success=not errors,
+            rows_delivered=report.rows_delivered,
+            bytes_transmitted=report.bytes_transmitted,
+            duration_seconds=time.monotonic() - started,
+            checksum=checksum,
+            delivery_timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            idempotency_key=idempotency_key,
+            destination_record_ids=list(report.record_ids),
+            errors=errors,
+        )
+
+    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+        """What change capture needs: the catalog name and its load_catalog properties
+        (secret values stay references), and the read settings."""
+        if not catalog_config.get("type") and not catalog_config.get("uri"):
+            raise ValueError("catalog_config needs at least `type` or `uri`")
+        public = self._public_catalog(catalog_config)
+        return {
+            "catalog_name": public.pop("name", "gold"),
+            "catalog_properties": public,
+            "default_ref": "main",
+            "read": {"format": "arrow", "batch_rows": 65_536},
+        }
+
+    @staticmethod
+    def _public_catalog(catalog_config: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in catalog_config.items():
+            secretish = any(s in k.lower() for s in _CATALOG_SECRET_KEYS)
+            is_ref = isinstance(v, str) and v.startswith("${")
+            out[k] = "***" if secretish and not is_ref else redact(v)
+        return out

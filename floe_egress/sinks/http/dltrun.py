@@ -17,7 +17,8 @@ dlt 1.31 behaviours handled here (DESIGN §5):
   completed the package.
 - Completed packages are deleted after each run; dlt keeps them forever.
 - dlt's stored schema accumulates every column ever seen and fills absent ones with
-  nulls: the sink function keeps only the columns of the table it was given.
+  nulls, and it turns naive timestamps into UTC ones: the sink function gives the
+  handler the columns and types of the table it was given.
 - `max_parallel_load_jobs` stays unset: with one slot, dlt parks its (skipped) state
   job there and sleeps a full second before loading the data job.
 """
@@ -48,7 +49,7 @@ log = structlog.get_logger(__name__)
 @dataclass(slots=True)
 class _Run:
     loop: asyncio.AbstractEventLoop
-    columns: list[str]
+    schema: pa.Schema
     handler: Handler
     calls: int = 0
     error: BaseException | None = None
@@ -99,7 +100,7 @@ class DltBridge:
 
     async def run(self, table: pa.Table, handler: Handler) -> None:
         """Load `table` through dlt; `handler` gets its rows on this event loop."""
-        run = _Run(asyncio.get_running_loop(), list(table.column_names), handler)
+        run = _Run(asyncio.get_running_loop(), table.schema, handler)
         async with self._lock:
             work = asyncio.ensure_future(asyncio.to_thread(self._run_sync, table, run))
             try:
@@ -147,8 +148,7 @@ class DltBridge:
         if run.error is not None or run.cancelled:
             return
         try:
-            data = pq.read_table(path)
-            data = data.select([c for c in run.columns if c in data.column_names])
+            data = _as_given(pq.read_table(path), run.schema)
             future = asyncio.run_coroutine_threadsafe(_call(run.handler, data), run.loop)
             run.in_flight = future
             future.result()
@@ -174,6 +174,17 @@ class DltBridge:
         async with self._lock:
             if self._pipeline is not None:
                 await asyncio.to_thread(self._prune, self._pipeline)
+
+
+def _as_given(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The columns and types the write was given (dlt adds columns, makes naive times UTC)."""
+    data = data.select([n for n in schema.names if n in data.column_names])
+    if data.schema.names != schema.names:
+        return data
+    try:
+        return data.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        return data
 
 
 async def _call(handler: Handler, data: pa.Table) -> None:

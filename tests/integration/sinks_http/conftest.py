@@ -13,7 +13,7 @@ from floe_egress.changes.model import OP_COLUMN
 from floe_egress.config.models import RateLimit, RetryConfig, SyncMode
 from floe_egress.sinks.base import Sink, WriteContext
 from floe_egress.sinks.registry import BuildRequest, SinkType
-from tests.fixtures.fake_apis import FakeRestApi
+from tests.fixtures.fake_apis import FakeHubSpot, FakeRestApi, FakeSalesforce
 
 FAST_RETRY = RetryConfig(
     max_attempts=4, initial_backoff_seconds=0.01, max_backoff_seconds=3, timeout_seconds=2
@@ -76,5 +76,19 @@ async def make_sink(tmp_path: Path) -> AsyncIterator[SinkFactory]:
 @pytest.fixture
 async def rest_server() -> AsyncIterator[FakeRestApi]:
     server = await FakeRestApi(token="Bearer good").start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def hubspot_server() -> AsyncIterator[FakeHubSpot]:
+    server = await FakeHubSpot().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def salesforce_server() -> AsyncIterator[FakeSalesforce]:
+    server = await FakeSalesforce().start()
     yield server
     await server.stop()

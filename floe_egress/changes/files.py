@@ -82,11 +82,9 @@ def _check_no_equality_deletes(table: Table, manifests: Iterable[ManifestFile], 
                 raise _equality_delete_error(name)
 
 
-def live_tasks(table: Table, snapshot: Snapshot, table_name: str) -> list[FileScanTask]:
-    """All data files of `snapshot` with the positional deletes that apply to them."""
-    manifests = snapshot.manifests(table.io)
-    _check_no_equality_deletes(table, manifests, table_name)
-    return _planned_tasks(table, snapshot, table_name)
+def check_readable(table: Table, snapshot: Snapshot, table_name: str) -> None:
+    """Raise UnsupportedSourceError when `snapshot` holds equality delete files."""
+    _check_no_equality_deletes(table, snapshot.manifests(table.io), table_name)
 
 
 def diff_files(table: Table, a: Snapshot, b: Snapshot, table_name: str) -> FileDiff:

@@ -16,6 +16,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.duck import cursor
+from floe_egress.changes.files import check_readable
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, InvalidRow
 
 _INVALID_SAMPLE = 20
@@ -109,6 +110,7 @@ def full_change_set(
             batches=lambda: iter(()),
             reason=reason,
         )
+    check_readable(table, snapshot, name)
     total, nulls, dupes = _key_profile(table, snapshot, key)
     dup_rows = int(pc.sum(dupes.column("n")).as_py() or 0) if dupes.num_rows else 0
     dupes = dupes.drop_columns(["n"])

@@ -173,8 +173,9 @@ def test_renamed_column_is_matched_by_field_id(table: Table) -> None:
     assert "mail" in cs.schema.names and "email" not in cs.schema.names
     deleted = [r for r in change_rows(cs) if r["_floe_op"] == "delete"]
     assert deleted == [{"id": 2, "mail": "u2@example.com", "score": 20, "_floe_op": "delete"}]
-    renamed_before = {k: {"id": r["id"], "mail": r["email"], "score": r["score"]}
-                      for k, r in before.items()}
+    renamed_before = {
+        k: {"id": r["id"], "mail": r["email"], "score": r["score"]} for k, r in before.items()
+    }
     assert apply(renamed_before, cs) == table_state(table, KEY)
 
 
@@ -222,7 +223,9 @@ def test_tag_is_followed(table: Table) -> None:
 
 
 def test_unknown_ref_names_the_table_and_known_refs(table: Table) -> None:
-    with pytest.raises(SourceError, match=r"gold\.people has no branch or tag 'nope' \(refs: main\)"):
+    with pytest.raises(
+        SourceError, match=r"gold\.people has no branch or tag 'nope' \(refs: main\)"
+    ):
         capture(table, ref="nope", from_snapshot=None, key=KEY)
 
 
@@ -257,8 +260,11 @@ def test_null_and_duplicate_keys_are_counted_and_never_emitted(any_catalog: Cata
     tbl.append(pa.table({"id": pa.array([1, 2], pa.int64()), "email": ["a", "b"]}))
     a = tbl.current_snapshot()
     assert a is not None
-    tbl.append(pa.table({"id": pa.array([3, None, 4, 4], pa.int64()),
-                         "email": ["c", "null-key", "d1", "d2"]}))
+    tbl.append(
+        pa.table(
+            {"id": pa.array([3, None, 4, 4], pa.int64()), "email": ["c", "null-key", "d1", "d2"]}
+        )
+    )
     cs = capture(tbl, from_snapshot=a.snapshot_id, key=KEY)
     assert ops_of(cs) == {"insert": [3], "update": [], "delete": []}
     assert cs.counts.invalid == 3
@@ -286,3 +292,59 @@ def test_replace_only_range_reads_no_data_file(table: Table, tmp_path: Path) -> 
     cs = capture(table, from_snapshot=a, key=KEY)
     assert cs.plan == "replace"
     assert cs.counts.total == 0
+
+
+def test_positional_deletes_are_applied(table: Table) -> None:
+    from tests.fixtures.iceberg_writers import delete_positions
+
+    a, before = sync_point(table)
+    delete_positions(table, lambda row: row["id"] in (3, 4))
+    cs = capture(table, from_snapshot=a, key=KEY)
+    assert cs.plan == "diff"
+    assert ops_of(cs) == {"insert": [], "update": [], "delete": [3, 4]}
+    assert apply(before, cs) == table_state(table, KEY)
+
+
+def test_positional_deletes_then_copy_on_write_update(table: Table) -> None:
+    from tests.fixtures.iceberg_writers import delete_positions
+
+    delete_positions(table, lambda row: row["id"] == 9)
+    a, before = sync_point(table)
+    table.overwrite(people([2], suffix="-v2"), overwrite_filter=EqualTo("id", 2))
+    cs = capture(table, from_snapshot=a, key=KEY)
+    assert ops_of(cs) == {"insert": [], "update": [2], "delete": []}
+    assert apply(before, cs) == table_state(table, KEY)
+
+
+def test_compaction_of_positional_deletes_changes_nothing(table: Table) -> None:
+    from tests.fixtures.iceberg_writers import compact, delete_positions
+
+    delete_positions(table, lambda row: row["id"] == 5)
+    a, _ = sync_point(table)
+    compact(table)
+    cs = capture(table, from_snapshot=a, key=KEY)
+    assert cs.plan == "replace" and cs.counts.total == 0
+
+
+def test_equality_deletes_fail_with_the_table_name_and_reason(table: Table) -> None:
+    from floe_egress.errors import UnsupportedSourceError
+    from tests.fixtures.iceberg_writers import delete_equality
+
+    a, _ = sync_point(table)
+    delete_equality(table, pa.table({"id": pa.array([7], pa.int64())}), ["id"])
+    with pytest.raises(UnsupportedSourceError, match=r"table gold\.people has equality delete files"):
+        capture(table, from_snapshot=a, key=KEY)
+    with pytest.raises(UnsupportedSourceError, match="pyiceberg 0.12 cannot apply them"):
+        capture(table, from_snapshot=None, key=KEY)
+
+
+def test_compaction_between_changes_is_read_like_any_rewrite(table: Table) -> None:
+    from tests.fixtures.iceberg_writers import compact
+
+    a, before = sync_point(table)
+    table.append(people([31]))
+    compact(table)
+    table.delete(delete_filter=EqualTo("id", 1))
+    cs = capture(table, from_snapshot=a, key=KEY)
+    assert ops_of(cs) == {"insert": [31], "update": [], "delete": [1]}
+    assert apply(before, cs) == table_state(table, KEY)

@@ -22,6 +22,11 @@ from aiolimiter import AsyncLimiter
 from floe_egress.config.models import RateLimit
 
 DEFAULT_MAX_CONCURRENCY = 4
+JITTER_ALLOWANCE = 0.03
+"""Requests reach the server a few ms after leaving the limiter, not all equally late
+(new connections, scheduling), so a 1-second window at the server can hold a little more
+than 1 s of the limiter's output. The bucket drains as if a second lasted 1.03 s, which
+keeps every server-side second within rps + burst for up to 30 ms of jitter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +57,8 @@ class Budget:
         if spec.requests_per_second is not None:
             # A bucket of `burst` that drains at `rps`: any window of T seconds admits at
             # most burst + rps * T requests.
-            self._limiter = AsyncLimiter(spec.burst, spec.burst / spec.requests_per_second)
+            rate = spec.requests_per_second / (1 + JITTER_ALLOWANCE)
+            self._limiter = AsyncLimiter(spec.burst, spec.burst / rate)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

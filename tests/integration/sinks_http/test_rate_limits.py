@@ -1,0 +1,80 @@
+"""The configured rate limit holds at the server, and an account's budget is shared."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pyarrow as pa
+
+from floe_egress.config.models import RateLimit
+from floe_egress.sinks.http import rest_api
+from floe_egress.sinks.http.limits import account_key
+from tests.fixtures.fake_apis import FakeRestApi, max_in_window
+from tests.integration.sinks_http.conftest import SinkFactory, changes, context
+
+
+def rows(start: int, count: int) -> pa.Table:
+    return changes(
+        [
+            {"customer_id": i, "email": f"c{i}@x.io", "op": "insert"}
+            for i in range(start, start + count)
+        ]
+    )
+
+
+def single_record_config(server: FakeRestApi, token: str = "t") -> dict[str, object]:
+    return {
+        "url": f"{server.url}/v1/contacts/{{customer_id}}",
+        "method": "PUT",
+        "auth": {"type": "bearer", "token": token},
+    }
+
+
+async def test_rate_limit_is_never_exceeded_over_300_requests(
+    make_sink: SinkFactory, rest_server: FakeRestApi
+) -> None:
+    rest_server.token = None
+    rate = RateLimit(requests_per_second=100, burst=10, max_concurrency=32)
+    sink = make_sink(rest_api.SINK_TYPE, single_record_config(rest_server), rate_limit=rate)
+
+    started = time.monotonic()
+    report = await sink.write(rows(0, 300), context())
+    elapsed = time.monotonic() - started
+
+    times = [r.at for r in rest_server.log]
+    assert len(times) == 300
+    assert len(rest_server.records) == 300
+    assert max_in_window(times) <= 100 + 10
+    assert elapsed >= (300 - 10) / 100
+    assert report.rate_limit_wait_seconds > 0
+
+
+async def test_two_destinations_on_one_account_share_its_budget(
+    make_sink: SinkFactory, rest_server: FakeRestApi
+) -> None:
+    rest_server.token = None
+    rate = RateLimit(requests_per_second=60, burst=5, max_concurrency=16, account="acme-crm")
+    first = make_sink(
+        rest_api.SINK_TYPE, single_record_config(rest_server), destination="a", rate_limit=rate
+    )
+    second = make_sink(
+        rest_api.SINK_TYPE, single_record_config(rest_server), destination="b", rate_limit=rate
+    )
+
+    await asyncio.gather(
+        first.write(rows(0, 60), context("a")), second.write(rows(100, 60), context("b"))
+    )
+
+    times = [r.at for r in rest_server.log]
+    assert len(times) == 120
+    assert len(rest_server.records) == 120
+    assert max_in_window(times) <= 60 + 5
+
+
+def test_account_defaults_to_host_and_credential_digest() -> None:
+    same = account_key(None, "https://api.x.io/v1/a", "token-1")
+    assert same == account_key(None, "https://API.x.io/v2/b", "token-1")
+    assert same != account_key(None, "https://api.x.io/v1/a", "token-2")
+    assert "token-1" not in same
+    assert account_key(RateLimit(requests_per_second=1, account="acme"), "https://x", "t") == "acme"

@@ -110,7 +110,11 @@ def _load_builtin() -> None:
         importlib.import_module(module)
 
 
-_BUILTIN_MODULES: tuple[str, ...] = ()
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "floe_egress.sinks.http.rest_api",
+    "floe_egress.sinks.http.hubspot",
+    "floe_egress.sinks.http.salesforce",
+)
 
 
 def sink_types() -> dict[str, SinkType]:

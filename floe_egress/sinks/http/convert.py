@@ -88,7 +88,7 @@ def converter(arrow_type: pa.DataType, decimals: DecimalMode = "string") -> Conv
 
 
 def _converter(t: pa.DataType, decimals: DecimalMode) -> Convert:
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         if str(t.extension_name) == "arrow.uuid":
             return str
         return _converter(t.storage_type, decimals)

@@ -1,0 +1,247 @@
+"""salesforce against a fake of the documented sObject Collections API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from floe_egress.config.models import RateLimit, SyncMode
+from floe_egress.errors import PermanentSinkError, TransientSinkError
+from floe_egress.sinks.http import salesforce
+from tests.fixtures.fake_apis import FakeSalesforce, Fault
+from tests.integration.sinks_http.conftest import SinkFactory, changes, context
+
+MAPPING = {"customer_id": "External_Id__c", "email": "Email", "name": "LastName"}
+SCHEMA = pa.schema([("customer_id", pa.string()), ("email", pa.string()), ("name", pa.string())])
+FAST = RateLimit(requests_per_second=1000, burst=100, max_concurrency=8)
+
+
+def config(server: FakeSalesforce, **extra: Any) -> dict[str, Any]:
+    return {
+        "instance_url": server.url,
+        "access_token": "sf-good",
+        "sobject": "Contact",
+        **extra,
+    }
+
+
+def row(key: str, op: str, name: str = "New", email: str | None = None) -> dict[str, Any]:
+    return {"customer_id": key, "email": email or f"{key}@x.io", "name": name, "op": op}
+
+
+def rec(key: str, name: str) -> dict[str, str]:
+    return {"External_Id__c": key, "Email": f"{key}@x.io", "LastName": name}
+
+
+def seed(server: FakeSalesforce) -> None:
+    for key in ("C-1", "C-2"):
+        server._store(rec(key, "Old"), None)
+
+
+CASES: list[tuple[SyncMode, list[dict[str, Any]], dict[str, Any], dict[str, int]]] = [
+    (
+        "upsert",
+        [row("C-3", "insert"), row("C-2", "update")],
+        {"C-1": rec("C-1", "Old"), "C-2": rec("C-2", "New"), "C-3": rec("C-3", "New")},
+        {"insert": 1, "update": 1},
+    ),
+    (
+        "update",
+        [row("C-2", "update"), row("C-9", "update")],
+        {"C-1": rec("C-1", "Old"), "C-2": rec("C-2", "New")},
+        {"update": 1},
+    ),
+    (
+        "insert",
+        [row("C-3", "insert"), row("C-1", "insert")],
+        {"C-1": rec("C-1", "Old"), "C-2": rec("C-2", "Old"), "C-3": rec("C-3", "New")},
+        {"insert": 1},
+    ),
+    (
+        "mirror",
+        [row("C-3", "insert"), row("C-2", "update"), row("C-1", "delete"), row("C'8", "delete")],
+        {"C-2": rec("C-2", "New"), "C-3": rec("C-3", "New")},
+        {"insert": 1, "update": 1, "delete": 2},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "rows", "expected", "delivered"), CASES, ids=[c[0] for c in CASES]
+)
+async def test_modes_leave_salesforce_holding_the_expected_records(
+    make_sink: SinkFactory,
+    salesforce_server: FakeSalesforce,
+    mode: SyncMode,
+    rows: list[dict[str, Any]],
+    expected: dict[str, Any],
+    delivered: dict[str, int],
+) -> None:
+    seed(salesforce_server)
+    sink = make_sink(
+        salesforce.SINK_TYPE, config(salesforce_server), mode=mode, mapping=MAPPING, rate_limit=FAST
+    )
+
+    report = await sink.write(changes(rows, SCHEMA), context(mode=mode))
+
+    assert salesforce_server.table() == expected
+    assert report.delivered == delivered
+    assert report.failed == []
+
+
+async def test_upsert_uses_the_external_id_route_and_returns_ids(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    sink = make_sink(
+        salesforce.SINK_TYPE, config(salesforce_server), mapping=MAPPING, rate_limit=FAST
+    )
+
+    report = await sink.write(changes([row("C-5", "insert")], SCHEMA), context())
+
+    [request] = salesforce_server.log
+    assert (request.method, request.path) == (
+        "PATCH",
+        "/services/data/v60.0/composite/sobjects/Contact/External_Id__c",
+    )
+    assert request.json() == {
+        "allOrNone": False,
+        "records": [{"attributes": {"type": "Contact"}, **rec("C-5", "New")}],
+    }
+    assert report.record_ids == ["003000000000000001"]
+
+
+async def test_per_record_errors_become_failed_rows(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    sink = make_sink(
+        salesforce.SINK_TYPE, config(salesforce_server), mapping=MAPPING, rate_limit=FAST
+    )
+    rows = [row("C-1", "insert"), row("C-2", "insert", email="nope"), row("C-3", "insert")]
+
+    report = await sink.write(changes(rows, SCHEMA), context())
+
+    assert len(salesforce_server.log) == 1
+    assert sorted(salesforce_server.table()) == ["C-1", "C-3"]
+    [failed] = report.failed
+    assert failed.key == {"customer_id": "C-2"}
+    assert (
+        failed.reason == "INVALID_EMAIL_ADDRESS: Email: invalid email address: nope (fields: Email)"
+    )
+
+
+async def test_a_value_salesforce_cannot_parse_is_isolated_by_splitting(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    mapping = {**MAPPING, "born": "Birthdate"}
+    sink = make_sink(
+        salesforce.SINK_TYPE, config(salesforce_server), mapping=mapping, rate_limit=FAST
+    )
+    schema = SCHEMA.append(pa.field("born", pa.string()))
+    rows = [
+        {**row(f"C-{i}", "insert"), "born": "1990-13-45" if i == 2 else "1990-01-31"}
+        for i in range(6)
+    ]
+
+    report = await sink.write(changes(rows, schema), context())
+
+    assert sorted(salesforce_server.table()) == [f"C-{i}" for i in range(6) if i != 2]
+    [failed] = report.failed
+    assert (failed.key, failed.status) == ({"customer_id": "C-2"}, 400)
+    assert failed.reason.startswith("JSON_PARSER_ERROR: Cannot deserialize instance of date")
+
+
+async def test_dates_reach_salesforce_as_iso_dates(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    mapping = {**MAPPING, "born": "Birthdate"}
+    sink = make_sink(
+        salesforce.SINK_TYPE, config(salesforce_server), mapping=mapping, rate_limit=FAST
+    )
+    schema = SCHEMA.append(pa.field("born", pa.date32()))
+
+    await sink.write(
+        changes([{**row("C-1", "insert"), "born": dt.date(1990, 1, 31)}], schema), context()
+    )
+
+    assert salesforce_server.table()["C-1"]["Birthdate"] == "1990-01-31"
+
+
+async def test_records_are_sent_200_at_a_time(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    sink = make_sink(
+        salesforce.SINK_TYPE, config(salesforce_server), mapping=MAPPING, rate_limit=FAST
+    )
+
+    await sink.write(changes([row(f"C-{i}", "insert") for i in range(450)], SCHEMA), context())
+
+    assert sorted(len(r.json()["records"]) for r in salesforce_server.log) == [50, 200, 200]
+    assert len(salesforce_server.table()) == 450
+
+
+async def test_503_is_retried(make_sink: SinkFactory, salesforce_server: FakeSalesforce) -> None:
+    salesforce_server.fail(Fault(503, body="Service Unavailable"))
+    sink = make_sink(
+        salesforce.SINK_TYPE, config(salesforce_server), mapping=MAPPING, rate_limit=FAST
+    )
+
+    report = await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+
+    assert [r.status for r in salesforce_server.log] == [503, 200]
+    assert report.delivered == {"insert": 1}
+
+
+async def test_daily_request_limit_fails_the_batch_without_retrying(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    salesforce_server.daily_limit()
+    sink = make_sink(
+        salesforce.SINK_TYPE, config(salesforce_server), mapping=MAPPING, rate_limit=FAST
+    )
+
+    with pytest.raises(TransientSinkError, match=r"destination 'crm'.*24-hour.*TotalRequests"):
+        await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+    assert len(salesforce_server.log) == 1
+
+
+async def test_expired_session_fails_a_write_fast(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    sink = make_sink(
+        salesforce.SINK_TYPE,
+        config(salesforce_server, access_token="expired"),
+        mapping=MAPPING,
+        rate_limit=FAST,
+    )
+
+    with pytest.raises(PermanentSinkError, match="INVALID_SESSION_ID"):
+        await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+    assert len(salesforce_server.log) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"access_token": "expired"}, "INVALID_SESSION_ID: Session expired or invalid"),
+        ({"sobject": "Widget__c"}, "NOT_FOUND"),
+        ({"external_id_field": "Email"}, "not an External ID field"),
+    ],
+)
+async def test_check_fails_fast(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce, extra: dict[str, str], message: str
+) -> None:
+    sink = make_sink(salesforce.SINK_TYPE, config(salesforce_server, **extra), mapping=MAPPING)
+
+    with pytest.raises(PermanentSinkError, match=rf"destination 'crm'.*{message}"):
+        await sink.check()
+
+
+async def test_check_passes(make_sink: SinkFactory, salesforce_server: FakeSalesforce) -> None:
+    sink = make_sink(salesforce.SINK_TYPE, config(salesforce_server), mapping=MAPPING)
+
+    await sink.check()
+
+    assert salesforce_server.log[0].path == "/services/data/v60.0/sobjects/Contact/describe"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import structlog
 
 from floe_egress.config.models import RetryConfig
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
@@ -31,6 +32,7 @@ from floe_egress.sinks.http.ledger import Ledger
 from floe_egress.sinks.http.limits import Budget, BudgetSpec, budget_for
 
 USER_AGENT = "floe-egress/0.1"
+log = structlog.get_logger(__name__)
 _RETRY_STATUSES = frozenset({408, 500, 502, 504})
 
 
@@ -248,6 +250,14 @@ class HttpClient:
                 retry_after=outcome.after,
             )
         delay = outcome.after if outcome.after is not None else self._backoff(attempt)
+        log.info(
+            "http_retry",
+            destination=self.destination,
+            request=request.label,
+            attempt=attempt,
+            delay_seconds=round(delay, 3),
+            reason=outcome.reason,
+        )
         if outcome.rate_limited:
             budget.hold(delay)
             ledger.waited(delay)

@@ -147,6 +147,7 @@ class HubSpotSink(HttpSink):
                 self._account(action, rows, order, response, ledger)
                 return None
             if len(rows) == 1 and _nothing_to_do(action, response):
+                ledger.skip(rows[0].op)
                 return None
             if response.status == 404 and action != "update":
                 raise self.refused(f"batch/{action} on {self.config.object_type!r}", response)
@@ -157,7 +158,7 @@ class HubSpotSink(HttpSink):
     def _account(
         self, action: Action, rows: Sequence[Row], order: OrderKey, r: Response, ledger: Ledger
     ) -> None:
-        data = r.json() if isinstance(r.json(), dict) else {}
+        data = _body(r)
         ids: dict[str, str] = {}
         for result in data.get("results") or []:
             hubspot_id = str(result.get("id"))
@@ -180,7 +181,9 @@ class HubSpotSink(HttpSink):
                 hit = next((ids[ref] for ref in refs if ref in ids), None)
                 if hit is not None:
                     found.append(hit)
-            elif error[0] != skip_category:
+            elif error[0] == skip_category:
+                ledger.skip(row.op)
+            else:
                 ledger.failed(FailedRow(row.key, row.op, error[1], r.status))
         ledger.record_ids(order, found)
 
@@ -203,7 +206,7 @@ class HubSpotSink(HttpSink):
         response = await self.client.send(request, ledger)
         if not response.ok:
             raise self.refused(f"batch/read on {self.config.object_type!r}", response)
-        data = response.json() if isinstance(response.json(), dict) else {}
+        data = _body(response)
         internal = {
             as_text((res.get("properties") or {}).get(self.id_property)): str(res.get("id"))
             for res in data.get("results") or []
@@ -234,9 +237,13 @@ def _nothing_to_do(action: Action, response: Response) -> bool:
     return skip is not None and (_category(response) == skip[0] or response.status == skip[1])
 
 
-def _category(response: Response) -> str:
+def _body(response: Response) -> dict[str, Any]:
     data = response.json()
-    return str(data.get("category", "")) if isinstance(data, dict) else ""
+    return data if isinstance(data, dict) else {}
+
+
+def _category(response: Response) -> str:
+    return str(_body(response).get("category", ""))
 
 
 def _errors_by_ref(
@@ -265,7 +272,7 @@ def _classifier(destination: str) -> Any:
     def classify(request: Request, response: Response) -> Retry | SinkError | None:
         if response.status != 429:
             return base(request, response)
-        data = response.json() if isinstance(response.json(), dict) else {}
+        data = _body(response)
         policy = str(data.get("policyName", ""))
         message = error_message(response, 200)
         if policy == "DAILY":

@@ -23,6 +23,9 @@ class Ledger:
     _keys: dict[OrderKey, str] = field(default_factory=dict)
     _ids: dict[OrderKey, list[str]] = field(default_factory=dict)
     _next_index: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Rows the mode says to leave alone (insert of an existing record, update of a
+    missing one): neither delivered nor failed."""
 
     def next_order(self) -> OrderKey:
         """A fresh top-level request index (kept across dlt calls within one write)."""
@@ -41,6 +44,9 @@ class Ledger:
     def delivered(self, op: str, count: int = 1) -> None:
         if count:
             self.report.delivered[op] = self.report.delivered.get(op, 0) + count
+
+    def skip(self, op: str, count: int = 1) -> None:
+        self.skipped[op] = self.skipped.get(op, 0) + count
 
     def failed(self, row: FailedRow) -> None:
         self.report.failed.append(row)

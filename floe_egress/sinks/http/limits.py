@@ -17,11 +17,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import structlog
 from aiolimiter import AsyncLimiter
 
 from floe_egress.config.models import RateLimit
 
 DEFAULT_MAX_CONCURRENCY = 4
+log = structlog.get_logger(__name__)
 JITTER_ALLOWANCE = 0.03
 """Requests reach the server a few ms after leaving the limiter, not all equally late
 (new connections, scheduling), so a 1-second window at the server can hold a little more
@@ -87,6 +89,9 @@ _BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Budget]
 )
 
 
+_WARNED: set[str] = set()
+
+
 def budget_for(spec: BudgetSpec) -> Budget:
     """The budget of `spec.account` on the running loop; the first destination sets it."""
     loop = asyncio.get_running_loop()
@@ -94,6 +99,15 @@ def budget_for(spec: BudgetSpec) -> Budget:
     budget = budgets.get(spec.account)
     if budget is None:
         budget = budgets[spec.account] = Budget(spec)
+    elif budget.spec != spec and spec.account not in _WARNED:
+        _WARNED.add(spec.account)
+        log.warning(
+            "rate_limit_conflict",
+            account=spec.account,
+            used=str(budget.spec),
+            ignored=str(spec),
+            hint="destinations sharing an account should declare the same rate_limit",
+        )
     return budget
 
 

@@ -60,6 +60,8 @@ class SalesforceConfig(BaseModel):
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     verify_tls: bool = True
     max_records_per_request: Annotated[int, Field(ge=1, le=MAX_RECORDS)] = MAX_RECORDS
+    decimals: Literal["string", "number"] = "number"
+    """Number, Currency and Percent fields take JSON numbers (float64: ~15 digits)."""
 
 
 class SalesforceSink(HttpSink):
@@ -73,6 +75,7 @@ class SalesforceSink(HttpSink):
                 f"key has {len(self.key_fields)} columns, so set sink_config.external_id_field"
             )
         self.config = config
+        self.decimals = config.decimals
         self.ext = config.external_id_field or self.key_fields[0]
         self.base = f"{config.instance_url.rstrip('/')}/services/data/{config.api_version}"
         self.collection = f"{self.base}/composite/sobjects"
@@ -185,7 +188,9 @@ class SalesforceSink(HttpSink):
                 ledger.delivered(row.op)
                 if result.get("id") and action != "delete":
                     ids.append(str(result["id"]))
-            elif not codes & _SKIP.get(action, set()):
+            elif codes & _SKIP.get(action, set()):
+                ledger.skip(row.op)
+            else:
                 ledger.failed(FailedRow(row.key, row.op, _describe(errors), r.status))
         ledger.record_ids(order, ids)
 
@@ -196,6 +201,10 @@ class SalesforceSink(HttpSink):
         present = [r for r in rows if self._id(r) in ids]
         if action == "delete":
             ledger.delivered("delete", len(rows) - len(present))
+        else:
+            for row in rows:
+                if self._id(row) not in ids:
+                    ledger.skip(row.op)
         if present:
             await send_splitting(present, order, self._writer(action, ledger, ids), ledger)
 

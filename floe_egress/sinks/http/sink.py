@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import structlog
 
 from floe_egress.changes.model import OP_COLUMN
 from floe_egress.config.models import SyncMode
@@ -19,6 +20,8 @@ from floe_egress.sinks.http.convert import DecimalMode, JsonRecord, to_records
 from floe_egress.sinks.http.ledger import Ledger, OrderKey
 from floe_egress.sinks.mapping import apply_field_mapping
 from floe_egress.sinks.registry import BuildRequest
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +105,18 @@ class HttpSink(ABC):
     async def write(self, changes: pa.Table, context: WriteContext) -> DeliveryReport:
         mapped = self._map(changes)
         ledger = Ledger(context)
+
+        async def handle(table: pa.Table) -> None:
+            # Value conversion is CPU work: keep it off the event loop.
+            rows = await asyncio.to_thread(self.rows, table)
+            await self.deliver(rows, ledger)
+
         if mapped.num_rows:
-            await self.bridge.run(mapped, lambda table: self.deliver(self.rows(table), ledger))
-        return ledger.finish()
+            await self.bridge.run(mapped, handle)
+        report = ledger.finish()
+        if ledger.skipped:
+            log.info("rows_skipped", destination=self.name, mode=self.mode, **ledger.skipped)
+        return report
 
     def _map(self, changes: pa.Table) -> pa.Table:
         if OP_COLUMN not in changes.column_names:

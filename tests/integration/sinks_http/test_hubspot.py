@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from structlog.testing import capture_logs
 
 from floe_egress.config.models import RateLimit, SyncMode
 from floe_egress.errors import ConfigError, PermanentSinkError, TransientSinkError
@@ -238,3 +239,28 @@ def test_a_composite_key_needs_an_explicit_id_property(make_sink: SinkFactory) -
 
 def test_append_is_not_a_hubspot_mode() -> None:
     assert hubspot.SINK_TYPE.modes == {"upsert", "update", "insert", "mirror"}
+
+
+async def test_rows_the_mode_leaves_alone_are_logged_as_skipped(
+    make_sink: SinkFactory, hubspot_server: FakeHubSpot
+) -> None:
+    seed(hubspot_server)
+    sink = make_sink(
+        hubspot.SINK_TYPE, config(hubspot_server), mode="insert", mapping=MAPPING, rate_limit=FAST
+    )
+
+    with capture_logs() as logs:
+        report = await sink.write(changes([row(1, "insert"), row(4, "insert")], SCHEMA), context())
+
+    assert report.delivered == {"insert": 1}
+    assert report.failed == []
+    skipped = [e for e in logs if e["event"] == "rows_skipped"]
+    assert skipped == [
+        {
+            "event": "rows_skipped",
+            "destination": "crm",
+            "mode": "insert",
+            "insert": 1,
+            "log_level": "info",
+        }
+    ]

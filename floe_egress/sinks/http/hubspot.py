@@ -19,7 +19,6 @@ which clears the property), as HubSpot stores them.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -40,7 +39,15 @@ from floe_egress.sinks.http.client import (
 from floe_egress.sinks.http.convert import as_text, dumps
 from floe_egress.sinks.http.ledger import Ledger, OrderKey
 from floe_egress.sinks.http.limits import BudgetSpec, account_key
-from floe_egress.sinks.http.sink import HttpSink, Rejected, Row, chunks, rejected, send_splitting
+from floe_egress.sinks.http.sink import (
+    HttpSink,
+    Rejected,
+    Row,
+    chunks,
+    rejected,
+    run_all,
+    send_splitting,
+)
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 Action = Literal["upsert", "update", "create", "archive"]
@@ -120,7 +127,7 @@ class HubSpotSink(HttpSink):
                 else:
                     attempt = self._writer(action, ledger)
                     sends.append(send_splitting(part, ledger.next_order(), attempt, ledger))
-        await asyncio.gather(*sends)
+        await run_all(sends)
 
     def _input(self, action: Action, index: int, row: Row) -> dict[str, Any]:
         props = {k: as_text(v) for k, v in row.record.items()}

@@ -17,7 +17,6 @@ the envelope's op is "append" and each record is `{"op", "snapshot_id", "record"
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -35,7 +34,15 @@ from floe_egress.sinks.http.rest_config import (
     RouteName,
     auth_parts,
 )
-from floe_egress.sinks.http.sink import HttpSink, Rejected, Row, chunks, rejected, send_splitting
+from floe_egress.sinks.http.sink import (
+    HttpSink,
+    Rejected,
+    Row,
+    chunks,
+    rejected,
+    run_all,
+    send_splitting,
+)
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 _SHAPE_STATUSES = frozenset({405, 406, 411, 414, 415})
@@ -77,7 +84,7 @@ class RestApiSink(HttpSink):
             for part in chunks(members, size):
                 attempt = self._attempt(name, ledger)
                 sends.append(send_splitting(part, ledger.next_order(), attempt, ledger))
-        await asyncio.gather(*sends)
+        await run_all(sends)
 
     def _attempt(self, name: RouteName, ledger: Ledger) -> Any:
         route = self.config.route(name)

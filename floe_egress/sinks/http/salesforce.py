@@ -24,7 +24,6 @@ Nested values are sent as JSON strings (sObject fields are scalars).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -36,7 +35,15 @@ from floe_egress.sinks.http.client import HttpClient, Request, Response, Retry, 
 from floe_egress.sinks.http.convert import as_text, dumps
 from floe_egress.sinks.http.ledger import Ledger, OrderKey
 from floe_egress.sinks.http.limits import BudgetSpec, account_key
-from floe_egress.sinks.http.sink import HttpSink, Rejected, Row, chunks, rejected, send_splitting
+from floe_egress.sinks.http.sink import (
+    HttpSink,
+    Rejected,
+    Row,
+    chunks,
+    rejected,
+    run_all,
+    send_splitting,
+)
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 Action = Literal["upsert", "create", "update", "delete"]
@@ -120,7 +127,7 @@ class SalesforceSink(HttpSink):
                     sends.append(self._by_id(action, part, order, ledger))
                 else:
                     sends.append(send_splitting(part, order, self._writer(action, ledger), ledger))
-        await asyncio.gather(*sends)
+        await run_all(sends)
 
     def _record(self, row: Row, sf_id: str | None = None) -> dict[str, Any]:
         fields = {

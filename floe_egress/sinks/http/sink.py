@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,6 +46,29 @@ class Rejected:
 Attempt = Callable[[Sequence[Row], OrderKey], Awaitable[Rejected | None]]
 
 
+async def run_all(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run concurrently; on the first failure cancel the others and raise that failure.
+
+    The failure itself is raised, not an ExceptionGroup: callers (and the cycle) handle
+    SinkError. A PermanentSinkError wins over a transient one raised alongside it.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coro in coros:
+                group.create_task(coro)
+    except BaseExceptionGroup as failures:
+        leaves = _leaves(failures)
+        chosen = next((e for e in leaves if isinstance(e, PermanentSinkError)), leaves[0])
+        raise chosen from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
 def chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
@@ -67,9 +90,11 @@ async def send_splitting(
         ledger.failed(FailedRow(row.key, row.op, outcome.message, outcome.status))
         return
     mid = len(rows) // 2
-    await asyncio.gather(
-        send_splitting(rows[:mid], (*order, 0), attempt, ledger),
-        send_splitting(rows[mid:], (*order, 1), attempt, ledger),
+    await run_all(
+        [
+            send_splitting(rows[:mid], (*order, 0), attempt, ledger),
+            send_splitting(rows[mid:], (*order, 1), attempt, ledger),
+        ]
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -12,7 +14,7 @@ from floe_egress.config.models import SyncMode
 from floe_egress.errors import PermanentSinkError
 from floe_egress.sinks.http import rest_api
 from floe_egress.sinks.mapping import filter_for_mode
-from tests.fixtures.fake_apis import FakeRestApi
+from tests.fixtures.fake_apis import FakeRestApi, Fault
 from tests.integration.sinks_http.conftest import SinkFactory, changes, context
 
 MAPPING = {"customer_id": "external_id", "email": "email", "plan": "plan_tier"}
@@ -331,3 +333,25 @@ def test_config_rejects_unknown_keys_and_batch_templates() -> None:
         model.model_validate({"url": "https://x.io/v1/{id}", "body": "batch"})
     secret = model.model_validate({"url": "${env:CRM_URL}", "headers": {"X": "${env:T}"}})
     assert secret.model_dump()["url"] == "${env:CRM_URL}"
+
+
+async def test_a_refused_request_stops_the_rest_of_the_batch(
+    make_sink: SinkFactory, rest_server: FakeRestApi
+) -> None:
+    rest_server.fail(
+        Fault(401, body={"error": "token revoked"}, path_prefix="/v1/contacts/1"),
+        Fault(delay=1.5, path_prefix="/v1/contacts/2"),
+    )
+    config = {"url": f"{rest_server.url}/v1/contacts/{{customer_id}}", "method": "PUT"}
+    sink = make_sink(rest_api.SINK_TYPE, config, mapping=MAPPING)
+    rows = [
+        {"customer_id": i, "email": f"c{i}@x.io", "plan": "pro", "op": "insert"} for i in (1, 2)
+    ]
+
+    started = time.monotonic()
+    with pytest.raises(PermanentSinkError, match="token revoked"):
+        await sink.write(changes(rows, SCHEMA), context())
+
+    assert time.monotonic() - started < 1.0
+    sending = [t for t in asyncio.all_tasks() if "send_splitting" in repr(t.get_coro())]
+    assert sending == []

@@ -295,6 +295,12 @@ def cmd_failures(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from floe_egress.daemon.service import run_daemon
+
+    return run_daemon(args.config or default_config_path())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from floe_egress.demo import run_demo
 
@@ -311,6 +317,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "resync": cmd_resync,
     "failures": cmd_failures,
+    "run": cmd_run,
     "demo": cmd_demo,
 }
 

@@ -7,7 +7,7 @@
     │   └── UnsupportedSourceError   e.g. equality delete files
     ├── SinkError              the destination side
     │   ├── TransientSinkError     retry with backoff (5xx, 429, timeouts, connection resets)
-    │   └── PermanentSinkError     do not retry (bad credentials, unknown object, 4xx on the request)
+    │   └── PermanentSinkError     do not retry (bad credentials, unknown object, a 4xx)
     └── CheckpointError        the state store could not record progress
 
 Every error names where it happened (destination, table, key path) in its message.

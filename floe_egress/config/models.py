@@ -82,6 +82,9 @@ class ServerConfig(_Model):
         Field(description="Bearer token for POST /v1/... (a secret reference, preferably)."),
     ] = None
     shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    """How long a daemon holds a destination without renewing (several daemons, one
+    PostgreSQL state store): a dead daemon's destinations move after this long."""
 
 
 class RateLimit(_Model):

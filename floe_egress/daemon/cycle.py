@@ -70,6 +70,8 @@ class CycleResult:
     error: str | None = None
     reason: str = ""
     duration_seconds: float = 0.0
+    rate_limit_wait_seconds: float = 0.0
+    http_statuses: dict[int, int] = field(default_factory=dict)
     sample: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -306,13 +308,19 @@ async def plan_cycle(rt: Runtime, dest: Destination) -> CycleResult:
 
 
 async def run_cycle(
-    rt: Runtime, dest: Destination, *, force: bool = False, owner: str = OWNER
+    rt: Runtime,
+    dest: Destination,
+    *,
+    force: bool = False,
+    owner: str = OWNER,
+    lease_seconds: float = LEASE_SECONDS,
+    release_lease: bool = True,
 ) -> CycleResult:
     """One full cycle of `dest`; never raises for destination errors (they are results)."""
     started_wall, started = time.time(), time.monotonic()
     bound = log.bind(destination=dest.name, table=dest.source_table)
     store = rt.store
-    if not await asyncio.to_thread(store.acquire_lease, dest.name, owner, LEASE_SECONDS):
+    if not await asyncio.to_thread(store.acquire_lease, dest.name, owner, lease_seconds):
         holder = await asyncio.to_thread(store.lease_holder, dest.name)
         return CycleResult(dest.name, "skipped", error=f"destination is held by {holder}")
     result = CycleResult(dest.name, "failed")
@@ -342,6 +350,8 @@ async def run_cycle(
         result.updated = report.delivered.get("update", 0)
         result.deleted = report.delivered.get("delete", 0)
         result.failed = len(report.failed)
+        result.rate_limit_wait_seconds = report.rate_limit_wait_seconds
+        result.http_statuses = dict(report.http_statuses)
         result.retried = work.retries.num_rows
         sent = result.inserted + result.updated + result.deleted + result.failed
         result.status = "ok" if sent else "noop"
@@ -359,14 +369,24 @@ async def run_cycle(
             invalid=result.invalid,
             duration_seconds=round(result.duration_seconds, 3),
         )
-    except (EgressError, OSError) as exc:
+    except Exception as exc:
+        expected = isinstance(exc, EgressError | OSError)
         result.status = "failed"
-        result.error = redact(str(exc))
+        result.error = redact(str(exc) if expected else f"{type(exc).__name__}: {exc}")
         result.duration_seconds = time.monotonic() - started
-        bound.error("cycle_failed", error=result.error, error_type=type(exc).__name__)
-        await asyncio.to_thread(store.record_run, _run_record(dest, result, started_wall))
+        bound.error(
+            "cycle_failed",
+            error=result.error,
+            error_type=type(exc).__name__,
+            exc_info=not expected,
+        )
+        try:
+            await asyncio.to_thread(store.record_run, _run_record(dest, result, started_wall))
+        except Exception as record_exc:  # the store may be what failed
+            bound.error("run_record_failed", error=redact(str(record_exc)))
     finally:
-        await asyncio.to_thread(store.release_lease, dest.name, owner)
+        if release_lease:
+            await asyncio.to_thread(store.release_lease, dest.name, owner)
     return result
 
 

@@ -30,7 +30,7 @@ class SinkConfig:
     """
 
     sink_type: str
-    connection_config: dict[str, Any] = field(default_factory=lambda: {})
+    connection_config: dict[str, Any] = field(default_factory=dict)
     field_mapping: dict[str, str] | None = None
     retry_config: dict[str, Any] | None = None
     batch_size: int | None = None
@@ -76,8 +76,8 @@ class EgressResult:
     checksum: str = ""
     delivery_timestamp: str = ""
     idempotency_key: str = ""
-    destination_record_ids: list[str] = field(default_factory=lambda: [])
-    errors: list[str] = field(default_factory=lambda: [])
+    destination_record_ids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 class SinkConnector(ABC):
@@ -109,7 +109,7 @@ class IngestionConfig:
     """Configuration of one ingestion pipeline (same fields as floe-core's)."""
 
     source_type: str
-    source_config: dict[str, Any] = field(default_factory=lambda: {})
+    source_config: dict[str, Any] = field(default_factory=dict)
     destination_table: str = ""
     write_mode: str = "append"
     schema_contract: str = "evolve"
@@ -123,7 +123,7 @@ class IngestionResult:
     rows_loaded: int = 0
     bytes_written: int = 0
     duration_seconds: float = 0.0
-    errors: list[str] = field(default_factory=lambda: [])
+    errors: list[str] = field(default_factory=list)
 
 
 class IngestionPlugin(ABC):

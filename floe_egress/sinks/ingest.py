@@ -6,6 +6,7 @@ Small on purpose: the demo and the tests use it to build Gold tables. Write mode
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -74,10 +75,8 @@ def _rows_of_dlt_source(source: Any) -> pa.Table:
 
 def _table(catalog: Catalog, identifier: str, data: pa.Table, key: tuple[str, ...]) -> Table:
     namespace = identifier.rsplit(".", 1)[0]
-    try:
+    with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(namespace)
-    except NamespaceAlreadyExistsError:
-        pass
     try:
         return catalog.load_table(identifier)
     except NoSuchTableError:

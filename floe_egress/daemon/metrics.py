@@ -1,0 +1,79 @@
+"""Prometheus metrics of the daemon (one registry per daemon, text format on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from floe_egress.daemon.cycle import CycleResult
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.cycles = Counter(
+            "floe_egress_cycles", "Sync cycles by result.", ["destination", "result"], registry=r
+        )
+        self.rows = Counter(
+            "floe_egress_rows", "Rows delivered, by op.", ["destination", "op"], registry=r
+        )
+        self.failed_rows = Counter(
+            "floe_egress_failed_rows",
+            "Rows the destination refused.",
+            ["destination"],
+            registry=r,
+        )
+        self.invalid_rows = Counter(
+            "floe_egress_invalid_rows",
+            "Rows never sent: null or duplicated key.",
+            ["destination"],
+            registry=r,
+        )
+        self.cycle_seconds = Histogram(
+            "floe_egress_cycle_duration_seconds",
+            "Duration of sync cycles.",
+            ["destination"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=r,
+        )
+        self.lag = Gauge(
+            "floe_egress_lag_seconds",
+            "Age of the oldest table commit the destination has not received (0: up to date).",
+            ["destination"],
+            registry=r,
+        )
+        self.rate_limit_wait = Counter(
+            "floe_egress_rate_limit_wait_seconds",
+            "Seconds spent waiting on rate limits.",
+            ["destination"],
+            registry=r,
+        )
+        self.http_responses = Counter(
+            "floe_egress_destination_http_responses",
+            "HTTP status codes returned by destinations.",
+            ["destination", "status"],
+            registry=r,
+        )
+        self.ready = Gauge("floe_egress_ready", "1 when /readyz answers 200.", registry=r)
+
+    def observe(self, result: CycleResult) -> None:
+        name = result.destination
+        self.cycles.labels(name, result.status).inc()
+        for op, n in (
+            ("insert", result.inserted),
+            ("update", result.updated),
+            ("delete", result.deleted),
+        ):
+            self.rows.labels(name, op).inc(n)
+        self.failed_rows.labels(name).inc(result.failed)
+        self.invalid_rows.labels(name).inc(result.invalid)
+        if result.status != "skipped":
+            self.cycle_seconds.labels(name).observe(result.duration_seconds)
+        self.rate_limit_wait.labels(name).inc(result.rate_limit_wait_seconds)
+        for status, n in result.http_statuses.items():
+            self.http_responses.labels(name, str(status)).inc(n)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

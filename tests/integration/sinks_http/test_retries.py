@@ -6,7 +6,7 @@ import email.utils
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pyarrow as pa
 import pytest
@@ -35,22 +35,12 @@ def config(server: FakeRestApi, **extra: object) -> dict[str, object]:
     return {"url": f"{server.url}/v1/contacts", **extra}
 
 
-def seconds_header(sent_at: float) -> tuple[str, float]:
-    return "1", sent_at + 1.0
-
-
-def date_header(sent_at: float) -> tuple[str, float]:
-    when = math.floor(time.time()) + 2
-    return email.utils.formatdate(when, usegmt=True), float(when)
-
-
-@pytest.mark.parametrize("header", [seconds_header, date_header], ids=["seconds", "http-date"])
+@pytest.mark.parametrize("kind", ["seconds", "http-date"])
 async def test_429_retry_after_is_honoured(
-    make_sink: SinkFactory,
-    server: FakeRestApi,
-    header: Callable[[float], tuple[str, float]],
+    make_sink: SinkFactory, server: FakeRestApi, kind: str
 ) -> None:
-    value, not_before = header(time.time())
+    date = math.floor(time.time()) + 2
+    value = "1" if kind == "seconds" else email.utils.formatdate(date, usegmt=True)
     server.fail(Fault(429, {"Retry-After": value}, {"message": "slow down"}))
     sink = make_sink(rest_api.SINK_TYPE, config(server), mapping=MAPPING)
 
@@ -58,11 +48,11 @@ async def test_429_retry_after_is_honoured(
 
     first, retry = server.log
     assert (first.status, retry.status) == (429, 200)
+    not_before = first.at + 1.0 if kind == "seconds" else float(date)
     assert retry.at >= not_before
-    assert retry.at - first.at >= (1.0 if value == "1" else 0.9)
     assert retry.headers["Idempotency-Key"] == first.headers["Idempotency-Key"]
     assert report.http_statuses == {429: 1, 200: 1}
-    assert report.rate_limit_wait_seconds >= 0.9
+    assert report.rate_limit_wait_seconds >= not_before - first.at - 0.05
     assert server.records == {"1": {"external_id": 1, "email": "c1@x.io"}}
 
 

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from floe_egress.sinks.registry import get_sink_type
+from floe_egress.sinks.base import Sink
+from floe_egress.sinks.http import hubspot, rest_api, salesforce
+from floe_egress.sinks.registry import SinkType, get_sink_type
+from tests.integration.sinks_http.conftest import SinkFactory
 
 
 @pytest.mark.parametrize(
@@ -67,3 +70,27 @@ def test_registering_the_http_types_does_not_import_dlt() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("sink_type", "config"),
+    [
+        (rest_api.SINK_TYPE, {"url": "https://api.example.com/v1/contacts"}),
+        (hubspot.SINK_TYPE, {"object_type": "contacts", "access_token": "t"}),
+        (
+            salesforce.SINK_TYPE,
+            {
+                "instance_url": "https://x.my.salesforce.com",
+                "access_token": "t",
+                "sobject": "Contact",
+            },
+        ),
+    ],
+)
+async def test_built_sinks_satisfy_the_sink_protocol(
+    make_sink: SinkFactory, sink_type: SinkType, config: dict[str, str]
+) -> None:
+    sink = make_sink(sink_type, config)
+
+    assert isinstance(sink, Sink)
+    assert (sink.name, sink.sink_type) == ("crm", sink_type.name)

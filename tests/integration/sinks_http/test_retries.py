@@ -13,7 +13,7 @@ import pytest
 
 from floe_egress.config.models import RetryConfig
 from floe_egress.errors import TransientSinkError
-from floe_egress.sinks.http import client, rest_api
+from floe_egress.sinks.http import rest_api
 from tests.fixtures.fake_apis import FakeRestApi, Fault
 from tests.integration.sinks_http.conftest import SinkFactory, changes, context
 
@@ -72,7 +72,7 @@ async def test_503_is_retried_and_the_row_delivered(
 async def test_server_errors_back_off_exponentially(
     make_sink: SinkFactory, server: FakeRestApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr("floe_egress.sinks.http.client.random.uniform", lambda low, high: high)
     server.fail(Fault(500), Fault(502), Fault(500))
     retry = RetryConfig(max_attempts=5, initial_backoff_seconds=0.1, max_backoff_seconds=10)
     sink = make_sink(rest_api.SINK_TYPE, config(server), mapping=MAPPING, retry=retry)

@@ -114,6 +114,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "floe_egress.sinks.http.rest_api",
     "floe_egress.sinks.http.hubspot",
     "floe_egress.sinks.http.salesforce",
+    "floe_egress.sinks.database",
 )
 
 

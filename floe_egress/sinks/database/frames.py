@@ -1,0 +1,208 @@
+"""Arrow tables as the database receives them: mapped, shaped per mode, hinted for dlt."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from floe_egress.changes.model import OP_COLUMN
+from floe_egress.config.models import SyncMode
+
+DELETED_COLUMN = "_floe_deleted"
+SNAPSHOT_COLUMN = "_floe_snapshot_id"
+SYNCED_AT_COLUMN = "_floe_synced_at"
+EVENT_COLUMNS = (OP_COLUMN, SNAPSHOT_COLUMN, SYNCED_AT_COLUMN)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One dlt run's data and its column hints."""
+
+    table: pa.Table
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    primary_key: tuple[str, ...] = ()
+
+
+class _HashingSink:
+    """A write-only file object that hashes and counts instead of keeping the bytes."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def payload_digest(table: pa.Table) -> tuple[str, int]:
+    """sha256 hex digest and size of `table` as an Arrow IPC stream (never held whole)."""
+    sink = _HashingSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+        writer.write_table(table)
+    return sink.sha.hexdigest(), sink.size
+
+
+def unique_keys(table: pa.Table, key: tuple[str, ...]) -> bool:
+    if table.num_rows < 2:
+        return True
+    if len(key) == 1:
+        distinct = int(pc.count_distinct(table.column(key[0]), mode="all").as_py())
+    else:
+        distinct = int(table.select(list(key)).group_by(list(key)).aggregate([]).num_rows)
+    return distinct == int(table.num_rows)
+
+
+def op_counts(table: pa.Table) -> dict[str, int]:
+    if not table.num_rows:
+        return {}
+    counts = pc.value_counts(table.column(OP_COLUMN)).to_pylist()
+    return {str(c["values"]): int(c["counts"]) for c in counts}
+
+
+def only_ops(table: pa.Table, *ops: str) -> pa.Table:
+    mask = pc.is_in(table.column(OP_COLUMN), value_set=pa.array(list(ops), pa.string()))
+    return table.filter(mask)
+
+
+def _is_nested(data_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_struct(data_type)
+        or pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)
+        or pa.types.is_map(data_type)
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _json_text(column: pa.ChunkedArray, data_type: pa.DataType) -> pa.Array:
+    values = column.to_pylist()
+    if pa.types.is_map(data_type):
+        values = [None if v is None else dict(v) for v in values]
+    return pa.array(
+        [
+            None
+            if v is None
+            else json.dumps(v, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+            for v in values
+        ],
+        pa.string(),
+    )
+
+
+def _constant(value: Any, rows: int, data_type: pa.DataType) -> pa.Array:
+    if value is None:
+        return pa.nulls(rows, data_type)
+    if pa.types.is_timestamp(data_type):
+        micros = int(value.timestamp() * 1_000_000)
+        return pa.array(np.full(rows, micros, dtype=np.int64)).cast(data_type)
+    return pa.array(np.full(rows, value, dtype=np.int64), data_type)
+
+
+def build_frame(
+    rows: pa.Table,
+    *,
+    mode: SyncMode,
+    key: tuple[str, ...],
+    to_snapshot: int | None,
+    synced_at: dt.datetime,
+    nested_as_json_text: bool,
+) -> Frame:
+    """The dlt input for `rows` (mapped changes with their op column) in `mode`.
+
+    Only key columns keep NOT NULL: delete rows carry the key alone, and dlt stages a
+    merge in a table built from the same schema.
+    """
+    ops = rows.column(OP_COLUMN)
+    data = rows.drop_columns([OP_COLUMN])
+    hints: list[dict[str, Any]] = []
+    arrays: list[pa.Array | pa.ChunkedArray] = []
+    fields: list[pa.Field] = []
+    for f in data.schema:
+        column = data.column(f.name)
+        if nested_as_json_text and _is_nested(f.type):
+            arrays.append(_json_text(column, f.type))
+            fields.append(pa.field(f.name, pa.string()))
+            hints.append({"name": f.name, "data_type": "json", "nullable": True})
+            continue
+        arrays.append(column)
+        fields.append(f if f.name in key else f.with_nullable(True))
+    n = rows.num_rows
+    if mode == "mirror":
+        arrays.append(pc.equal(ops, "delete"))
+        fields.append(pa.field(DELETED_COLUMN, pa.bool_()))
+        hints.append({"name": DELETED_COLUMN, "data_type": "bool", "hard_delete": True})
+    if mode == "append":
+        stamp = pa.timestamp("us", tz="UTC")
+        arrays += [
+            ops.cast(pa.string()),
+            _constant(to_snapshot, n, pa.int64()),
+            _constant(synced_at, n, stamp),
+        ]
+        fields += [
+            pa.field(OP_COLUMN, pa.string()),
+            pa.field(SNAPSHOT_COLUMN, pa.int64()),
+            pa.field(SYNCED_AT_COLUMN, stamp),
+        ]
+        return Frame(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), hints)
+    for name in key:
+        hints.append({"name": name, "primary_key": True, "nullable": False})
+    return Frame(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), hints, key)
+
+
+def event_identity(key: tuple[str, ...]) -> tuple[str, ...]:
+    """Columns that identify an event row of append mode: one per key and snapshot."""
+    return (SNAPSHOT_COLUMN, *key)
+
+
+def with_snapshot(rows: pa.Table, to_snapshot: int | None) -> pa.Table:
+    """`rows` with the snapshot column append mode identifies events by."""
+    return rows.append_column(
+        pa.field(SNAPSHOT_COLUMN, pa.int64()), _constant(to_snapshot, rows.num_rows, pa.int64())
+    )
+
+
+__all__ = [
+    "DELETED_COLUMN",
+    "EVENT_COLUMNS",
+    "SNAPSHOT_COLUMN",
+    "SYNCED_AT_COLUMN",
+    "Frame",
+    "build_frame",
+    "event_identity",
+    "only_ops",
+    "op_counts",
+    "payload_digest",
+    "unique_keys",
+    "with_snapshot",
+]

@@ -1,0 +1,192 @@
+"""The Sink of the database types: field mapping, the mode's plan, the dlt run, the report.
+
+A batch the database refuses for a row-level reason (a constraint, a value it cannot
+store) is split in halves until the refused rows are alone; they become FailedRows with
+the database's reason and the rest is delivered. The number of extra runs is bounded:
+past it the batch fails as a whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import deque
+
+import pyarrow as pa
+import structlog
+
+from floe_egress.changes.model import OP_COLUMN
+from floe_egress.errors import PermanentSinkError, SinkError
+from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
+from floe_egress.sinks.database import failures
+from floe_egress.sinks.database.dlt_db import DltDb, RunStats
+from floe_egress.sinks.database.frames import build_frame, event_identity, payload_digest
+from floe_egress.sinks.database.plan import Fresh, WritePlan, plan_write
+from floe_egress.sinks.database.targets import target_for
+from floe_egress.sinks.mapping import apply_field_mapping
+from floe_egress.sinks.registry import BuildRequest
+
+log = structlog.get_logger(__name__)
+
+MAX_ISOLATED_ROWS = 8
+"""Refused rows isolated per batch before the whole batch is failed instead."""
+
+Range = tuple[int | None, int | None]
+
+
+class DatabaseSink:
+    def __init__(self, request: BuildRequest) -> None:
+        self._request = request
+        self.target = target_for(request.sink_config)
+        self.mode = request.mode
+        self.source_key = request.key
+        self.key = tuple((request.field_mapping or {}).get(k, k) for k in request.key)
+        self.db = DltDb(request.destination, self.target, request.work_dir)
+        self.runs: deque[RunStats] = deque(maxlen=100)
+        """The latest dlt runs of this sink, for benchmarks and tests."""
+        self._next: tuple[Range, int] | None = None
+        self._indexed = False
+
+    @property
+    def name(self) -> str:
+        return self._request.destination
+
+    @property
+    def sink_type(self) -> str:
+        return self.target.sink_type
+
+    def _where(self) -> str:
+        return f"destination {self.name!r} ({self.target.where})"
+
+    async def check(self) -> None:
+        await self.db.call(self._check)
+
+    def _check(self) -> None:
+        try:
+            self.db.ping()
+        except Exception as exc:
+            raise failures.sink_error(
+                exc, f"{self._where()}: cannot connect", self.target.masked, permanent=True
+            ) from None
+
+    async def write(self, changes: pa.Table, context: WriteContext) -> DeliveryReport:
+        mapped = self._map(changes)
+        return await self.db.call(lambda: self._write(mapped, context))
+
+    async def close(self) -> None:
+        await self.db.call(self.db.prune)
+
+    def _map(self, changes: pa.Table) -> pa.Table:
+        if OP_COLUMN not in changes.column_names:
+            raise PermanentSinkError(
+                f"{self._where()}: the change batch has no {OP_COLUMN!r} column"
+            )
+        try:
+            return apply_field_mapping(
+                changes, self._request.field_mapping, keep=(OP_COLUMN, *self.source_key)
+            )
+        except KeyError as exc:
+            raise PermanentSinkError(f"{self._where()}: {exc.args[0]}") from None
+
+    # On the worker thread from here on.
+
+    def _write(self, mapped: pa.Table, context: WriteContext) -> DeliveryReport:
+        digest, size = payload_digest(mapped)
+        report = DeliveryReport(
+            bytes_transmitted=size,
+            checksum=f"sha256:{digest}",
+            idempotency_keys=[context.idempotency_key(digest)],
+        )
+        if not mapped.num_rows:
+            return report
+        batch_range: Range = (context.from_snapshot, context.to_snapshot)
+        follows = self._next == (batch_range, context.batch_index)
+        self._next = None
+        try:
+            fresh = self._freshness(follows)
+            if fresh is None:
+                self._ensure_index()
+            plan = plan_write(
+                self.mode, mapped, self.key, fresh, self.db.existing, context.to_snapshot
+            )
+            if plan.rows.num_rows:
+                budget = [2 * MAX_ISOLATED_ROWS * max(1, math.ceil(math.log2(plan.rows.num_rows)))]
+                self._send(plan.rows, plan, context, report, budget)
+        except SinkError:
+            raise
+        except Exception as exc:
+            raise failures.sink_error(
+                exc, f"{self._where()}: writing {mapped.num_rows} rows", self.target.masked
+            ) from None
+        report.delivered = dict(plan.delivered)
+        for row in report.failed:
+            report.delivered[row.op] = report.delivered.get(row.op, 0) - 1
+        report.delivered = {op: n for op, n in report.delivered.items() if n > 0}
+        if fresh is not None:
+            self._next = (batch_range, context.batch_index + 1)
+        return report
+
+    def _freshness(self, follows: bool) -> Fresh:
+        if follows:
+            return "continuation"
+        return None if self.db.table_state() == "rows" else "empty"
+
+    def _ensure_index(self) -> None:
+        if self._indexed or not self.target.key_index:
+            return
+        self._indexed = True
+        columns = event_identity(self.key) if self.mode == "append" else self.key
+        self.db.ensure_index(columns)
+
+    def _send(
+        self,
+        rows: pa.Table,
+        plan: WritePlan,
+        context: WriteContext,
+        report: DeliveryReport,
+        budget: list[int],
+    ) -> None:
+        try:
+            self._load(rows, plan, context)
+        except Exception as exc:
+            if not failures.is_row_error(exc) or budget[0] <= 0:
+                raise
+            if rows.num_rows == 1:
+                report.failed.append(self._failed_row(rows, exc))
+                if len(report.failed) > MAX_ISOLATED_ROWS:
+                    raise
+                return
+            budget[0] -= 2
+            half = rows.num_rows // 2
+            self._send(rows.slice(0, half), plan, context, report, budget)
+            self._send(rows.slice(half), plan, context, report, budget)
+
+    def _failed_row(self, row: pa.Table, exc: BaseException) -> FailedRow:
+        values = row.select(list(self.key)).to_pylist()[0]
+        key = {src: values[dst] for src, dst in zip(self.source_key, self.key, strict=True)}
+        op = str(row.column(OP_COLUMN)[0].as_py())
+        reason = failures.mask(failures.root_message(exc), self.target.masked)
+        log.warning("db_row_refused", destination=self.name, key=key, op=op, reason=reason)
+        return FailedRow(key=key, op=op, reason=reason)
+
+    def _load(self, rows: pa.Table, plan: WritePlan, context: WriteContext) -> None:
+        frame = build_frame(
+            rows,
+            mode=self.mode,
+            key=self.key,
+            to_snapshot=context.to_snapshot,
+            synced_at=dt.datetime.now(dt.UTC),
+            nested_as_json_text=self.target.nested_as_json_text,
+        )
+        stats = self.db.load(frame, plan.disposition)
+        self.runs.append(stats)
+        log.debug(
+            "db_rows_loaded",
+            destination=self.name,
+            disposition=stats.disposition,
+            rows=stats.rows,
+            **{f"{step}_seconds": round(s, 3) for step, s in stats.seconds.items()},
+        )
+
+
+__all__ = ["DatabaseSink"]

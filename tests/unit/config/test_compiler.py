@@ -63,6 +63,7 @@ def test_spec_has_every_default_resolved(artifacts: dict[str, Any]) -> None:
         "port": 8686,
         "token": None,
         "shutdown_grace_seconds": 30.0,
+        "lease_seconds": 30.0,
     }
     assert spec["catalog"] == {"name": "gold", "type": "sql", "uri": "sqlite:///catalog.db"}
     assert spec["ingestion"]["destinations"][1]["mode"] == "upsert"

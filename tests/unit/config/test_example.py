@@ -24,11 +24,6 @@ def test_example_fits_the_models() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the built-in rest_api and postgres sink types, being written; "
-    "remove this mark once they register themselves",
-)
 def test_example_validates_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_TOKEN", "token-for-validation")
     monkeypatch.setenv("APP_DB_URL", "postgresql://user:pass@localhost:5432/app")

@@ -1,7 +1,8 @@
 """State: checkpoints, run history, failed rows, the ledger and leases.
 
-`open_store(url)` picks the backend from the URL: `sqlite:///relative/path`,
-`sqlite:////absolute/path` (the default) or `postgresql://...` (several daemons).
+`open_store(url)` picks the backend from the URL (forms in `floe_egress.state.urls`):
+`sqlite:///relative/path` or `sqlite:////absolute/path` (the default, one host) or
+`postgresql://...` / `postgres://...` (several daemons sharing destinations).
 """
 
 from __future__ import annotations
@@ -15,22 +16,31 @@ from floe_egress.state.store import (
     LedgerEntry,
     ResyncRequest,
     RunRecord,
+    RunStatus,
     StateStore,
 )
+from floe_egress.state.urls import redact_url
 
 
 def open_store(url: str) -> StateStore:
-    if url.startswith("sqlite:///"):
-        from floe_egress.state.sqlite import SqliteStore
+    """Open (and migrate) the state store at `url`.
 
-        return SqliteStore(url.removeprefix("sqlite:///") or ":memory:")
+    Raises CheckpointError, with any password in the URL redacted, when the URL is not
+    understood or the store cannot be reached.
+    """
+    if url.startswith("sqlite:"):
+        from floe_egress.state.sqlite import SqliteStore
+        from floe_egress.state.urls import sqlite_path
+
+        return SqliteStore(sqlite_path(url))
     if url.startswith(("postgresql://", "postgres://")):
         from floe_egress.state.postgres import PostgresStore
 
         return PostgresStore(url)
-    scheme = url.split(":", 1)[0]
+    scheme = url.split("://", 1)[0] if "://" in url else url.split(":", 1)[0]
     raise CheckpointError(
-        f"state.url: unsupported scheme {scheme!r}; use sqlite:///path or postgresql://..."
+        f"state.url {redact_url(url)!r}: unsupported scheme {scheme!r}; use "
+        "sqlite:///path/to/state.db or postgresql://user:password@host:5432/database"
     )
 
 
@@ -42,6 +52,7 @@ __all__ = [
     "LedgerEntry",
     "ResyncRequest",
     "RunRecord",
+    "RunStatus",
     "StateStore",
     "open_store",
 ]

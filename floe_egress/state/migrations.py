@@ -1,90 +1,133 @@
-"""Versioned schema migrations, one statement list per dialect and version.
+"""Versioned schema migrations: a list of statements per dialect and version.
 
-Applied at open inside one transaction that also serialises concurrent openers
-(PostgreSQL: an advisory transaction lock; SQLite: BEGIN IMMEDIATE).
+`apply` runs at every open, inside one transaction whose caller already holds the
+migration lock (PostgreSQL: an advisory transaction lock; SQLite: BEGIN IMMEDIATE), so
+two processes opening a fresh store at once apply each version exactly once.
+Add a migration by appending a `Migration`; never edit one that has shipped.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
+
+from floe_egress.errors import CheckpointError
+from floe_egress.state.cursor import Cursor
 
 Dialect = Literal["sqlite", "postgresql"]
 
-_TYPES: dict[Dialect, dict[str, str]] = {
+_TYPES: Mapping[Dialect, Mapping[str, str]] = {
     "sqlite": {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "float": "REAL", "bool": "INTEGER"},
     "postgresql": {"id": "BIGSERIAL PRIMARY KEY", "float": "DOUBLE PRECISION", "bool": "BOOLEAN"},
 }
 
-_V1 = """
-CREATE TABLE checkpoints (
-    destination TEXT PRIMARY KEY,
-    source_table TEXT NOT NULL,
-    ref TEXT NOT NULL,
-    snapshot_id BIGINT,
-    snapshot_timestamp_ms BIGINT,
-    key_json TEXT NOT NULL,
-    updated_at {float} NOT NULL
-);
-CREATE TABLE runs (
-    id {id},
-    destination TEXT NOT NULL,
-    started_at {float} NOT NULL,
-    finished_at {float} NOT NULL,
-    status TEXT NOT NULL,
-    plan TEXT NOT NULL,
-    from_snapshot BIGINT,
-    to_snapshot BIGINT,
-    inserted BIGINT NOT NULL,
-    updated BIGINT NOT NULL,
-    deleted BIGINT NOT NULL,
-    invalid BIGINT NOT NULL,
-    failed BIGINT NOT NULL,
-    error TEXT
-);
-CREATE INDEX runs_by_destination ON runs (destination, id);
-CREATE TABLE failed_rows (
-    destination TEXT NOT NULL,
-    key_json TEXT NOT NULL,
-    op TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    first_seen {float} NOT NULL,
-    last_seen {float} NOT NULL,
-    parked {bool} NOT NULL,
-    PRIMARY KEY (destination, key_json)
-);
-CREATE TABLE ledger (
-    destination TEXT NOT NULL,
-    key_json TEXT NOT NULL,
-    row_hash BIGINT NOT NULL,
-    PRIMARY KEY (destination, key_json)
-);
-CREATE TABLE resync_requests (
-    destination TEXT PRIMARY KEY,
-    from_snapshot BIGINT,
-    requested_at {float} NOT NULL
-);
-CREATE TABLE leases (
-    destination TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    expires_at {float} NOT NULL
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    statements: Mapping[Dialect, tuple[str, ...]]
+
+
+def _for_both(*templates: str) -> dict[Dialect, tuple[str, ...]]:
+    """The same DDL in both dialects, with {id}, {float} and {bool} filled in per dialect."""
+    return {d: tuple(t.format(**types) for t in templates) for d, types in _TYPES.items()}
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        _for_both(
+            """CREATE TABLE checkpoints (
+                destination TEXT PRIMARY KEY,
+                source_table TEXT NOT NULL,
+                ref TEXT NOT NULL,
+                snapshot_id BIGINT,
+                snapshot_timestamp_ms BIGINT,
+                key_json TEXT NOT NULL,
+                updated_at {float} NOT NULL
+            )""",
+            """CREATE TABLE runs (
+                id {id},
+                destination TEXT NOT NULL,
+                started_at {float} NOT NULL,
+                finished_at {float} NOT NULL,
+                status TEXT NOT NULL,
+                plan TEXT NOT NULL,
+                from_snapshot BIGINT,
+                to_snapshot BIGINT,
+                inserted BIGINT NOT NULL,
+                updated BIGINT NOT NULL,
+                deleted BIGINT NOT NULL,
+                invalid BIGINT NOT NULL,
+                failed BIGINT NOT NULL,
+                error TEXT
+            )""",
+            "CREATE INDEX runs_by_destination ON runs (destination, id)",
+            """CREATE TABLE failed_rows (
+                destination TEXT NOT NULL,
+                key_json TEXT NOT NULL,
+                op TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                first_seen {float} NOT NULL,
+                last_seen {float} NOT NULL,
+                parked {bool} NOT NULL,
+                PRIMARY KEY (destination, key_json)
+            )""",
+            """CREATE TABLE ledger (
+                destination TEXT NOT NULL,
+                key_json TEXT NOT NULL,
+                row_hash BIGINT NOT NULL,
+                PRIMARY KEY (destination, key_json)
+            )""",
+            """CREATE TABLE resync_requests (
+                destination TEXT PRIMARY KEY,
+                from_snapshot BIGINT,
+                requested_at {float} NOT NULL
+            )""",
+            """CREATE TABLE leases (
+                destination TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                expires_at {float} NOT NULL
+            )""",
+        ),
+    ),
 )
-"""
+LATEST = MIGRATIONS[-1].version
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
-LATEST = MIGRATIONS[-1][0]
-
-
-def statements(version_sql: str, dialect: Dialect) -> list[str]:
-    text = version_sql.format(**_TYPES[dialect])
-    return [s.strip() for s in text.split(";") if s.strip()]
-
-
-TRACKING_TABLE = (
+_TRACKING = (
     "CREATE TABLE IF NOT EXISTS schema_migrations "
     "(version INTEGER PRIMARY KEY, applied_at {float} NOT NULL)"
 )
 
 
-def tracking_table(dialect: Dialect) -> str:
-    return TRACKING_TABLE.format(**_TYPES[dialect])
+def current_version(cur: Cursor) -> int:
+    cur.execute("SELECT max(version) FROM schema_migrations")
+    row = cur.fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def apply(cur: Cursor, dialect: Dialect, where: str) -> int:
+    """Bring the schema to LATEST and return the version it was at before.
+
+    Raises CheckpointError when the store was written by a newer floe-egress.
+    """
+    cur.execute(_TRACKING.format(**_TYPES[dialect]))
+    before = current_version(cur)
+    if before > LATEST:
+        raise CheckpointError(
+            f"the state store {where} has schema version {before}, newer than this "
+            f"floe-egress knows (version {LATEST}): upgrade floe-egress on this host"
+        )
+    for migration in MIGRATIONS:
+        if migration.version <= before:
+            continue
+        for statement in migration.statements[dialect]:
+            cur.execute(statement)
+        cur.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+            (migration.version, time.time()),
+        )
+    return before

@@ -1,32 +1,37 @@
 """PostgreSQL backend: the same schema, for several daemons sharing destinations.
 
-The URL is a libpq URL; an optional `schema` query parameter puts the tables in that
-schema (created if missing): postgresql://user@host:5432/db?schema=floe_egress
+The URL is a libpq URL (see `floe_egress.state.urls`); `?schema=NAME` puts the tables
+in their own schema. Connections come from a small pool that blocks when every
+connection is busy, so any number of worker threads may share one store.
 """
 
 from __future__ import annotations
 
-import re
+import csv
+import io
+import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-import psycopg2.pool
 
 from floe_egress.errors import CheckpointError
-from floe_egress.state.sql import Cursor, SqlStore
+from floe_egress.state.cursor import Cursor, KeyTable
+from floe_egress.state.sql import SqlStore
+from floe_egress.state.store import LedgerEntry
+from floe_egress.state.urls import postgres_dsn, redact_url, scrub
 
-_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MIGRATION_LOCK = 0x666C6F65  # "floe"
-
-
-def redact_url(url: str) -> str:
-    return re.sub(r"(://[^:/@\s]*):[^@/\s]+@", r"\1:***@", url)
+_MIGRATION_LOCK = 0x666C6F65  # "floe": one key per database, shared by every schema
+_ARRAY_CHUNK = 100_000
+_COPY_CHUNK = 5_000
+# psycopg2 raises ValueError for a NUL character in a string: a value PostgreSQL cannot
+# store, like the errors the server reports.
+_DB_ERRORS = (psycopg2.Error, ValueError)
+Connection = psycopg2.extensions.connection
 
 
 class _PgCursor(Cursor):
@@ -34,11 +39,12 @@ class _PgCursor(Cursor):
         self._cursor = cursor
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        # The shared SQL has no literal % or ?, so swapping placeholders is safe.
         self._cursor.execute(sql.replace("?", "%s"), tuple(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         psycopg2.extras.execute_batch(
-            self._cursor, sql.replace("?", "%s"), [tuple(r) for r in rows], page_size=5000
+            self._cursor, sql.replace("?", "%s"), [tuple(r) for r in rows], page_size=1000
         )
 
     def fetchone(self) -> tuple[Any, ...] | None:
@@ -48,80 +54,204 @@ class _PgCursor(Cursor):
     def fetchall(self) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._cursor.fetchall()]
 
+    # A join with unnest() lets the planner pick a hash join for many keys and index
+    # lookups for a few; `key_json = ANY(array)` filtered the whole destination instead.
+    def delete_keys(self, table: KeyTable, destination: str, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), _ARRAY_CHUNK):
+            self._cursor.execute(
+                f"DELETE FROM {table} AS t USING unnest(%s::text[]) AS k(key_json) "
+                "WHERE t.destination = %s AND t.key_json = k.key_json",
+                (list(keys[start : start + _ARRAY_CHUNK]), destination),
+            )
+
+    def select_ledger(self, destination: str, keys: Sequence[str]) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
+        for start in range(0, len(keys), _ARRAY_CHUNK):
+            self._cursor.execute(
+                "SELECT l.key_json, l.row_hash FROM unnest(%s::text[]) AS k(key_json) "
+                "JOIN ledger AS l ON l.destination = %s AND l.key_json = k.key_json",
+                (list(keys[start : start + _ARRAY_CHUNK]), destination),
+            )
+            found.extend(self._cursor.fetchall())
+        return found
+
+    def write_ledger(
+        self, destination: str, entries: Sequence[LedgerEntry], *, emptied: bool
+    ) -> None:
+        if not entries:
+            return
+        rows = ((destination, e.key_json, e.row_hash) for e in entries)
+        if emptied:
+            _copy(self._cursor, "ledger (destination, key_json, row_hash)", rows)
+            return
+        # COPY into a scratch table and merge in one statement: far fewer round trips
+        # than one INSERT ... ON CONFLICT per row.
+        self._cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS ledger_incoming "
+            "(destination TEXT, key_json TEXT, row_hash BIGINT) ON COMMIT DELETE ROWS"
+        )
+        _copy(self._cursor, "ledger_incoming (destination, key_json, row_hash)", rows)
+        self._cursor.execute(
+            "INSERT INTO ledger (destination, key_json, row_hash) "
+            "SELECT destination, key_json, row_hash FROM ledger_incoming "
+            "ON CONFLICT (destination, key_json) DO UPDATE SET row_hash = excluded.row_hash"
+        )
+
+
+class _CsvReader:
+    """Rows rendered as UTF-8 CSV on demand: COPY never holds them all as text at once."""
+
+    def __init__(self, rows: Iterator[tuple[Any, ...]]) -> None:
+        self._rows = rows
+        self._buffer = b""
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            rest = [self._buffer[self._pos :], *iter(self._render, b"")]
+            self._buffer, self._pos = b"", 0
+            return b"".join(rest)
+        if self._pos >= len(self._buffer):
+            self._buffer, self._pos = self._render(), 0
+        # A short read is fine: COPY keeps reading until it gets b"".
+        out = self._buffer[self._pos : self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def readline(self, size: int = -1) -> bytes:
+        if self._pos >= len(self._buffer):
+            self._buffer, self._pos = self._render(), 0
+        end = self._buffer.find(b"\n", self._pos) + 1 or len(self._buffer)
+        if size >= 0:
+            end = min(end, self._pos + size)
+        out = self._buffer[self._pos : end]
+        self._pos = end
+        return out
+
+    def _render(self) -> bytes:
+        chunk = io.StringIO()
+        # Quoted strings: an unquoted empty field would be read as NULL.
+        writer = csv.writer(chunk, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+        writer.writerows(itertools.islice(self._rows, _COPY_CHUNK))
+        return chunk.getvalue().encode()
+
+
+def _copy(cur: psycopg2.extensions.cursor, target: str, rows: Iterator[tuple[Any, ...]]) -> None:
+    cur.copy_expert(f"COPY {target} FROM STDIN WITH (FORMAT csv)", _CsvReader(rows), size=1 << 16)
+
+
+class _Pool:
+    """Up to `size` connections; `acquire` waits while all of them are in use."""
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self._dsn = dsn
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def acquire(self) -> Connection:
+        self._slots.acquire()
+        try:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = psycopg2.connect(self._dsn)
+                # COPY sends UTF-8 bytes, whatever the server's default encoding.
+                conn.set_client_encoding("UTF8")
+            return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, conn: Connection) -> None:
+        with self._lock:
+            if conn.closed or self._closed:
+                conn.close()
+            else:
+                self._idle.append(conn)
+        self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
 
 class PostgresStore(SqlStore):
     dialect = "postgresql"
     now_sql = "extract(epoch from clock_timestamp())::double precision"
 
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
+        self._url = url
         self._redacted = redact_url(url)
-        dsn, self.schema = self._split_schema(url)
+        dsn, self.schema = postgres_dsn(url)
+        self._pool = _Pool(dsn, max_connections)
+        self._closed = False
         try:
-            self._pool = psycopg2.pool.ThreadedConnectionPool(1, max_connections, dsn)
-        except psycopg2.Error as exc:
-            message = redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-            raise CheckpointError(
-                f"cannot connect to the state store {self._redacted}: {message}"
-            ) from None
-        self._lock = threading.Lock()
-        if self.schema:
-            with self.transaction() as cur:
-                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-        self.migrate()
+            self.migrate()
+        except BaseException:
+            self._pool.close()
+            raise
 
     @property
     def url_redacted(self) -> str:
         return self._redacted
 
-    def _split_schema(self, url: str) -> tuple[str, str | None]:
-        parts = urlsplit(url.replace("postgres://", "postgresql://", 1))
-        query = parse_qsl(parts.query)
-        schema = next((v for k, v in query if k == "schema"), None)
-        if schema is not None and not _SCHEMA_NAME.match(schema):
-            raise CheckpointError(f"state.url: schema {schema!r} is not a plain identifier")
-        rest = [(k, v) for k, v in query if k != "schema"]
-        if schema:
-            rest.append(("options", f"-csearch_path={schema}"))
-        return urlunsplit(parts._replace(query=urlencode(rest))), schema
+    def _error(self, exc: BaseException) -> CheckpointError:
+        message = scrub(str(exc).strip(), self._url) or type(exc).__name__
+        return CheckpointError(f"state store {self._redacted}: {message}")
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    def transaction(self, *, write: bool = True) -> Iterator[Cursor]:
+        if self._closed:
+            raise CheckpointError(f"the state store {self._redacted} is closed")
         try:
-            conn = self._pool.getconn()
+            conn = self._pool.acquire()
         except psycopg2.Error as exc:
-            raise CheckpointError(f"state store {self._redacted}: {redact_url(str(exc))}") from None
-        broken = False
+            # Not chained: the driver's exception may carry connection details.
+            raise CheckpointError(
+                f"cannot connect to the state store {self._redacted}: "
+                f"{scrub(str(exc).strip(), self._url)}; check that PostgreSQL runs there "
+                "and accepts this user"
+            ) from None
         try:
             with conn.cursor() as cur:
                 yield _PgCursor(cur)
             conn.commit()
-        except psycopg2.Error as exc:
-            broken = conn.closed != 0
-            if not broken:
-                conn.rollback()
-            raise CheckpointError(
-                f"state store {self._redacted}: {redact_url(str(exc).strip())}"
-            ) from exc
-        except BaseException:
-            if conn.closed == 0:
-                conn.rollback()
+        except BaseException as exc:
+            _rollback_or_close(conn)
+            if isinstance(exc, _DB_ERRORS):
+                raise self._error(exc) from exc
             raise
         finally:
-            self._pool.putconn(conn, close=broken or conn.closed != 0)
+            self._pool.release(conn)
 
-    def _lock_for_migration(self, cur: Cursor) -> None:
+    def _prepare_migration(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
-
-    def _upsert_ledger(self, cur: Cursor, destination: str, entries: Sequence[Any]) -> None:
-        # execute_values sends thousands of rows a statement: ~10x fewer round trips.
-        assert isinstance(cur, _PgCursor)
-        psycopg2.extras.execute_values(
-            cur._cursor,
-            "INSERT INTO ledger (destination, key_json, row_hash) VALUES %s "
-            "ON CONFLICT (destination, key_json) DO UPDATE SET row_hash = excluded.row_hash",
-            [(destination, e.key_json, e.row_hash) for e in entries],
-            page_size=10_000,
-        )
+        if self.schema:
+            # Under the lock: two concurrent CREATE SCHEMA IF NOT EXISTS can both fail.
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        cur.execute("SELECT current_schema()")
+        row = cur.fetchone()
+        if row is None or row[0] is None:
+            raise CheckpointError(
+                f"the state store {self._redacted}: search_path names no existing schema; "
+                "create the schema, or use ?schema=NAME to have floe-egress create it"
+            )
 
     def close(self) -> None:
-        self._pool.closeall()
+        self._closed = True
+        self._pool.close()
+
+
+def _rollback_or_close(conn: Connection) -> None:
+    if conn.closed:
+        return
+    try:
+        conn.rollback()
+    except psycopg2.Error:
+        # A connection that cannot roll back is unusable: the pool must not reuse it.
+        conn.close()

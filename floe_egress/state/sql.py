@@ -1,8 +1,7 @@
 """The state store over SQL, shared by the SQLite and PostgreSQL backends.
 
-SQL is written with `?` placeholders and the dialect's differences (placeholder, the
-database clock, booleans) are filled in by the backend. Leases use the database's
-clock, never the caller's, so daemons with skewed clocks still agree.
+Leases compare expiry times with the DATABASE clock (`now_sql`), never the caller's,
+so daemons whose clocks disagree still agree on who holds a destination.
 """
 
 from __future__ import annotations
@@ -12,99 +11,88 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
-from floe_egress.errors import CheckpointError
-from floe_egress.state.migrations import LATEST, MIGRATIONS, Dialect, statements, tracking_table
+from floe_egress.state import migrations
+from floe_egress.state.cursor import Cursor
+from floe_egress.state.migrations import Dialect
 from floe_egress.state.store import (
     Checkpoint,
     CycleCommit,
     FailedRowRecord,
+    FailedRowUpdate,
     LedgerEntry,
     ResyncRequest,
     RunRecord,
 )
 
-_CHUNK = 500
+_Keyed = TypeVar("_Keyed", FailedRowUpdate, LedgerEntry)
 _RUN_COLUMNS = (
     "destination, started_at, finished_at, status, plan, from_snapshot, to_snapshot, "
     "inserted, updated, deleted, invalid, failed, error"
 )
-
-
-class Cursor(ABC):
-    """The few DB-API calls the store needs, with `?` placeholders."""
-
-    @abstractmethod
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
-
-    @abstractmethod
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
-
-    @abstractmethod
-    def fetchone(self) -> tuple[Any, ...] | None: ...
-
-    @abstractmethod
-    def fetchall(self) -> list[tuple[Any, ...]]: ...
+_UPSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (destination, source_table, ref, snapshot_id, "
+    "snapshot_timestamp_ms, key_json, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (destination) DO UPDATE SET source_table = excluded.source_table, "
+    "ref = excluded.ref, snapshot_id = excluded.snapshot_id, "
+    "snapshot_timestamp_ms = excluded.snapshot_timestamp_ms, "
+    "key_json = excluded.key_json, updated_at = excluded.updated_at"
+)
+_UPSERT_FAILED_ROW = (
+    "INSERT INTO failed_rows (destination, key_json, op, reason, attempts, "
+    "first_seen, last_seen, parked) VALUES (?, ?, ?, ?, 1, ?, ?, ?) "
+    "ON CONFLICT (destination, key_json) DO UPDATE SET op = excluded.op, "
+    "reason = excluded.reason, attempts = failed_rows.attempts + 1, "
+    "last_seen = excluded.last_seen, parked = (failed_rows.attempts + 1 >= ?)"
+)
 
 
 class SqlStore(ABC):
+    """A `StateStore` over any `Cursor`; subclasses open transactions."""
+
     dialect: Dialect
     now_sql: str
+    """The database's clock as Unix seconds (a float)."""
 
     @abstractmethod
-    def transaction(self) -> AbstractContextManager[Cursor]:
-        """A cursor inside one transaction: committed on exit, rolled back on error."""
+    def transaction(self, *, write: bool = True) -> AbstractContextManager[Cursor]:
+        """A cursor in one transaction: committed on exit, rolled back on any error.
+
+        Database errors leave it as CheckpointError. `write=False` may skip write locks.
+        """
 
     @abstractmethod
-    def _lock_for_migration(self, cur: Cursor) -> None: ...
+    def _prepare_migration(self, cur: Cursor) -> None:
+        """Serialise concurrent migrations; runs first in the migration transaction."""
 
     @property
     @abstractmethod
     def url_redacted(self) -> str: ...
 
-    def _where(self) -> str:
-        return f"in the state store {self.url_redacted}"
+    @abstractmethod
+    def close(self) -> None: ...
 
     # --- schema -----------------------------------------------------------------------
 
     def migrate(self) -> None:
         with self.transaction() as cur:
-            self._lock_for_migration(cur)
-            cur.execute(tracking_table(self.dialect))
-            cur.execute("SELECT max(version) FROM schema_migrations")
-            row = cur.fetchone()
-            current = int(row[0]) if row and row[0] is not None else 0
-            if current > LATEST:
-                raise CheckpointError(
-                    f"the state store {self.url_redacted} has schema version {current}, newer "
-                    f"than this floe-egress knows ({LATEST}): upgrade floe-egress"
-                )
-            for version, sql in MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in statements(sql, self.dialect):
-                    cur.execute(statement)
-                cur.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                    (version, time.time()),
-                )
+            self._prepare_migration(cur)
+            migrations.apply(cur, self.dialect, self.url_redacted)
 
     def schema_version(self) -> int:
-        with self.transaction() as cur:
-            cur.execute("SELECT max(version) FROM schema_migrations")
-            row = cur.fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        with self.transaction(write=False) as cur:
+            return migrations.current_version(cur)
 
     def ping(self) -> None:
-        with self.transaction() as cur:
+        with self.transaction(write=False) as cur:
             cur.execute("SELECT 1")
             cur.fetchone()
 
-    # --- checkpoints and runs -----------------------------------------------------------
+    # --- checkpoints and runs ---------------------------------------------------------
 
     def get_checkpoint(self, destination: str) -> Checkpoint | None:
-        with self.transaction() as cur:
+        with self.transaction(write=False) as cur:
             cur.execute(
                 "SELECT source_table, ref, snapshot_id, snapshot_timestamp_ms, key_json, "
                 "updated_at FROM checkpoints WHERE destination = ?",
@@ -117,67 +105,26 @@ class SqlStore(ABC):
             destination=destination,
             table=row[0],
             ref=row[1],
-            snapshot_id=None if row[2] is None else int(row[2]),
-            snapshot_timestamp_ms=None if row[3] is None else int(row[3]),
+            snapshot_id=_int_or_none(row[2]),
+            snapshot_timestamp_ms=_int_or_none(row[3]),
             key=tuple(json.loads(row[4])),
             updated_at=float(row[5]),
         )
 
-    def _insert_run(self, cur: Cursor, run: RunRecord) -> int:
-        cur.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "RETURNING id",
-            (
-                run.destination,
-                run.started_at,
-                run.finished_at,
-                run.status,
-                run.plan,
-                run.from_snapshot,
-                run.to_snapshot,
-                run.inserted,
-                run.updated,
-                run.deleted,
-                run.invalid,
-                run.failed,
-                run.error,
-            ),
-        )
-        row = cur.fetchone()
-        assert row is not None
-        return int(row[0])
-
     def record_run(self, run: RunRecord) -> int:
         with self.transaction() as cur:
-            return self._insert_run(cur, run)
+            return _insert_run(cur, run)
 
     def runs(self, destination: str, limit: int = 20) -> list[RunRecord]:
-        with self.transaction() as cur:
+        """The newest `limit` runs of `destination`, newest first."""
+        with self.transaction(write=False) as cur:
             cur.execute(
                 f"SELECT id, {_RUN_COLUMNS} FROM runs WHERE destination = ? "
                 "ORDER BY id DESC LIMIT ?",
                 (destination, limit),
             )
             rows = cur.fetchall()
-        return [
-            RunRecord(
-                run_id=int(r[0]),
-                destination=r[1],
-                started_at=float(r[2]),
-                finished_at=float(r[3]),
-                status=r[4],
-                plan=r[5],
-                from_snapshot=None if r[6] is None else int(r[6]),
-                to_snapshot=None if r[7] is None else int(r[7]),
-                inserted=int(r[8]),
-                updated=int(r[9]),
-                deleted=int(r[10]),
-                invalid=int(r[11]),
-                failed=int(r[12]),
-                error=r[13],
-            )
-            for r in rows
-        ]
+        return [_run_from_row(r) for r in rows]
 
     def last_run(self, destination: str) -> RunRecord | None:
         runs = self.runs(destination, limit=1)
@@ -186,14 +133,13 @@ class SqlStore(ABC):
     def commit_cycle(self, commit: CycleCommit) -> None:
         cp = commit.checkpoint
         now = time.time()
+        failed = _last_per_key(commit.failed)
+        upserts = _last_per_key(commit.ledger_upserts)
+        limit = commit.max_attempts
+        parked_at_once = limit <= 1
         with self.transaction() as cur:
             cur.execute(
-                "INSERT INTO checkpoints (destination, source_table, ref, snapshot_id, "
-                "snapshot_timestamp_ms, key_json, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (destination) DO UPDATE SET source_table = excluded.source_table, "
-                "ref = excluded.ref, snapshot_id = excluded.snapshot_id, "
-                "snapshot_timestamp_ms = excluded.snapshot_timestamp_ms, "
-                "key_json = excluded.key_json, updated_at = excluded.updated_at",
+                _UPSERT_CHECKPOINT,
                 (
                     cp.destination,
                     cp.table,
@@ -204,69 +150,30 @@ class SqlStore(ABC):
                     cp.updated_at,
                 ),
             )
-            self._insert_run(cur, commit.run)
-            if commit.failed:
-                cur.executemany(
-                    "INSERT INTO failed_rows (destination, key_json, op, reason, attempts, "
-                    "first_seen, last_seen, parked) VALUES (?, ?, ?, ?, 1, ?, ?, ?) "
-                    "ON CONFLICT (destination, key_json) DO UPDATE SET op = excluded.op, "
-                    "reason = excluded.reason, attempts = failed_rows.attempts + 1, "
-                    "last_seen = excluded.last_seen, "
-                    f"parked = {self._parked_sql('failed_rows.attempts + 1')}",
-                    [
-                        (
-                            cp.destination,
-                            f.key_json,
-                            f.op,
-                            f.reason,
-                            now,
-                            now,
-                            self._bool(commit.max_attempts <= 1),
-                            commit.max_attempts,
-                        )
-                        for f in commit.failed
-                    ],
-                )
-            self._delete_keys(cur, "failed_rows", cp.destination, commit.resolved)
+            _insert_run(cur, commit.run)
+            cur.executemany(
+                _UPSERT_FAILED_ROW,
+                [
+                    (cp.destination, f.key_json, f.op, f.reason, now, now, parked_at_once, limit)
+                    for f in failed
+                ],
+            )
+            cur.delete_keys("failed_rows", cp.destination, commit.resolved)
             if commit.ledger_replace:
                 cur.execute("DELETE FROM ledger WHERE destination = ?", (cp.destination,))
             else:
-                self._delete_keys(cur, "ledger", cp.destination, commit.ledger_deletes)
-            if commit.ledger_upserts:
-                self._upsert_ledger(cur, cp.destination, commit.ledger_upserts)
+                cur.delete_keys("ledger", cp.destination, commit.ledger_deletes)
+            cur.write_ledger(cp.destination, upserts, emptied=commit.ledger_replace)
             if commit.clear_resync:
                 cur.execute("DELETE FROM resync_requests WHERE destination = ?", (cp.destination,))
 
-    def _parked_sql(self, attempts: str) -> str:
-        # The 8th parameter of the failed-row insert is max_attempts.
-        return f"({attempts} >= ?)"
-
-    def _bool(self, value: bool) -> Any:
-        return value
-
-    def _delete_keys(self, cur: Cursor, table: str, destination: str, keys: Sequence[str]) -> None:
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            cur.execute(
-                f"DELETE FROM {table} WHERE destination = ? AND key_json IN ({marks})",
-                (destination, *chunk),
-            )
-
-    def _upsert_ledger(self, cur: Cursor, destination: str, entries: Sequence[LedgerEntry]) -> None:
-        cur.executemany(
-            "INSERT INTO ledger (destination, key_json, row_hash) VALUES (?, ?, ?) "
-            "ON CONFLICT (destination, key_json) DO UPDATE SET row_hash = excluded.row_hash",
-            [(destination, e.key_json, e.row_hash) for e in entries],
-        )
-
-    # --- failed rows ----------------------------------------------------------------------
+    # --- failed rows ------------------------------------------------------------------
 
     def failed_rows(
         self, destination: str, *, include_parked: bool = True
     ) -> list[FailedRowRecord]:
-        where = "" if include_parked else f" AND parked = {self._false()}"
-        with self.transaction() as cur:
+        where = "" if include_parked else " AND parked = FALSE"
+        with self.transaction(write=False) as cur:
             cur.execute(
                 "SELECT key_json, op, reason, attempts, first_seen, last_seen, parked "
                 f"FROM failed_rows WHERE destination = ?{where} ORDER BY first_seen, key_json",
@@ -287,16 +194,10 @@ class SqlStore(ABC):
             for r in rows
         ]
 
-    def _false(self) -> str:
-        return "FALSE"
-
     def failed_row_count(self, destination: str) -> int:
-        with self.transaction() as cur:
-            cur.execute("SELECT count(*) FROM failed_rows WHERE destination = ?", (destination,))
-            row = cur.fetchone()
-        return int(row[0]) if row else 0
+        return self._count("failed_rows", destination)
 
-    # --- resync requests ------------------------------------------------------------------
+    # --- resync requests --------------------------------------------------------------
 
     def request_resync(self, destination: str, from_snapshot: int | None) -> None:
         with self.transaction() as cur:
@@ -308,7 +209,7 @@ class SqlStore(ABC):
             )
 
     def pending_resync(self, destination: str) -> ResyncRequest | None:
-        with self.transaction() as cur:
+        with self.transaction(write=False) as cur:
             cur.execute(
                 "SELECT from_snapshot, requested_at FROM resync_requests WHERE destination = ?",
                 (destination,),
@@ -316,34 +217,32 @@ class SqlStore(ABC):
             row = cur.fetchone()
         if row is None:
             return None
-        return ResyncRequest(destination, None if row[0] is None else int(row[0]), float(row[1]))
+        return ResyncRequest(destination, _int_or_none(row[0]), float(row[1]))
 
-    # --- ledger ---------------------------------------------------------------------------
+    # --- ledger -----------------------------------------------------------------------
 
     def ledger_lookup(self, destination: str, key_jsons: Iterable[str]) -> dict[str, int]:
-        keys = list(key_jsons)
-        found: dict[str, int] = {}
-        with self.transaction() as cur:
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                cur.execute(
-                    f"SELECT key_json, row_hash FROM ledger WHERE destination = ? "
-                    f"AND key_json IN ({marks})",
-                    (destination, *chunk),
-                )
-                found.update((k, int(h)) for k, h in cur.fetchall())
-        return found
+        keys = list(dict.fromkeys(key_jsons))
+        if not keys:
+            return {}
+        with self.transaction(write=False) as cur:
+            return {k: int(h) for k, h in cur.select_ledger(destination, keys)}
 
     def ledger_scan(
         self, destination: str, batch_size: int = 50_000
     ) -> Iterator[list[LedgerEntry]]:
+        """Every ledger entry of `destination` in key order, `batch_size` at a time.
+
+        Each batch is its own short read, so no transaction stays open while the caller
+        works: entries written meanwhile may or may not be seen.
+        """
+        # Every key_json is a JSON object, so it sorts after the empty string.
         after = ""
         while True:
-            with self.transaction() as cur:
+            with self.transaction(write=False) as cur:
                 cur.execute(
-                    "SELECT key_json, row_hash FROM ledger WHERE destination = ? AND key_json > ? "
-                    "ORDER BY key_json LIMIT ?",
+                    "SELECT key_json, row_hash FROM ledger WHERE destination = ? "
+                    "AND key_json > ? ORDER BY key_json LIMIT ?",
                     (destination, after, batch_size),
                 )
                 rows = cur.fetchall()
@@ -353,14 +252,13 @@ class SqlStore(ABC):
             after = rows[-1][0]
 
     def ledger_size(self, destination: str) -> int:
-        with self.transaction() as cur:
-            cur.execute("SELECT count(*) FROM ledger WHERE destination = ?", (destination,))
-            row = cur.fetchone()
-        return int(row[0]) if row else 0
+        return self._count("ledger", destination)
 
-    # --- leases ---------------------------------------------------------------------------
+    # --- leases -----------------------------------------------------------------------
 
     def acquire_lease(self, destination: str, owner: str, ttl_seconds: float) -> bool:
+        # One atomic upsert: it inserts, renews our own lease or takes an expired one;
+        # otherwise its WHERE leaves the row alone and RETURNING yields nothing.
         with self.transaction() as cur:
             cur.execute(
                 f"INSERT INTO leases (destination, owner, expires_at) "
@@ -369,7 +267,7 @@ class SqlStore(ABC):
                 f"expires_at = excluded.expires_at "
                 f"WHERE leases.owner = excluded.owner OR leases.expires_at < {self.now_sql} "
                 f"RETURNING owner",
-                (destination, owner, ttl_seconds),
+                (destination, owner, float(ttl_seconds)),
             )
             return cur.fetchone() is not None
 
@@ -380,10 +278,72 @@ class SqlStore(ABC):
             )
 
     def lease_holder(self, destination: str) -> str | None:
-        with self.transaction() as cur:
+        with self.transaction(write=False) as cur:
             cur.execute(
                 f"SELECT owner FROM leases WHERE destination = ? AND expires_at >= {self.now_sql}",
                 (destination,),
             )
             row = cur.fetchone()
         return None if row is None else str(row[0])
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _count(self, table: str, destination: str) -> int:
+        with self.transaction(write=False) as cur:
+            cur.execute(f"SELECT count(*) FROM {table} WHERE destination = ?", (destination,))
+            row = cur.fetchone()
+        return 0 if row is None else int(row[0])
+
+
+def _insert_run(cur: Cursor, run: RunRecord) -> int:
+    cur.execute(
+        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "RETURNING id",
+        (
+            run.destination,
+            run.started_at,
+            run.finished_at,
+            run.status,
+            run.plan,
+            run.from_snapshot,
+            run.to_snapshot,
+            run.inserted,
+            run.updated,
+            run.deleted,
+            run.invalid,
+            run.failed,
+            run.error,
+        ),
+    )
+    row = cur.fetchone()
+    assert row is not None, "INSERT ... RETURNING returned no row"
+    return int(row[0])
+
+
+def _run_from_row(r: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=int(r[0]),
+        destination=r[1],
+        started_at=float(r[2]),
+        finished_at=float(r[3]),
+        status=r[4],
+        plan=r[5],
+        from_snapshot=_int_or_none(r[6]),
+        to_snapshot=_int_or_none(r[7]),
+        inserted=int(r[8]),
+        updated=int(r[9]),
+        deleted=int(r[10]),
+        invalid=int(r[11]),
+        failed=int(r[12]),
+        error=r[13],
+    )
+
+
+def _last_per_key(items: Sequence[_Keyed]) -> list[_Keyed]:
+    """One item per key_json, the last one winning (a key twice in one bulk upsert is an
+    error in PostgreSQL and would count a failed row's attempt twice)."""
+    return list({item.key_json: item for item in items}.values())
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -1,4 +1,8 @@
-"""SQLite backend: the default. WAL, a busy timeout for a second process, file mode 0600."""
+"""SQLite backend, the default: WAL, a busy timeout for a second process, file mode 0600.
+
+One connection per store behind a lock: the daemon's worker threads take turns, and
+SQLite itself serialises writers across processes (BEGIN IMMEDIATE + busy_timeout).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from floe_egress.errors import CheckpointError
-from floe_egress.state.sql import Cursor, SqlStore
+from floe_egress.state.cursor import Cursor, KeyTable
+from floe_egress.state.sql import SqlStore
+from floe_egress.state.store import LedgerEntry
+from floe_egress.state.urls import SQLITE_MEMORY
 
 BUSY_TIMEOUT_MS = 30_000
+# Below SQLITE_MAX_VARIABLE_NUMBER of every SQLite version (999 before 3.32).
+_IN_CHUNK = 900
+_DB_ERRORS = (sqlite3.Error, OverflowError, ValueError)
 
 
 class _SqliteCursor(Cursor):
@@ -33,33 +43,61 @@ class _SqliteCursor(Cursor):
     def fetchall(self) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._cursor.fetchall()]
 
+    def delete_keys(self, table: KeyTable, destination: str, keys: Sequence[str]) -> None:
+        self._cursor.executemany(
+            f"DELETE FROM {table} WHERE destination = ? AND key_json = ?",
+            ((destination, k) for k in keys),
+        )
+
+    def select_ledger(self, destination: str, keys: Sequence[str]) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            self._cursor.execute(
+                "SELECT key_json, row_hash FROM ledger WHERE destination = ? "
+                f"AND key_json IN ({', '.join('?' * len(chunk))})",
+                (destination, *chunk),
+            )
+            found.extend(self._cursor.fetchall())
+        return found
+
+    def write_ledger(
+        self, destination: str, entries: Sequence[LedgerEntry], *, emptied: bool
+    ) -> None:
+        conflict = (
+            ""
+            if emptied
+            else " ON CONFLICT (destination, key_json) DO UPDATE SET row_hash = excluded.row_hash"
+        )
+        self._cursor.executemany(
+            f"INSERT INTO ledger (destination, key_json, row_hash) VALUES (?, ?, ?){conflict}",
+            ((destination, e.key_json, e.row_hash) for e in entries),
+        )
+
 
 class SqliteStore(SqlStore):
     dialect = "sqlite"
+    # julianday has millisecond resolution; unixepoch('subsec') needs SQLite 3.42.
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
-        self._conn = self._open()
-        self.migrate()
+        self._closed = False
+        if self.path != SQLITE_MEMORY:
+            _create_private_file(Path(self.path), self.url_redacted)
+        self._conn = self._connect()
+        try:
+            self.migrate()
+        except BaseException:
+            self._conn.close()
+            raise
 
     @property
     def url_redacted(self) -> str:
-        return f"sqlite:///{self.path}"
+        return SQLITE_MEMORY if self.path == SQLITE_MEMORY else f"sqlite:///{self.path}"
 
-    def _open(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            file = Path(self.path)
-            try:
-                if not file.parent.exists():
-                    file.parent.mkdir(parents=True, mode=0o700)
-                if not file.exists():
-                    os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
-            except OSError as exc:
-                raise CheckpointError(
-                    f"cannot create the state store {self.url_redacted}: {exc.strerror}"
-                ) from exc
+    def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -67,40 +105,72 @@ class SqliteStore(SqlStore):
                 check_same_thread=False,
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise CheckpointError(
+                f"cannot open the state store {self.url_redacted}: {exc}; check the path "
+                "and that this user may read and write it"
+            ) from exc
+        try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL survives an application crash; a power cut may lose the
+            # last commits, which only makes the next cycle resend (at-least-once).
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
+            conn.close()
             raise CheckpointError(
-                f"cannot open the state store {self.url_redacted}: {exc}"
+                f"cannot open the state store {self.url_redacted}: {exc}; check that the "
+                "file is a SQLite database and that this user may write its directory"
             ) from exc
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    def transaction(self, *, write: bool = True) -> Iterator[Cursor]:
         with self._lock:
+            if self._closed:
+                raise CheckpointError(f"the state store {self.url_redacted} is closed")
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise CheckpointError(f"state store {self.url_redacted}: {exc}") from exc
-            try:
+                # IMMEDIATE takes the write lock up front: a deferred transaction that
+                # reads and then writes can fail with SQLITE_BUSY without waiting.
+                self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield _SqliteCursor(self._conn.cursor())
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            try:
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, _DB_ERRORS):
+                    raise CheckpointError(
+                        f"state store {self.url_redacted}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                raise
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-                raise CheckpointError(f"state store {self.url_redacted}: {exc}") from exc
+        except sqlite3.Error:
+            # The connection is gone (closed, or the disk failed); nothing was committed.
+            pass
 
-    def _lock_for_migration(self, cur: Cursor) -> None:
-        """BEGIN IMMEDIATE already holds the write lock."""
-
-    def _false(self) -> str:
-        return "0"
+    def _prepare_migration(self, cur: Cursor) -> None:
+        """BEGIN IMMEDIATE already excludes every other writer."""
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+def _create_private_file(file: Path, where: str) -> None:
+    """Create the database file 0600 (and missing folders 0700) before SQLite opens it."""
+    try:
+        missing = [p for p in (file.parent, *file.parent.parents) if not p.exists()]
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700, exist_ok=True)
+        os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot create the state store {where}: {exc.strerror} ({exc.filename}); "
+            "check that the folder exists or may be created by this user"
+        ) from exc

@@ -324,7 +324,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logs.configure(stream=sys.stdout if args.command == "run" else sys.stderr, level=args.log_level)
+    # The demo prints its own story; its cycle logs would only interleave with it.
+    level = "WARNING" if args.command == "demo" and args.log_level == "INFO" else args.log_level
+    logs.configure(stream=sys.stdout if args.command == "run" else sys.stderr, level=level)
     try:
         return COMMANDS[args.command](args)
     except ConfigValidationError as exc:

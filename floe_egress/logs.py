@@ -8,6 +8,7 @@ processor so a secret that slips into an event is masked.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -44,7 +45,12 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    # Libraries (dlt, pyiceberg) log through the standard library: keep them quiet.
+    # Libraries log through the standard library. dlt warns about schema-hint details
+    # the sinks handle on purpose: errors only, unless debugging. It reads these settings
+    # when it first builds a pipeline, so they are set before any sink is built.
     logging.basicConfig(
         level=logging.WARNING, stream=out, format="%(levelname)s %(name)s: %(message)s"
     )
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "DEBUG" if level == "DEBUG" else "ERROR")
+    # dlt would otherwise try to send anonymous usage data from a service.
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")

@@ -19,30 +19,47 @@ from aiohttp import web
 
 from floe_egress.daemon.metrics import CONTENT_TYPE
 
+# What `request_sync` answered -> HTTP status of the nudge.
+_SYNC_STATUS = {
+    "started": 202,
+    "coalesced": 202,
+    "held_elsewhere": 409,
+    "stopping": 503,
+}
+
 
 class DaemonView(Protocol):
     """What the endpoints need from the daemon."""
 
     async def readiness(self) -> tuple[bool, dict[str, str]]: ...
 
-    async def status(self) -> list[dict[str, Any]]: ...
+    async def status(self) -> dict[str, Any]: ...
 
     def metrics_text(self) -> bytes: ...
 
     def request_sync(self, name: str, reason: str) -> str | None:
-        """'started' or 'coalesced', or None for an unknown destination."""
+        """'started' or 'coalesced'; 'held_elsewhere' when another daemon holds the
+        destination, 'stopping' during shutdown or reload; None for an unknown name."""
 
     @property
     def token(self) -> str | None: ...
 
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
+    """True when `host` is reachable from this machine only ("" means every address)."""
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def make_app(daemon: DaemonView) -> web.Application:
@@ -57,27 +74,26 @@ def make_app(daemon: DaemonView) -> web.Application:
         )
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response({"destinations": await daemon.status()})
+        return web.json_response(await daemon.status())
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=daemon.metrics_text(), headers={"Content-Type": CONTENT_TYPE})
 
     async def sync(request: web.Request) -> web.Response:
         token = daemon.token
-        if token is not None:
-            header = request.headers.get("Authorization", "")
-            given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-            if not given or not hmac.compare_digest(given.encode(), token.encode()):
-                return web.json_response(
-                    {"error": "missing or wrong bearer token"},
-                    status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="floe-egress"'},
-                )
+        if token is not None and not _authorized(request, token):
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="floe-egress"'},
+            )
         name = request.match_info["name"]
         outcome = daemon.request_sync(name, "http")
         if outcome is None:
             return web.json_response({"error": f"no destination named {name!r}"}, status=404)
-        return web.json_response({"destination": name, "sync": outcome}, status=202)
+        return web.json_response(
+            {"destination": name, "sync": outcome}, status=_SYNC_STATUS.get(outcome, 202)
+        )
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

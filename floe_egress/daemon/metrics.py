@@ -1,12 +1,30 @@
-"""Prometheus metrics of the daemon (one registry per daemon, text format on /metrics)."""
+"""Prometheus metrics of the daemon (one registry per daemon, text format on /metrics).
+
+Families (counters carry the `_total` suffix on the wire):
+floe_egress_cycles{destination,result}, floe_egress_rows{destination,op},
+floe_egress_failed_rows{destination}, floe_egress_invalid_rows{destination},
+floe_egress_cycle_duration_seconds{destination} (histogram),
+floe_egress_lag_seconds{destination}, floe_egress_rate_limit_wait_seconds{destination},
+floe_egress_destination_http_responses{destination,status},
+floe_egress_lease_held{destination}, floe_egress_ready.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from floe_egress.daemon.cycle import CycleResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# One `*_created` series per counter doubles the output and no dashboard reads it.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -54,6 +72,12 @@ class Metrics:
             "floe_egress_destination_http_responses",
             "HTTP status codes returned by destinations.",
             ["destination", "status"],
+            registry=r,
+        )
+        self.lease_held = Gauge(
+            "floe_egress_lease_held",
+            "1 while this daemon holds the destination's lease (runs its cycles).",
+            ["destination"],
             registry=r,
         )
         self.ready = Gauge("floe_egress_ready", "1 when /readyz answers 200.", registry=r)

@@ -1,13 +1,20 @@
 """`floe-egress run`: the always-on service.
 
 One `Daemon` runs startup, the main loop, then shutdown; signal handlers only set
-flags. The main loop ticks every second: watchdog ping, lease renewal, readiness,
-lag, a pending reload. Cycles of one destination never overlap (a runner per
+flags. The main loop ticks (at most every second, faster when the systemd watchdog
+asks): it pings the watchdog itself, so a stuck loop gets restarted, and starts the
+periodic work as background tasks that never block it: lease passes, readiness probes,
+lag, a pending reload. Cycles of one destination never overlap (a `Runner` per
 destination coalesces requests); different destinations run concurrently.
+
+Several daemons may share one PostgreSQL state store: a daemon runs a destination only
+while it holds that destination's lease. A lease not renewed in time is given up here
+before the store lets another daemon take it (the running cycle is cancelled), so two
+daemons never deliver the same destination at once.
 
 Shutdown order: stop scheduling; let in-flight cycles finish within
 `server.shutdown_grace_seconds`, then cancel them (a cancelled cycle has not moved its
-checkpoint: the next start resends that range); release leases; close sinks, the
+checkpoint: the next start resends that range); release leases; close sinks and the
 store, then the HTTP server.
 """
 
@@ -15,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import signal
-import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -36,14 +45,23 @@ from floe_egress.daemon.metrics import Metrics
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.daemon.status import destination_status
 from floe_egress.daemon.systemd import Notifier
-from floe_egress.errors import ConfigError
+from floe_egress.errors import ConfigError, EgressError
 
 log = structlog.get_logger("floe_egress.daemon")
+T = TypeVar("T")
 
 TICK_SECONDS = 1.0
-READINESS_TTL = 5.0
-LAG_EVERY = 15.0
+LEASE_POLL_SECONDS = 1.0
+"""How often destinations held elsewhere are tried: a dead holder's go within ~1 s of
+its lease expiring."""
+FENCE_MARGIN_SECONDS = 0.5
+"""A lease is given up this long before it can expire in the store."""
+PROBE_EVERY = 2.0
+PROBE_TIMEOUT = 5.0
+READY_STALE = 10.0
+LAG_EVERY = 5.0
 MAX_BACKOFF = 300.0
+CANCEL_WAIT = 5.0
 
 
 class Runner:
@@ -63,40 +81,70 @@ class Runner:
         return self.task is not None and not self.task.done()
 
     def request(self, reason: str) -> str:
+        if not self.daemon.accepting:
+            return "stopping"
         if self.running:
             self.again = True
             return "coalesced"
-        if reason == "schedule" and time.monotonic() < self.not_before:
+        if reason == "schedule" and self.daemon.loop_time() < self.not_before:
             return "backing_off"
-        self.task = asyncio.create_task(self._run(reason), name=f"cycle:{self.dest.name}")
-        self.daemon.tasks.add(self.task)
-        self.task.add_done_callback(self.daemon.task_done)
+        self.task = self.daemon.spawn(self._run(reason), f"cycle:{self.dest.name}")
         return "started"
+
+    def cancel(self, why: str) -> None:
+        if self.task is not None and not self.task.done():
+            log.warning("cycle_cancelled", destination=self.dest.name, reason=why)
+            self.task.cancel()
 
     async def _run(self, reason: str) -> None:
         while True:
             self.again = False
             if not self.daemon.holds(self.dest.name):
                 return
-            result = await run_cycle(
-                self.daemon.runtime,
-                self.dest,
-                owner=self.daemon.owner,
-                lease_seconds=self.daemon.lease_seconds,
-                release_lease=False,
-            )
-            self.daemon.finished(result, reason)
+            result = await self._cycle()
             self.last = result
-            if result.status == "failed":
-                self.failures += 1
-                base = self.dest.schedule.effective_interval or 60.0
-                delay = min(MAX_BACKOFF, base * 2 ** min(self.failures, 10))
-                self.not_before = time.monotonic() + delay * (0.5 + random.random() / 2)
-            elif result.status != "skipped":
-                self.failures, self.not_before = 0, 0.0
-            if not self.again or self.daemon.should_exit:
+            self.daemon.finished(result, reason)
+            self._backoff(result)
+            if not self.again or not self.daemon.accepting:
                 return
             reason = "coalesced"
+
+    async def _cycle(self) -> CycleResult:
+        daemon = self.daemon
+        try:
+            return await run_cycle(
+                daemon.runtime,
+                self.dest,
+                owner=daemon.owner,
+                lease_seconds=daemon.lease_seconds,
+                release_lease=False,
+            )
+        except Exception as exc:  # before its own error handling (the state store is down)
+            error = redact(str(exc) if isinstance(exc, EgressError) else f"{exc!r}")
+            log.error(
+                "cycle_failed",
+                destination=self.dest.name,
+                error=error,
+                error_type=type(exc).__name__,
+            )
+            return CycleResult(self.dest.name, "failed", error=error)
+
+    def _backoff(self, result: CycleResult) -> None:
+        if result.status == "failed":
+            self.failures += 1
+            base = self.dest.schedule.effective_interval or 60.0
+            delay = min(MAX_BACKOFF, base * 2 ** min(self.failures, 10))
+            delay *= 0.5 + random.random() / 2
+            self.not_before = self.daemon.loop_time() + delay
+            log.warning(
+                "destination_backing_off",
+                destination=self.dest.name,
+                consecutive_failures=self.failures,
+                retry_in_seconds=round(delay, 1),
+                error=result.error,
+            )
+        elif result.status != "skipped":
+            self.failures, self.not_before = 0, 0.0
 
 
 class Daemon:
@@ -107,19 +155,40 @@ class Daemon:
         self.should_exit = False
         self.force_exit = False
         self.should_reload = False
+        self.exit_signal: str | None = None
+        self.accepting = False
         self.tasks: set[asyncio.Task[Any]] = set()
         self.metrics = Metrics()
-        self.loaded: LoadedConfig
-        self.runtime: Runtime
         self.runners: dict[str, Runner] = {}
-        self.held: set[str] = set()
+        self.held: dict[str, float] = {}
+        """Destinations whose lease this daemon holds -> loop time it is safe until."""
         self.scheduler: AsyncIOScheduler | None = None
+        self._loaded: LoadedConfig | None = None
+        self._runtime: Runtime | None = None
         self._token: str | None = None
         self._http: web.AppRunner | None = None
+        self._fences: dict[str, asyncio.TimerHandle] = {}
+        self._singles: dict[str, asyncio.Task[Any]] = {}
         self._ready: tuple[float, bool, dict[str, str]] = (0.0, False, {"startup": "pending"})
-        self._last_lag = 0.0
+        self._wake = asyncio.Event()
+        self._config_lock = asyncio.Lock()
+        # Leases and probes get their own threads: cycles busy in the default executor
+        # must not delay a lease renewal past its expiry.
+        self._housekeeping = ThreadPoolExecutor(4, thread_name_prefix="floe-housekeeping")
 
-    # --- what the HTTP endpoints see -------------------------------------------------
+    # --- what the HTTP endpoints and runners see ---------------------------------------
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        if self._loaded is None:
+            raise RuntimeError("the daemon has not loaded its configuration yet")
+        return self._loaded
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the daemon has not started yet")
+        return self._runtime
 
     @property
     def token(self) -> str | None:
@@ -129,19 +198,21 @@ class Daemon:
     def lease_seconds(self) -> float:
         return self.loaded.spec.server.lease_seconds
 
+    def loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
     def holds(self, name: str) -> bool:
         return name in self.held
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         checked, ready, checks = self._ready
-        if time.monotonic() - checked > READINESS_TTL:
-            await self._check_ready()
-            _, ready, checks = self._ready
+        age = self.loop_time() - checked
+        if checked and age > READY_STALE:
+            return False, {**checks, "probe": f"no answer for {age:.0f} s"}
         return ready, checks
 
-    async def status(self) -> list[dict[str, Any]]:
-        out = []
-        for name, runner in self.runners.items():
+    async def status(self) -> dict[str, Any]:
+        async def one(name: str, runner: Runner) -> dict[str, Any]:
             try:
                 item = await asyncio.to_thread(destination_status, self.runtime, runner.dest)
             except Exception as exc:  # the store may be down: say so, keep answering
@@ -154,8 +225,11 @@ class Daemon:
                 "next_run": job.next_run_time.isoformat() if job and job.next_run_time else None,
                 "last_result": runner.last.to_json() if runner.last else None,
             }
-            out.append(item)
-        return out
+            return item
+
+        items = await asyncio.gather(*(one(n, r) for n, r in self.runners.items()))
+        ready, _ = await self.readiness()
+        return {"owner": self.owner, "ready": ready, "destinations": list(items)}
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()
@@ -170,32 +244,50 @@ class Daemon:
 
     # --- task bookkeeping ---------------------------------------------------------------
 
-    def task_done(self, task: asyncio.Task[Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _single(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start `work` unless the previous one of that name is still running."""
+        running = self._singles.get(name)
+        if running is None or running.done():
+            self._singles[name] = self.spawn(work(), name)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            log.error("task_failed", task=task.get_name(), error=redact(str(exc)), exc_info=exc)
+            log.error("task_failed", task=task.get_name(), error=redact(repr(exc)), exc_info=exc)
+
+    async def _housework(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._housekeeping, fn, *args)
 
     def finished(self, result: CycleResult, reason: str) -> None:
         self.metrics.observe(result)
         if result.status != "skipped":
             ok = sum(1 for r in self.runners.values() if not r.failures)
             self.notifier.status(
-                f"{len(self.held)}/{len(self.runners)} destinations held, {ok} healthy; "
-                f"last: {result.destination} {result.status}"
+                f"{len(self.held)}/{len(self.runners)} destinations held here, {ok} healthy; "
+                f"last: {result.destination} {result.status} ({reason})"
             )
 
     # --- lifecycle --------------------------------------------------------------------
 
     def handle_exit(self, sig: int) -> None:
-        if self.should_exit and sig == signal.SIGINT:
+        if self.should_exit:
             self.force_exit = True
         self.should_exit = True
+        self.exit_signal = signal.Signals(sig).name
+        self._wake.set()
 
     def handle_reload(self) -> None:
         self.should_reload = True
+        self._wake.set()
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -219,22 +311,28 @@ class Daemon:
             raise ConfigError(
                 f"server.host is {server.host!r}, which is reachable beyond this machine: "
                 "set server.token (a secret reference such as ${credential:floe-token}) "
-                "so that POST /v1/destinations/{name}/sync needs a bearer token"
+                "so that POST /v1/destinations/{name}/sync needs a bearer token, "
+                "or bind server.host to 127.0.0.1"
             )
         self._token = str(token) if token else None
         return loaded
 
     async def startup(self) -> None:
-        self.loaded = await asyncio.to_thread(self._load)
-        self.runtime = Runtime(self.loaded.spec)
+        self._loaded = await asyncio.to_thread(self._load)
+        self._runtime = Runtime(self.loaded.spec)
         server = self.loaded.spec.server
         self._http = web.AppRunner(make_app(self), handle_signals=False, access_log=None)
         await self._http.setup()
-        site = web.TCPSite(self._http, server.host, server.port)
-        await site.start()
+        try:
+            await web.TCPSite(self._http, server.host, server.port).start()
+        except OSError as exc:
+            raise EgressError(
+                f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}; "
+                "another process may hold the port (change server.port or stop it)"
+            ) from None
         self._install(self.loaded)
-        await self._check_ready()
-        await self._renew_leases()
+        await self._probe()
+        await self._lease_pass()
         log.info(
             "daemon_started",
             host=server.host,
@@ -242,10 +340,14 @@ class Daemon:
             owner=self.owner,
             destinations=sorted(self.runners),
             config=str(self.config_path),
+            state_store=self._store_name(),
         )
         self.notifier.ready(
             f"serving {len(self.runners)} destinations on {server.host}:{server.port}"
         )
+
+    def _store_name(self) -> str:
+        return redact(self.loaded.spec.state.url)
 
     def _install(self, loaded: LoadedConfig) -> None:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
@@ -270,80 +372,149 @@ class Daemon:
                 coalesce=True,
                 misfire_grace_time=None,
             )
+        self.accepting = True
         self.scheduler.start()
 
     async def _scheduled(self, name: str) -> None:
         runner = self.runners.get(name)
-        if runner is not None and name in self.held and not self.should_exit:
+        if runner is not None and name in self.held:
             runner.request("schedule")
 
     async def main_loop(self) -> None:
-        next_watchdog = 0.0
-        next_lease = time.monotonic() + self.lease_seconds / 3
+        loop = asyncio.get_running_loop()
+        watchdog = self.notifier.watchdog_seconds
+        tick = min(TICK_SECONDS, watchdog / 4) if watchdog else TICK_SECONDS
+        next_watchdog = next_probe = next_lag = 0.0
+        next_lease = loop.time() + LEASE_POLL_SECONDS
         while not self.should_exit:
-            await asyncio.sleep(TICK_SECONDS)
-            now = time.monotonic()
-            if self.notifier.watchdog_seconds and now >= next_watchdog:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), tick)
+            now = loop.time()
+            if watchdog and now >= next_watchdog:
                 self.notifier.watchdog()
-                next_watchdog = now + self.notifier.watchdog_seconds / 2
+                next_watchdog = now + watchdog / 2
+            if self.should_exit:
+                break
             if now >= next_lease:
-                await self._renew_leases()
-                next_lease = now + self.lease_seconds / 3
-            if now - self._last_lag >= LAG_EVERY:
-                self._last_lag = now
-                self._spawn(self._update_lag(), "lag")
+                self._single("leases", self._lease_pass)
+                next_lease = now + LEASE_POLL_SECONDS
+            if now >= next_probe:
+                self._single("readiness", self._probe)
+                next_probe = now + PROBE_EVERY
+            if now >= next_lag:
+                self._single("lag", self._update_lag)
+                next_lag = now + LAG_EVERY
             if self.should_reload:
                 self.should_reload = False
-                await self._reload()
+                self._single("reload", self._reload)
+        log.info("shutdown_requested", signal=self.exit_signal)
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self.task_done)
+    # --- leases -------------------------------------------------------------------------
 
-    async def _renew_leases(self) -> None:
-        store = self.runtime.store
-        for name in self.runners:
+    async def _lease_pass(self) -> None:
+        """Renew the leases held here when due; try to take the others."""
+        async with self._config_lock:
+            loop = asyncio.get_running_loop()
+            ttl = self.lease_seconds
+            for name in list(self.runners):
+                until = self.held.get(name)
+                if until is not None and until - loop.time() > ttl * 2 / 3:
+                    continue
+                asked = loop.time()
+                try:
+                    got = await self._housework(self._acquire, name, ttl)
+                except Exception as exc:  # the fence gives the lease up if this persists
+                    log.warning("lease_renewal_failed", destination=name, error=redact(str(exc)))
+                    continue
+                if got:
+                    self._hold(name, asked + ttl)
+                elif name in self.held:
+                    self._give_up(name, "lease_lost", "another daemon holds it now")
+
+    def _acquire(self, name: str, ttl: float) -> bool:
+        return self.runtime.store.acquire_lease(name, self.owner, ttl)
+
+    def _hold(self, name: str, until: float) -> None:
+        first = name not in self.held
+        self.held[name] = until
+        fence = self._fences.pop(name, None)
+        if fence is not None:
+            fence.cancel()
+        loop = asyncio.get_running_loop()
+        self._fences[name] = loop.call_at(
+            until - FENCE_MARGIN_SECONDS,
+            self._give_up,
+            name,
+            "lease_expired",
+            "not renewed in time (is the state store answering?)",
+        )
+        if first:
+            log.info("lease_acquired", destination=name, owner=self.owner)
+            self.metrics.lease_held.labels(name).set(1)
+            runner = self.runners.get(name)
+            if runner is not None:
+                runner.request("lease")
+
+    def _give_up(self, name: str, event: str, why: str) -> None:
+        """Stop acting for `name`: forget the lease, cancel its running cycle."""
+        self.held.pop(name, None)
+        fence = self._fences.pop(name, None)
+        if fence is not None:
+            fence.cancel()
+        self.metrics.lease_held.labels(name).set(0)
+        log.warning(event, destination=name, owner=self.owner, reason=why)
+        runner = self.runners.get(name)
+        if runner is not None:
+            runner.cancel(f"{event}: {why}")
+
+    async def _release_all(self, names: list[str]) -> None:
+        for name in names:
+            self.held.pop(name, None)
+            fence = self._fences.pop(name, None)
+            if fence is not None:
+                fence.cancel()
+            self.metrics.lease_held.labels(name).set(0)
             try:
-                got = await asyncio.to_thread(
-                    store.acquire_lease, name, self.owner, self.lease_seconds
-                )
-            except Exception as exc:
-                log.warning("lease_renewal_failed", destination=name, error=redact(str(exc)))
-                got = False
-            if got and name not in self.held:
-                log.info("lease_acquired", destination=name, owner=self.owner)
-                self.held.add(name)
-                self.runners[name].request("lease")
-            elif not got and name in self.held:
-                log.warning("lease_lost", destination=name, owner=self.owner)
-                self.held.discard(name)
+                await self._housework(self.runtime.store.release_lease, name, self.owner)
+            except Exception as exc:  # it expires on its own
+                log.warning("lease_release_failed", destination=name, error=redact(str(exc)))
 
-    async def _check_ready(self) -> None:
+    # --- readiness and lag --------------------------------------------------------------
+
+    async def _probe(self) -> None:
         checks: dict[str, str] = {}
+        runtime = self.runtime
 
         def probe() -> None:
             try:
-                self.runtime.store.ping()
+                runtime.store.ping()
                 checks["state_store"] = "ok"
             except Exception as exc:
-                checks["state_store"] = redact(str(exc))
+                checks["state_store"] = redact(str(exc)) or type(exc).__name__
             try:
-                self.runtime.catalog.list_namespaces()
+                runtime.catalog.list_namespaces()
                 checks["catalog"] = "ok"
             except Exception as exc:
                 checks["catalog"] = redact(f"{type(exc).__name__}: {exc}")
 
         try:
-            await asyncio.wait_for(asyncio.to_thread(probe), timeout=10)
+            await asyncio.wait_for(self._housework(probe), PROBE_TIMEOUT)
         except TimeoutError:
-            checks.setdefault("state_store", "no answer within 10 s")
-            checks.setdefault("catalog", "no answer within 10 s")
+            checks.setdefault("state_store", f"no answer within {PROBE_TIMEOUT:.0f} s")
+            checks.setdefault("catalog", f"no answer within {PROBE_TIMEOUT:.0f} s")
         running = self.scheduler is not None and self.scheduler.running
         checks["scheduler"] = "ok" if running else "not running"
         ready = all(v == "ok" for v in checks.values())
+        checked_before, was_ready, _ = self._ready
+        self._ready = (self.loop_time(), ready, checks)
         self.metrics.ready.set(1 if ready else 0)
-        self._ready = (time.monotonic(), ready, checks)
+        if ready != was_ready or not checked_before:
+            failing = {k: v for k, v in checks.items() if v != "ok"}
+            if ready:
+                log.info("ready")
+            else:
+                log.warning("not_ready", checks=failing)
 
     async def _update_lag(self) -> None:
         for name, runner in list(self.runners.items()):
@@ -355,69 +526,112 @@ class Daemon:
             if status.get("lag_seconds") is not None:
                 self.metrics.lag.labels(name).set(status["lag_seconds"])
 
+    # --- reload -------------------------------------------------------------------------
+
     async def _reload(self) -> None:
         self.notifier.reloading()
+        log.info("reload_requested", config=str(self.config_path))
         try:
             loaded = await asyncio.to_thread(self._load)
         except Exception as exc:
             log.error(
                 "reload_rejected",
+                config=str(self.config_path),
                 error=redact(str(exc)),
                 detail="keeping the running configuration",
             )
-            self.notifier.status("reload rejected: keeping the running configuration")
+            self.notifier.ready("reload rejected: keeping the running configuration")
             return
-        log.info("reload_started", config=str(self.config_path))
-        await self._stop_cycles(self.loaded.spec.server.shutdown_grace_seconds)
-        old_runtime = self.runtime
-        self.loaded = loaded
-        self.runtime = Runtime(loaded.spec)
-        await old_runtime.close()
-        self.held = set()
-        self._install(loaded)
-        await self._renew_leases()
+        old = self.loaded.spec
+        new = loaded.spec
+        if (old.server.host, old.server.port) != (new.server.host, new.server.port):
+            log.warning(
+                "reload_server_address_unchanged",
+                detail="server.host and server.port take effect at the next start",
+            )
+        async with self._config_lock:
+            await self._stop_cycles(old.server.shutdown_grace_seconds)
+            keep = {d.name for d in new.ingestion.destinations if d.enabled}
+            if new.state.url != old.state.url:
+                keep = set()
+            await self._release_all([n for n in self.held if n not in keep])
+            old_runtime = self.runtime
+            self._loaded, self._runtime = loaded, Runtime(new)
+            await old_runtime.close()
+            self._install(loaded)
+            for name in self.held:
+                self.runners[name].request("reload")
+        await self._lease_pass()
         self.notifier.ready(f"reloaded: {len(self.runners)} destinations")
         log.info("reload_finished", destinations=sorted(self.runners))
 
     async def _stop_cycles(self, grace: float) -> None:
+        """Stop scheduling; wait up to `grace` for running cycles, then cancel them."""
+        self.accepting = False
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        cycles = [r.task for r in self.runners.values() if r.task and not r.task.done()]
-        if not cycles:
+        pending = {r.task for r in self.runners.values() if r.task and not r.task.done()}
+        if not pending:
             return
-        log.info("waiting_for_cycles", count=len(cycles), grace_seconds=grace)
-        _, pending = await asyncio.wait(cycles, timeout=grace)
+        loop = asyncio.get_running_loop()
+        log.info("waiting_for_cycles", count=len(pending), grace_seconds=grace)
+        deadline = loop.time() + grace
+        while pending and not self.force_exit and (left := deadline - loop.time()) > 0:
+            _, pending = await asyncio.wait(pending, timeout=min(left, 0.2))
         for task in pending:
             log.warning(
                 "cycle_cancelled",
                 task=task.get_name(),
-                detail="grace period over; its checkpoint did not move",
+                reason="the grace period is over; its checkpoint did not move",
             )
             task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=5)
+            await asyncio.wait(pending, timeout=CANCEL_WAIT)
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
-        log.info("daemon_stopping")
-        if hasattr(self, "loaded"):
+        log.info("daemon_stopping", signal=self.exit_signal)
+        if self._loaded is not None:
             grace = 0.0 if self.force_exit else self.loaded.spec.server.shutdown_grace_seconds
             await self._stop_cycles(grace)
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=5)
-        if hasattr(self, "runtime"):
-            for name in list(self.held):
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.runtime.store.release_lease, name, self.owner)
-            self.held.clear()
-            await self.runtime.close()
+            await asyncio.wait(list(self.tasks), timeout=CANCEL_WAIT)
+        if self._runtime is not None:
+            await self._release_all(list(self.held))
+            await self._runtime.close()
         if self._http is not None:
             await self._http.cleanup()
+        self._housekeeping.shutdown(wait=False, cancel_futures=True)
         self.notifier.close()
         log.info("daemon_stopped")
 
 
+class _ToStructlog(logging.Handler):
+    """Standard-library records (dlt, pyiceberg, apscheduler, warnings) as structlog
+    events, so stdout stays one JSON object a line and passes the redaction."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger(record.name).log(
+                record.levelno,
+                record.getMessage(),
+                logger=record.name,
+                exc_info=record.exc_info or False,
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def _route_stdlib_logging() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    logging.captureWarnings(True)
+
+
 def run_daemon(config_path: Path) -> int:
+    _route_stdlib_logging()
     return asyncio.run(Daemon(config_path).serve())

@@ -99,6 +99,31 @@ class DltDb:
             return "missing"
         return "rows" if rows else "empty"
 
+    def forget_dropped_table(self) -> bool:
+        """Make dlt create the table again when it was dropped behind its back.
+
+        dlt skips its DDL when `_dlt_version` holds the schema's version hash, so a table
+        dropped after dlt created it is never created again and every load fails. The
+        schema's version rows are deleted: the next load compares the schema with the
+        tables that exist and creates the missing ones.
+        """
+        from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+        pipeline = self.pipeline
+        schema = pipeline.default_schema if pipeline.default_schema_name else None
+        if schema is None or self.target.table not in schema.tables:
+            return False
+        try:
+            with pipeline.sql_client() as client:
+                versions = client.make_qualified_table_name(schema.version_table_name)
+                client.execute_sql(f"DELETE FROM {versions} WHERE schema_name = %s", schema.name)
+        except DatabaseUndefinedRelation:
+            return False
+        log.warning(
+            "dropped_table_recreated", destination=self.destination, table=self.target.table
+        )
+        return True
+
     def existing(self, keys: Any) -> Any:
         """A boolean Arrow array: which rows of the key table `keys` the table holds."""
         from dlt.destinations.exceptions import DatabaseUndefinedRelation

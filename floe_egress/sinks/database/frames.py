@@ -120,6 +120,20 @@ def _json_text(column: pa.ChunkedArray, data_type: pa.DataType) -> pa.Array:
     )
 
 
+def _is_binary(data_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(data_type)
+        or pa.types.is_large_binary(data_type)
+        or pa.types.is_fixed_size_binary(data_type)
+    )
+
+
+def _bytea_text(column: pa.ChunkedArray) -> pa.Array:
+    return pa.array(
+        [None if v is None else "\\x" + v.hex() for v in column.to_pylist()], pa.string()
+    )
+
+
 def _constant(value: Any, rows: int, data_type: pa.DataType) -> pa.Array:
     if value is None:
         return pa.nulls(rows, data_type)
@@ -136,9 +150,12 @@ def build_frame(
     key: tuple[str, ...],
     to_snapshot: int | None,
     synced_at: dt.datetime,
-    nested_as_json_text: bool,
+    text_only: bool,
 ) -> Frame:
     """The dlt input for `rows` (mapped changes with their op column) in `mode`.
+
+    `text_only` (CSV load files): nested values become JSON text and binary values
+    PostgreSQL's `\\x...` hex text, the two kinds of value CSV cannot carry.
 
     Only key columns keep NOT NULL: delete rows carry the key alone, and dlt stages a
     merge in a table built from the same schema.
@@ -150,10 +167,15 @@ def build_frame(
     fields: list[pa.Field] = []
     for f in data.schema:
         column = data.column(f.name)
-        if nested_as_json_text and _is_nested(f.type):
+        if text_only and _is_nested(f.type):
             arrays.append(_json_text(column, f.type))
             fields.append(pa.field(f.name, pa.string()))
             hints.append({"name": f.name, "data_type": "json", "nullable": True})
+            continue
+        if text_only and _is_binary(f.type):
+            arrays.append(_bytea_text(column))
+            fields.append(pa.field(f.name, pa.string()))
+            hints.append({"name": f.name, "data_type": "binary", "nullable": True})
             continue
         arrays.append(column)
         fields.append(f if f.name in key else f.with_nullable(True))

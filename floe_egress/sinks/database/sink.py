@@ -129,7 +129,10 @@ class DatabaseSink:
     def _freshness(self, follows: bool) -> Fresh:
         if follows:
             return "continuation"
-        return None if self.db.table_state() == "rows" else "empty"
+        state = self.db.table_state()
+        if state == "missing":
+            self.db.forget_dropped_table()
+        return None if state == "rows" else "empty"
 
     def _ensure_index(self) -> None:
         if self._indexed or not self.target.key_index:
@@ -176,7 +179,7 @@ class DatabaseSink:
             key=self.key,
             to_snapshot=context.to_snapshot,
             synced_at=dt.datetime.now(dt.UTC),
-            nested_as_json_text=self.target.nested_as_json_text,
+            text_only=self.target.text_only,
         )
         stats = self.db.load(frame, plan.disposition)
         self.runs.append(stats)

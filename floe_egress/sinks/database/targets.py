@@ -29,8 +29,8 @@ class Target:
     table: str
     file_format: Literal["csv", "parquet"]
     merge_strategy: MergeStrategy
-    nested_as_json_text: bool
-    """CSV cannot carry nested Arrow values: they are sent as JSON text (a json column)."""
+    text_only: bool
+    """CSV load files: nested and binary values are sent as text (see frames.build_frame)."""
     key_index: bool
     masked: tuple[str, ...]
     """Values that must never appear in a message (the password)."""
@@ -56,7 +56,7 @@ def _postgres(config: PostgresConfig) -> Target:
         table=config.table,
         file_format="csv",
         merge_strategy="upsert",
-        nested_as_json_text=True,
+        text_only=True,
         key_index=config.key_index,
         masked=_masked(config.credentials),
         make_destination=destination,
@@ -79,7 +79,7 @@ def _mysql(config: MysqlConfig) -> Target:
         table=config.table,
         file_format="parquet",
         merge_strategy="delete-insert",
-        nested_as_json_text=False,
+        text_only=False,
         key_index=config.key_index,
         masked=_masked(config.credentials),
         make_destination=destination,
@@ -103,7 +103,7 @@ def _sqlite(config: SqliteConfig) -> Target:
         table=config.table,
         file_format="parquet",
         merge_strategy="delete-insert",
-        nested_as_json_text=False,
+        text_only=False,
         key_index=config.key_index,
         masked=(),
         make_destination=destination,
@@ -126,7 +126,7 @@ def _duckdb(config: DuckdbConfig) -> Target:
         table=config.table,
         file_format="parquet",
         merge_strategy="upsert",
-        nested_as_json_text=False,
+        text_only=False,
         key_index=False,
         masked=(),
         make_destination=destination,

@@ -123,7 +123,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     args.output.write_text(json.dumps(artifacts, indent=2) + "\n")
     print(
         f"wrote {args.output} (format {artifacts['version']}, "
-        f"{len(artifacts['destinations'])} destinations)"
+        f"{len(artifacts['destinations'])} destination"
+        f"{'s' if len(artifacts['destinations']) != 1 else ''})"
     )
     return EXIT_OK
 

@@ -1,17 +1,29 @@
-"""The configured rate limit holds at the server, and an account's budget is shared."""
+"""The configured rate limit holds at the server, and an account's budget is shared.
+
+The server runs on its own thread and loop, so that its arrival times measure what the
+client sent, not when the test's loop got round to reading it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pyarrow as pa
+import pytest
 
 from floe_egress.config.models import RateLimit
 from floe_egress.sinks.http import rest_api
 from floe_egress.sinks.http.limits import account_key
 from tests.fixtures.fake_apis import FakeRestApi, max_in_window
 from tests.integration.sinks_http.conftest import SinkFactory, changes, context
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[FakeRestApi]:
+    with FakeRestApi().in_thread() as server:
+        yield server
 
 
 def rows(start: int, count: int) -> pa.Table:
@@ -32,43 +44,38 @@ def single_record_config(server: FakeRestApi, token: str = "t") -> dict[str, obj
 
 
 async def test_rate_limit_is_never_exceeded_over_300_requests(
-    make_sink: SinkFactory, rest_server: FakeRestApi
+    make_sink: SinkFactory, threaded_server: FakeRestApi
 ) -> None:
-    rest_server.token = None
     rate = RateLimit(requests_per_second=100, burst=10, max_concurrency=32)
-    sink = make_sink(rest_api.SINK_TYPE, single_record_config(rest_server), rate_limit=rate)
+    sink = make_sink(rest_api.SINK_TYPE, single_record_config(threaded_server), rate_limit=rate)
 
     started = time.monotonic()
     report = await sink.write(rows(0, 300), context())
     elapsed = time.monotonic() - started
 
-    times = [r.at for r in rest_server.log]
+    times = [r.at for r in threaded_server.log]
     assert len(times) == 300
-    assert len(rest_server.records) == 300
+    assert len(threaded_server.records) == 300
     assert max_in_window(times) <= 100 + 10
     assert elapsed >= (300 - 10) / 100
     assert report.rate_limit_wait_seconds > 0
 
 
 async def test_two_destinations_on_one_account_share_its_budget(
-    make_sink: SinkFactory, rest_server: FakeRestApi
+    make_sink: SinkFactory, threaded_server: FakeRestApi
 ) -> None:
-    rest_server.token = None
     rate = RateLimit(requests_per_second=60, burst=5, max_concurrency=16, account="acme-crm")
-    first = make_sink(
-        rest_api.SINK_TYPE, single_record_config(rest_server), destination="a", rate_limit=rate
-    )
-    second = make_sink(
-        rest_api.SINK_TYPE, single_record_config(rest_server), destination="b", rate_limit=rate
-    )
+    config = single_record_config(threaded_server)
+    first = make_sink(rest_api.SINK_TYPE, config, destination="a", rate_limit=rate)
+    second = make_sink(rest_api.SINK_TYPE, config, destination="b", rate_limit=rate)
 
     await asyncio.gather(
         first.write(rows(0, 60), context("a")), second.write(rows(100, 60), context("b"))
     )
 
-    times = [r.at for r in rest_server.log]
+    times = [r.at for r in threaded_server.log]
     assert len(times) == 120
-    assert len(rest_server.records) == 120
+    assert len(threaded_server.records) == 120
     assert max_in_window(times) <= 60 + 5
 
 

@@ -1,0 +1,124 @@
+"""SIGKILL a `floe-egress sync` process anywhere in its cycle, start it again: the API
+ends equal to the table, nothing is lost, the checkpoint reaches the table's current
+snapshot, and what was delivered but not checkpointed is sent again (at-least-once).
+
+Kill points: (a) during change capture, (b) between batches (the API kills its client
+at the n-th request), (c) after delivery and before the checkpoint transaction, (d)
+after a delay, wherever the process then is. The destination is in mirror mode and the
+table receives updates, inserts and deletes between runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.crash_harness import (
+    checkpoint_snapshot,
+    expected_records,
+    expire_leases,
+    idempotency_keys,
+    posts,
+    run_sync,
+    sent_keys,
+)
+from tests.fixtures.crash_points import (
+    AfterDelivery,
+    AtPost,
+    BeforeCheckpoint,
+    Crash,
+    DuringCatalogRead,
+    KillPoint,
+    Rig,
+    Timed,
+)
+from tests.fixtures.world import World, customers, initial_rows
+from tests.integration.crash.conftest import ROWS
+
+
+def change_table(world: World) -> None:
+    """10 updates and 10 inserts in one upsert, then 10 deletes."""
+    updates = [(i, f"moved{i}@example.com", "team") for i in range(1, 11)]
+    inserts = [(i, f"new{i}@example.com", "pro") for i in range(1001, 1011)]
+    world.reload().upsert(customers(updates + inserts), join_cols=["customer_id"])
+    world.reload().delete("customer_id > 40 and customer_id <= 50")
+
+
+def current_snapshot(world: World) -> int:
+    snapshot = world.reload().current_snapshot()
+    assert snapshot is not None
+    return snapshot.snapshot_id
+
+
+def restart_and_check(rig: Rig, crash: Crash, kill: KillPoint) -> None:
+    """Start `floe-egress sync` again after `crash`; the API must equal the table."""
+    if crash.killed:
+        assert checkpoint_snapshot(rig.state_url) != current_snapshot(rig.world), (
+            "a killed cycle must not have moved the checkpoint"
+        )
+    expire_leases(rig.state_url)
+    before = len(rig.server.snapshot()[1])
+    finished = run_sync(rig.config, rig.env)
+    assert finished.returncode == 0, finished.stderr
+    [result] = finished.results()
+    assert result["status"] in ("ok", "noop"), result
+    records, log = rig.server.snapshot()
+    assert records == expected_records(rig.world)
+    assert checkpoint_snapshot(rig.state_url) == current_snapshot(rig.world)
+    resent = posts(log[before:])
+    if crash.killed and crash.applied:
+        assert set(sent_keys(crash.applied)) <= set(sent_keys(resent)), (
+            "what the killed process delivered is delivered again"
+        )
+        assert idempotency_keys(crash.applied) <= idempotency_keys(resent), (
+            "the resent batches carry the same idempotency keys"
+        )
+    if kill.delivered_all:
+        assert sent_keys(resent) == sent_keys(crash.requests), "the whole range is resent"
+
+
+SEQUENCE_KILLS: list[KillPoint] = [
+    DuringCatalogRead(),
+    AtPost(1, applied=False),
+    AtPost(2, applied=True),
+    BeforeCheckpoint(),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", SEQUENCE_KILLS, ids=lambda k: k.id)
+def test_killed_sync_restarts_and_the_api_equals_the_table(rig: Rig, kill: KillPoint) -> None:
+    """Killed in the first (full) sync, restarted; then killed in a sync of updates,
+    inserts and deletes, restarted."""
+    rig.world.table.append(customers(initial_rows(ROWS)))
+    restart_and_check(rig, kill.crash(rig), kill)
+    change_table(rig.world)
+    restart_and_check(rig, kill.crash(rig), kill)
+
+
+DIFF_KILLS: list[KillPoint] = [
+    AtPost(3, applied=False),
+    AfterDelivery(),
+    Timed(1.0),
+    Timed(2.0),
+    Timed(3.0),
+]
+
+
+@pytest.mark.parametrize("kill", DIFF_KILLS, ids=lambda k: k.id)
+def test_killed_diff_sync_restarts_and_the_api_equals_the_table(
+    seeded: Rig, kill: KillPoint
+) -> None:
+    change_table(seeded.world)
+    restart_and_check(seeded, kill.crash(seeded), kill)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_killed_before_the_checkpoint_on_postgres_state(
+    rig_pg: Rig,
+) -> None:
+    kill = BeforeCheckpoint()
+    rig_pg.world.table.append(customers(initial_rows(ROWS)))
+    restart_and_check(rig_pg, kill.crash(rig_pg), kill)
+    change_table(rig_pg.world)
+    restart_and_check(rig_pg, kill.crash(rig_pg), kill)

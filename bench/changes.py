@@ -114,8 +114,8 @@ def apply(directory: Path, scenario: str, n: int, k: int) -> None:
 
 def _compact_two_files(table: Any) -> None:
     """Rewrite two live data files into one, committed as a `replace` snapshot."""
-    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
     from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
     from pyiceberg.table import FileScanTask
     from pyiceberg.table.snapshots import Operation
 
@@ -254,7 +254,7 @@ def main() -> None:
         print(
             f"| {r['n']:,} | {r['scenario']} | {r['detect_s'] * 1000:.0f} ms | "
             f"{r['detect_peak_mb']:.0f} MB | {r['fulldiff_s'] * 1000:.0f} ms | "
-            f"{r['fulldiff_peak_mb']:.0f} MB | {r['speedup']}× | {r['changes']} |"
+            f"{r['fulldiff_peak_mb']:.0f} MB | {r['speedup']}x | {r['changes']} |"
         )
 
 

@@ -56,8 +56,10 @@ async def test_only_changed_rows_are_sent_and_the_api_equals_the_table(
     loaded = world.load([rest_destination(api.url + "/v1/contacts")])
     await cycle(runtimes, loaded)
     sent_before = len(posts(api))
-    world.table.upsert(customers([(3, "three@example.com", "team"), (99, "new@example.com", "pro")]),
-                       join_cols=["customer_id"])
+    world.table.upsert(
+        customers([(3, "three@example.com", "team"), (99, "new@example.com", "pro")]),
+        join_cols=["customer_id"],
+    )
     world.reload().delete("customer_id = 7")
     result = await cycle(runtimes, loaded)
     assert (result.inserted, result.updated, result.deleted) == (1, 1, 1)
@@ -160,8 +162,9 @@ async def test_key_change_forces_a_full_resync(
 ) -> None:
     world.table.append(customers(initial_rows(3)))
     await cycle(runtimes, world.load([rest_destination(api.url + "/v1/contacts")]))
-    loaded = world.load([rest_destination(api.url + "/v1/contacts",
-                                          primary_key=["customer_id", "email"])])
+    loaded = world.load(
+        [rest_destination(api.url + "/v1/contacts", primary_key=["customer_id", "email"])]
+    )
     result = await cycle(runtimes, loaded)
     assert result.plan == "full"
     assert "key changed" in result.reason
@@ -191,12 +194,17 @@ async def test_modes_choose_which_changes_are_sent(
     loaded = world.load([rest_destination(api.url + "/v1/contacts", mode=mode)])
     await cycle(runtimes, loaded)
     before = len(posts(api))
-    world.table.upsert(customers([(1, "one@example.com", "team"), (50, "x@example.com", "pro")]),
-                       join_cols=["customer_id"])
+    world.table.upsert(
+        customers([(1, "one@example.com", "team"), (50, "x@example.com", "pro")]),
+        join_cols=["customer_id"],
+    )
     world.reload().delete("customer_id = 3")
     await cycle(runtimes, loaded)
-    ops = sorted((b.json()["op"], rec["external_id"])
-                 for b in posts(api)[before:] for rec in b.json()["records"])
+    ops = sorted(
+        (b.json()["op"], rec["external_id"])
+        for b in posts(api)[before:]
+        for rec in b.json()["records"]
+    )
     expected = {
         "upsert": [("upsert", 1), ("upsert", 50)],
         "insert": [("upsert", 50)],

@@ -133,3 +133,21 @@ async def test_connection_refused_is_transient(
 
     with pytest.raises(TransientSinkError, match=r"destination 'crm'.*after 2 attempts"):
         await sink.write(one_row(), context())
+
+
+async def test_a_server_side_rate_limit_is_waited_out_for_the_whole_account(
+    make_sink: SinkFactory, server: FakeRestApi
+) -> None:
+    server.rate_limit(rps=50, burst=10)
+    config = {"url": f"{server.url}/v1/contacts/{{customer_id}}", "method": "PUT"}
+    retry = RetryConfig(max_attempts=5, initial_backoff_seconds=0.01, max_backoff_seconds=5)
+    sink = make_sink(rest_api.SINK_TYPE, config, mapping=MAPPING, retry=retry)
+    rows = [{"customer_id": i, "email": f"c{i}@x.io", "op": "insert"} for i in range(20)]
+
+    report = await sink.write(changes(rows), context())
+
+    assert len(server.records) == 20
+    assert report.delivered == {"insert": 20}
+    assert report.http_statuses[200] == 20
+    assert 0 < report.http_statuses[429] <= 10
+    assert report.rate_limit_wait_seconds >= 1.0

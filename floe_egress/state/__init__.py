@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from floe_egress.errors import CheckpointError
+from floe_egress import errors as _errors
 from floe_egress.state.store import (
     Checkpoint,
     CycleCommit,
@@ -38,7 +38,7 @@ def open_store(url: str) -> StateStore:
 
         return PostgresStore(url)
     scheme = url.split("://", 1)[0] if "://" in url else url.split(":", 1)[0]
-    raise CheckpointError(
+    raise _errors.CheckpointError(
         f"state.url {redact_url(url)!r}: unsupported scheme {scheme!r}; use "
         "sqlite:///path/to/state.db or postgresql://user:password@host:5432/database"
     )
@@ -55,4 +55,5 @@ __all__ = [
     "RunStatus",
     "StateStore",
     "open_store",
+    "redact_url",
 ]

@@ -172,6 +172,14 @@ class _Pool:
                 self._idle.append(conn)
         self._slots.release()
 
+    def discard_idle(self) -> None:
+        """Close the idle connections: after one was lost (typically a server restart)
+        the others are likely dead too, and each would fail one call before going."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -223,6 +231,8 @@ class PostgresStore(SqlStore):
             conn.commit()
         except BaseException as exc:
             _rollback_or_close(conn)
+            if conn.closed:
+                self._pool.discard_idle()
             if isinstance(exc, _DB_ERRORS):
                 raise self._error(exc) from exc
             raise

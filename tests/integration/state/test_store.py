@@ -1,0 +1,620 @@
+"""The StateStore contract, on both backends (see conftest.py)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import multiprocessing
+import os
+import stat
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floe_egress import state
+from floe_egress.errors import CheckpointError
+from floe_egress.state import (
+    Checkpoint,
+    CycleCommit,
+    FailedRowUpdate,
+    LedgerEntry,
+    RunRecord,
+    StateStore,
+    open_store,
+)
+from floe_egress.state.postgres import PostgresStore, _PgCursor
+from floe_egress.state.sqlite import _SqliteCursor
+from floe_egress.state.urls import redact_url
+from tests.integration.state.helpers import Backend, open_and_record, run
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+def checkpoint(destination: str = "crm", snapshot_id: int | None = 1) -> Checkpoint:
+    return Checkpoint(
+        destination=destination,
+        table="gold.customers",
+        ref="main",
+        snapshot_id=snapshot_id,
+        snapshot_timestamp_ms=1_700_000_000_000,
+        key=("tenant", "id"),
+        updated_at=1_700_000_001.25,
+    )
+
+
+def commit(snapshot_id: int | None = 1, destination: str = "crm", **changes: Any) -> CycleCommit:
+    return CycleCommit(
+        checkpoint=checkpoint(destination, snapshot_id),
+        run=run(destination, to_snapshot=snapshot_id),
+        **changes,
+    )
+
+
+def key(i: int) -> str:
+    return f'{{"id":{i}}}'  # what floe_egress.changes.keys.key_json makes of {"id": i}
+
+
+def ledger_of(store: StateStore, destination: str = "crm") -> dict[str, int]:
+    entries = [e for batch in store.ledger_scan(destination) for e in batch]
+    as_dict = {e.key_json: e.row_hash for e in entries}
+    assert len(as_dict) == len(entries), "ledger_scan returned a key twice"
+    return as_dict
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("snapshot_id", [INT64_MAX, INT64_MIN, -1, None])
+def test_checkpoint_round_trips_signed_64_bit_snapshot_ids(
+    store: StateStore, snapshot_id: int | None
+) -> None:
+    assert store.get_checkpoint("crm") is None
+    store.commit_cycle(commit(snapshot_id))
+
+    assert store.get_checkpoint("crm") == checkpoint("crm", snapshot_id)
+
+
+def test_commit_moves_the_checkpoint_of_its_destination_only(store: StateStore) -> None:
+    store.commit_cycle(commit(1, "crm"))
+    store.commit_cycle(commit(2, "erp"))
+    store.commit_cycle(commit(3, "crm"))
+
+    assert store.get_checkpoint("crm") == checkpoint("crm", 3)
+    assert store.get_checkpoint("erp") == checkpoint("erp", 2)
+
+
+# --- commit_cycle is all or nothing -------------------------------------------------------
+
+
+def _lose_connection(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the connection die just before the ledger is written (after other steps)."""
+    if backend.kind == "sqlite":
+        original_sqlite = _SqliteCursor.write_ledger
+
+        def close_first(self: _SqliteCursor, *args: Any, **kwargs: Any) -> None:
+            self._cursor.connection.close()
+            original_sqlite(self, *args, **kwargs)
+
+        monkeypatch.setattr(_SqliteCursor, "write_ledger", close_first)
+    else:
+        original_pg = _PgCursor.write_ledger
+
+        def terminate_first(self: _PgCursor, *args: Any, **kwargs: Any) -> None:
+            self._cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            original_pg(self, *args, **kwargs)
+
+        monkeypatch.setattr(_PgCursor, "write_ledger", terminate_first)
+
+
+@pytest.mark.parametrize("failure", ["row_hash_out_of_range", "connection_lost"])
+def test_a_failing_commit_writes_nothing(
+    backend: Backend, store: StateStore, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    store.commit_cycle(
+        commit(
+            1,
+            failed=[FailedRowUpdate(key(1), "upsert", "422 invalid email")],
+            ledger_upserts=[LedgerEntry(key(i), i) for i in range(10)],
+        )
+    )
+    store.request_resync("crm", None)
+    before = (store.failed_rows("crm"), ledger_of(store), store.runs("crm"))
+
+    upserts = [LedgerEntry(key(i), -i) for i in range(5, 20)]
+    if failure == "row_hash_out_of_range":
+        upserts.insert(7, LedgerEntry(key(99), 2**64))
+    else:
+        _lose_connection(backend, monkeypatch)
+    failing = commit(
+        2,
+        failed=[
+            FailedRowUpdate(key(1), "upsert", "still invalid"),
+            FailedRowUpdate(key(2), "x", "y"),
+        ],
+        resolved=[key(1)],
+        ledger_deletes=[key(0), key(1)],
+        ledger_upserts=upserts,
+        clear_resync=True,
+    )
+    with pytest.raises(CheckpointError, match="state store"):
+        store.commit_cycle(failing)
+
+    monkeypatch.undo()
+    after = open_store(backend.url)
+    try:
+        assert after.get_checkpoint("crm") == checkpoint("crm", 1)
+        assert (after.failed_rows("crm"), ledger_of(after), after.runs("crm")) == before
+        assert after.pending_resync("crm") is not None
+    finally:
+        after.close()
+
+
+@pytest.mark.postgres
+def test_postgres_store_reconnects_after_losing_a_connection(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(pg_database)
+    _lose_connection(Backend("postgres", pg_database), monkeypatch)
+    with pytest.raises(CheckpointError):
+        store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1)]))
+    monkeypatch.undo()
+
+    store.commit_cycle(commit(2, ledger_upserts=[LedgerEntry(key(1), 1)]))
+    assert store.get_checkpoint("crm") == checkpoint("crm", 2)
+    store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_store_recovers_after_one_failed_call_when_the_server_drops_connections(
+    pg_database: str,
+) -> None:
+    store = PostgresStore(pg_database)
+    holders = 4
+    barrier = threading.Barrier(holders)
+
+    def hold_a_connection(_: int) -> None:
+        with store.transaction():
+            barrier.wait(timeout=30)
+
+    with ThreadPoolExecutor(holders) as pool:
+        list(pool.map(hold_a_connection, range(holders)))
+    admin = Backend("postgres", pg_database)
+    others = "datname = current_database() AND pid <> pg_backend_pid()"
+    admin.raw(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}")
+    deadline = time.monotonic() + 10
+    while admin.raw(f"SELECT count(*) FROM pg_stat_activity WHERE {others}") != [(0,)]:
+        assert time.monotonic() < deadline, "backends did not exit"
+        time.sleep(0.05)
+
+    with pytest.raises(CheckpointError):
+        store.ping()
+    store.ping()
+    store.close()
+
+
+# --- failed rows --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_failed_rows_count_attempts_and_park_at_max_attempts(
+    store: StateStore, max_attempts: int
+) -> None:
+    seen: list[tuple[int, bool, str]] = []
+    for attempt in range(1, max_attempts + 2):
+        failure = FailedRowUpdate(key(7), "upsert", f"422 attempt {attempt}")
+        store.commit_cycle(commit(attempt, failed=[failure], max_attempts=max_attempts))
+        (row,) = store.failed_rows("crm")
+        seen.append((row.attempts, row.parked, row.reason))
+
+    expected = [(n, n >= max_attempts, f"422 attempt {n}") for n in range(1, max_attempts + 2)]
+    assert seen == expected
+    assert store.failed_rows("crm", include_parked=False) == []
+    assert store.failed_row_count("crm") == 1
+
+
+def test_failed_row_keeps_first_seen_and_moves_last_seen(store: StateStore) -> None:
+    store.commit_cycle(commit(1, failed=[FailedRowUpdate(key(1), "upsert", "a")]))
+    (first,) = store.failed_rows("crm")
+    time.sleep(0.01)
+    store.commit_cycle(commit(2, failed=[FailedRowUpdate(key(1), "delete", "b")]))
+    (second,) = store.failed_rows("crm")
+
+    assert second.first_seen == first.first_seen
+    assert second.last_seen > first.last_seen
+    assert (second.op, second.reason, second.attempts) == ("delete", "b", 2)
+
+
+def test_resolved_rows_leave_failed_rows(store: StateStore) -> None:
+    failures = [FailedRowUpdate(key(i), "upsert", "rejected") for i in range(4)]
+    store.commit_cycle(commit(1, failed=failures))
+    store.commit_cycle(commit(2, resolved=[key(0), key(2), key(99)]))
+
+    assert [r.key_json for r in store.failed_rows("crm")] == [key(1), key(3)]
+    assert store.failed_row_count("crm") == 2
+    assert store.failed_row_count("erp") == 0
+
+
+def test_a_key_failing_twice_in_one_commit_counts_one_attempt(store: StateStore) -> None:
+    twice = [FailedRowUpdate(key(1), "upsert", "first"), FailedRowUpdate(key(1), "upsert", "last")]
+    store.commit_cycle(commit(1, failed=twice))
+
+    (row,) = store.failed_rows("crm")
+    assert (row.attempts, row.reason) == (1, "last")
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def test_runs_newest_first_with_last_run(store: StateStore) -> None:
+    first = store.record_run(run("crm", started=10.0))
+    store.record_run(run("erp", started=11.0))
+    store.commit_cycle(CycleCommit(checkpoint("crm", 5), run("crm", started=12.0, to_snapshot=5)))
+    third = store.record_run(
+        RunRecord("crm", 13.0, 14.5, "failed", "diff", 5, 6, 1, 2, 3, 4, 5, "sink down")
+    )
+
+    runs = store.runs("crm")
+    assert [r.started_at for r in runs] == [13.0, 12.0, 10.0]
+    assert runs[0].run_id == third
+    assert runs[-1].run_id == first
+    assert (runs[0].status, runs[0].error, runs[0].duration_seconds) == ("failed", "sink down", 1.5)
+    assert (runs[0].inserted, runs[0].updated, runs[0].deleted) == (1, 2, 3)
+    assert (runs[0].invalid, runs[0].failed, runs[0].from_snapshot) == (4, 5, 5)
+    assert [r.started_at for r in store.runs("crm", limit=2)] == [13.0, 12.0]
+    assert store.last_run("crm") == runs[0]
+    assert store.last_run("unknown") is None
+
+
+# --- resync requests ----------------------------------------------------------------------
+
+
+def test_resync_request_is_replaced_and_cleared_by_a_commit(store: StateStore) -> None:
+    assert store.pending_resync("crm") is None
+    store.request_resync("crm", None)
+    full = store.pending_resync("crm")
+    store.request_resync("crm", INT64_MIN)
+    from_snapshot = store.pending_resync("crm")
+    store.commit_cycle(commit(1, clear_resync=False))
+    kept = store.pending_resync("crm")
+    store.commit_cycle(commit(2, clear_resync=True))
+
+    assert full is not None
+    assert full.from_snapshot is None
+    assert abs(full.requested_at - time.time()) < 60
+    assert from_snapshot is not None
+    assert from_snapshot.from_snapshot == INT64_MIN
+    assert kept == from_snapshot
+    assert store.pending_resync("crm") is None
+
+
+# --- ledger -------------------------------------------------------------------------------
+
+ODD_KEYS = [
+    json.dumps({"id": 'quote " comma , newline \n tab \t backslash \\'}),
+    json.dumps({"name": "Zoë 東京 🚀"}, ensure_ascii=False),
+    json.dumps({"id": ""}),
+]
+
+
+def test_ledger_bulk_replace_upsert_delete_lookup_scan(store: StateStore) -> None:
+    n = 200_000
+    expected = {key(i): (i * 2_654_435_761) % 2**64 - 2**63 for i in range(n)}
+    expected.update({ODD_KEYS[0]: INT64_MIN, ODD_KEYS[1]: INT64_MAX, ODD_KEYS[2]: 0})
+    store.commit_cycle(commit(1, destination="erp", ledger_upserts=[LedgerEntry(key(1), 1)]))
+
+    store.commit_cycle(
+        commit(
+            1, ledger_upserts=[LedgerEntry(k, h) for k, h in expected.items()], ledger_replace=True
+        )
+    )
+    assert store.ledger_size("crm") == len(expected)
+    assert ledger_of(store) == expected
+
+    changed = {key(i): -i for i in range(0, n, 4)}
+    added = {key(i): i for i in range(n, n + 10_000)}
+    deleted = [key(i) for i in range(1, n, 4)] + [key(-1)]
+    store.commit_cycle(
+        commit(
+            2,
+            ledger_upserts=[LedgerEntry(k, h) for k, h in (changed | added).items()],
+            ledger_deletes=deleted,
+        )
+    )
+    expected.update(changed | added)
+    for k in deleted:
+        expected.pop(k, None)
+    assert ledger_of(store) == expected
+    assert store.ledger_size("crm") == len(expected)
+
+    probe = [key(0), key(1), key(4), key(n + 5), key(-5), *ODD_KEYS]
+    assert store.ledger_lookup("crm", probe) == {k: expected[k] for k in probe if k in expected}
+    wanted = list(expected)[::3]
+    assert store.ledger_lookup("crm", wanted) == {k: expected[k] for k in wanted}
+
+    store.commit_cycle(
+        commit(
+            3,
+            ledger_upserts=[LedgerEntry(key(1), 11), LedgerEntry(key(2), 22)],
+            ledger_replace=True,
+        )
+    )
+    assert ledger_of(store) == {key(1): 11, key(2): 22}
+    assert ledger_of(store, "erp") == {key(1): 1}
+
+
+@pytest.mark.parametrize("batch_size", [7, 50_000])
+def test_ledger_scan_batches_in_key_order(store: StateStore, batch_size: int) -> None:
+    entries = [LedgerEntry(key(i), i) for i in range(20)]
+    store.commit_cycle(commit(1, ledger_upserts=entries))
+
+    batches = list(store.ledger_scan("crm", batch_size=batch_size))
+    keys = [e.key_json for b in batches for e in b]
+    assert all(0 < len(b) <= batch_size for b in batches)
+    assert keys == sorted(e.key_json for e in entries)
+
+
+def test_ledger_last_upsert_of_a_key_wins(store: StateStore) -> None:
+    store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1), LedgerEntry(key(1), 2)]))
+
+    assert store.ledger_lookup("crm", [key(1)]) == {key(1): 2}
+
+
+# --- leases -------------------------------------------------------------------------------
+
+
+def test_lease_is_exclusive_until_it_expires(store: StateStore) -> None:
+    assert store.acquire_lease("crm", "daemon-a", 0.5)
+    assert not store.acquire_lease("crm", "daemon-b", 0.5)
+    assert store.lease_holder("crm") == "daemon-a"
+    assert store.acquire_lease("erp", "daemon-b", 0.5)
+
+    time.sleep(0.6)
+    assert store.lease_holder("crm") is None
+    assert store.acquire_lease("crm", "daemon-b", 10)
+    assert not store.acquire_lease("crm", "daemon-a", 10)
+    assert store.lease_holder("crm") == "daemon-b"
+
+
+def test_renewing_a_lease_keeps_it(store: StateStore) -> None:
+    assert store.acquire_lease("crm", "daemon-a", 0.5)
+    time.sleep(0.3)
+    assert store.acquire_lease("crm", "daemon-a", 0.5)
+    time.sleep(0.3)
+
+    assert not store.acquire_lease("crm", "daemon-b", 0.5)
+    assert store.lease_holder("crm") == "daemon-a"
+
+
+def test_only_the_holder_releases_a_lease(store: StateStore) -> None:
+    assert store.acquire_lease("crm", "daemon-a", 30)
+    store.release_lease("crm", "daemon-b")
+    assert store.lease_holder("crm") == "daemon-a"
+
+    store.release_lease("crm", "daemon-a")
+    assert store.lease_holder("crm") is None
+    assert store.acquire_lease("crm", "daemon-b", 30)
+
+
+def test_lease_expiry_uses_the_database_clock(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert store.acquire_lease("crm", "daemon-a", 30)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+
+    assert not store.acquire_lease("crm", "daemon-b-clock-an-hour-ahead", 30)
+    assert store.lease_holder("crm") == "daemon-a"
+
+
+def _contend(stores: list[StateStore], destination: str, ttl: float) -> list[str]:
+    """Every store tries to take `destination` at the same moment; returns the winners."""
+    barrier = threading.Barrier(len(stores))
+
+    def attempt(index: int) -> str | None:
+        barrier.wait(timeout=30)
+        owner = f"daemon-{index}"
+        return owner if stores[index].acquire_lease(destination, owner, ttl) else None
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        results = list(pool.map(attempt, range(len(stores))))
+    return [r for r in results if r is not None]
+
+
+@pytest.fixture(params=["one shared store", "a store per thread"])
+def contenders(request: pytest.FixtureRequest, backend: Backend) -> Iterator[list[StateStore]]:
+    threads = 12  # more than the PostgreSQL pool's 8 connections
+    if request.param == "one shared store":
+        shared = open_store(backend.url)
+        yield [shared] * threads
+        shared.close()
+        return
+    stores = [open_store(backend.url) for _ in range(threads)]
+    yield stores
+    for s in stores:
+        s.close()
+
+
+def test_lease_contention_from_many_threads_has_one_winner(contenders: list[StateStore]) -> None:
+    for round_ in range(2):
+        destination = f"dest-{round_}"
+        winners = _contend(contenders, destination, ttl=0.2)
+        assert len(winners) == 1, f"free lease: {winners}"
+        assert contenders[0].lease_holder(destination) == winners[0]
+
+        time.sleep(0.3)
+        winners = _contend(contenders, destination, ttl=30)
+        assert len(winners) == 1, f"expired lease: {winners}"
+        assert contenders[0].lease_holder(destination) == winners[0]
+
+
+# --- migrations and opening ---------------------------------------------------------------
+
+
+def test_opening_twice_migrates_once_and_keeps_data(backend: Backend) -> None:
+    first = open_store(backend.url)
+    first.commit_cycle(commit(INT64_MAX))
+    first.close()
+    second = open_store(backend.url)
+    try:
+        assert second.get_checkpoint("crm") == checkpoint("crm", INT64_MAX)
+    finally:
+        second.close()
+
+    assert backend.raw("SELECT version FROM schema_migrations") == [(1,)]
+
+
+def test_a_newer_schema_asks_to_upgrade(backend: Backend) -> None:
+    open_store(backend.url).close()
+    backend.raw("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (999, 0.0))
+
+    with pytest.raises(CheckpointError, match=r"schema version 999.*upgrade floe-egress"):
+        open_store(backend.url)
+
+
+def _open_in_threads(url: str, count: int) -> None:
+    barrier = threading.Barrier(count)
+
+    def open_at_once(index: int) -> None:
+        barrier.wait(timeout=30)
+        store = open_store(url)
+        store.record_run(run(f"dest-{index}"))
+        store.close()
+
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(open_at_once, range(count)))
+
+
+def _open_in_processes(url: str, count: int) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(count)
+    procs = [
+        context.Process(target=open_and_record, args=(url, barrier, f"dest-{i}"))
+        for i in range(count)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * count
+
+
+@pytest.mark.parametrize("open_at_once", [_open_in_threads, _open_in_processes])
+def test_concurrent_first_opens_migrate_once(
+    backend: Backend, open_at_once: Callable[[str, int], None]
+) -> None:
+    open_at_once(backend.url, 4)
+
+    assert backend.raw("SELECT version FROM schema_migrations") == [(1,)]
+    assert backend.raw("SELECT count(*) FROM runs") == [(4,)]
+
+
+def test_ping_answers_and_a_closed_store_says_so(store: StateStore) -> None:
+    store.ping()
+    store.close()
+
+    with pytest.raises(CheckpointError, match="closed"):
+        store.ping()
+
+
+# --- files and URLs -----------------------------------------------------------------------
+
+
+def test_sqlite_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "state" / "state.db"
+    store = open_store(f"sqlite:///{path}")
+    store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1)]))
+
+    modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in path.parent.iterdir()}
+    store.close()
+    assert modes["state.db"] == 0o600
+    assert modes["state.db-wal"] == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path.parent.parent).st_mode) == 0o700
+
+
+def test_sqlite_relative_url_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    open_store("sqlite:///rel/state.db").close()
+
+    assert (tmp_path / "rel" / "state.db").is_file()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://floe:s3cret-Pw@127.0.0.1:1/state",
+        "postgres://floe:s3cret-Pw@127.0.0.1:1/state?schema=x",
+        "postgresql://floe:s3cret-Pw@bad@127.0.0.1:1/state",
+        "postgresql://floe:s3cret%2FPw@127.0.0.1:1/state",
+        "postgresql://floe@127.0.0.1:1/state?password=s3cret-Pw&sslmode=disable",
+        "postgresql://floe:s3cret-Pw@127.0.0.1:notaport/state",
+        "postgresql://floe:s3cret%zzPw@127.0.0.1/state",
+        "mysql://floe:s3cret-Pw@127.0.0.1/state",
+    ],
+)
+def test_errors_never_show_the_password(url: str) -> None:
+    with pytest.raises(CheckpointError) as caught:
+        open_store(url)
+
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "s3cret" not in shown
+    assert "***" in str(caught.value)
+    assert "127.0.0.1" in str(caught.value) or "floe:***@" in str(caught.value)
+
+
+@pytest.mark.postgres
+def test_url_redacted_hides_the_password(pg_database: str) -> None:
+    url = pg_database.replace("postgresql://postgres@", "postgresql://postgres:s3cret-Pw@")
+    store = open_store(url)  # trust authentication ignores the password
+    try:
+        assert "s3cret" not in store.url_redacted
+        assert store.url_redacted == redact_url(url)
+        assert "postgres:***@127.0.0.1" in store.url_redacted
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_search_path_option_must_name_an_existing_schema(
+    pg_database: str,
+) -> None:
+    with pytest.raises(CheckpointError, match="search_path names no existing schema"):
+        open_store(f"{pg_database}?options=-csearch_path%3Dmissing")
+
+    open_store(f"{pg_database}?schema=present").close()
+    store = open_store(f"{pg_database}?options=-csearch_path%3Dpresent")
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:///", "names no file"),
+        ("sqlite:/state.db", "names no file"),
+        ("sqlite:///state.db?mode=ro", "query parameters"),
+        ("postgresql://u@h/db?schema=Bad-Name", "not a plain lowercase identifier"),
+        ("redis://localhost/0", "unsupported scheme 'redis'"),
+    ],
+)
+def test_bad_urls_say_what_to_write(url: str, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        open_store(url)
+
+
+def test_the_package_exports_exactly_its_all() -> None:
+    public = {
+        name
+        for name, value in vars(state).items()
+        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+    }
+
+    assert public == set(state.__all__)

@@ -168,6 +168,7 @@ class Daemon:
         self._token: str | None = None
         self._http: web.AppRunner | None = None
         self._fences: dict[str, asyncio.TimerHandle] = {}
+        self._lease_errors: dict[str, str] = {}
         self._singles: dict[str, asyncio.Task[Any]] = {}
         self._ready: tuple[float, bool, dict[str, str]] = (0.0, False, {"startup": "pending"})
         self._wake = asyncio.Event()
@@ -425,8 +426,13 @@ class Daemon:
                 try:
                     got = await self._housework(self._acquire, name, ttl)
                 except Exception as exc:  # the fence gives the lease up if this persists
-                    log.warning("lease_renewal_failed", destination=name, error=redact(str(exc)))
+                    error = redact(str(exc))
+                    if self._lease_errors.get(name) != error:  # once, not every second
+                        log.warning("lease_renewal_failed", destination=name, error=error)
+                    self._lease_errors[name] = error
                     continue
+                if self._lease_errors.pop(name, None) is not None:
+                    log.info("lease_renewal_recovered", destination=name)
                 if got:
                     self._hold(name, asked + ttl)
                 elif name in self.held:
@@ -625,10 +631,14 @@ class _ToStructlog(logging.Handler):
 
 
 def _route_stdlib_logging() -> None:
+    """Send standard-library logging through structlog (the daemon's stdout)."""
+    handler = _ToStructlog()
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(_ToStructlog())
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    # dlt's logger does not propagate; it adopts the handler it finds when it sets up.
+    logging.getLogger("dlt").addHandler(handler)
     logging.captureWarnings(True)
 
 

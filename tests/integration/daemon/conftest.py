@@ -73,12 +73,18 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
         name: str = "daemon",
         env: dict[str, str] | None = None,
         wait_ready: bool = True,
+        options: tuple[str, ...] = (),
         **config: Any,
     ) -> DaemonProcess:
         port = free_port()
         path = write_config(world, tmp_path / name / "floe.yaml", destinations, port=port, **config)
         daemon = await DaemonProcess.start(
-            path, port=port, work_dir=tmp_path / name / "work", env=env, name=name
+            path,
+            port=port,
+            work_dir=tmp_path / name / "work",
+            env=env,
+            name=name,
+            options=options,
         )
         started.append(daemon)
         if wait_ready:
@@ -88,3 +94,11 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
     yield start
     for daemon in started:
         await daemon.kill()
+
+
+def expected_records(world: World) -> dict[str, dict[str, Any]]:
+    """What the fake API holds once it mirrors the table (rest_destination's mapping)."""
+    return {
+        str(k): {"external_id": k, "email": r["email"], "plan_tier": r["plan"]}
+        for k, r in world.rows().items()
+    }

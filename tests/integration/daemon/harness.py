@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +65,13 @@ def cli_has_run() -> bool:
     return False
 
 
-def run_command(config: Path) -> list[str]:
-    """`floe-egress run --config <config>` (through the shim while the CLI lacks `run`)."""
+def run_command(config: Path, options: Sequence[str] = ()) -> list[str]:
+    """`floe-egress [options] run --config <config>` (through the shim while the CLI
+    lacks `run`)."""
+    args = [*options, "run", "--config", str(config)]
     if cli_has_run():
-        return [str(FLOE_EGRESS), "run", "--config", str(config)]
-    return [sys.executable, "-c", _RUN_SHIM, "run", "--config", str(config)]
+        return [str(FLOE_EGRESS), *args]
+    return [sys.executable, "-c", _RUN_SHIM, *args]
 
 
 def free_port() -> int:
@@ -93,6 +95,7 @@ class DaemonProcess:
     """One `floe-egress run` child process and what it printed."""
 
     proc: asyncio.subprocess.Process
+    config: Path
     port: int
     name: str
     stdout: list[str] = field(default_factory=list)
@@ -109,17 +112,18 @@ class DaemonProcess:
         work_dir: Path,
         env: Mapping[str, str] | None = None,
         name: str = "daemon",
+        options: Sequence[str] = (),
     ) -> DaemonProcess:
         await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
         proc = await asyncio.create_subprocess_exec(
-            *run_command(config),
+            *run_command(config, options),
             cwd=work_dir,
             env=daemon_env(work_dir, env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        daemon = cls(proc, port, name)
+        daemon = cls(proc, config, port, name)
         assert proc.stdout is not None
         assert proc.stderr is not None
         daemon.readers = [
@@ -168,8 +172,14 @@ class DaemonProcess:
     async def nudge(self, destination: str, token: str | None = None) -> tuple[int, Any]:
         return await self.request("POST", f"/v1/destinations/{destination}/sync", token=token)
 
-    async def wait_status(self, path: str, status: int, within: float = 20.0) -> Any:
-        """Poll GET `path` until it answers `status`; its body."""
+    async def wait_status(
+        self,
+        path: str,
+        status: int,
+        within: float = 20.0,
+        where: Callable[[Any], bool] = lambda _: True,
+    ) -> Any:
+        """Poll GET `path` until it answers `status` with a body `where` accepts; the body."""
         deadline = time.monotonic() + within
         last: Any = "no answer"
         while time.monotonic() < deadline:
@@ -179,7 +189,7 @@ class DaemonProcess:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last = repr(exc)
             else:
-                if code == status:
+                if code == status and where(body):
                     return body
                 last = (code, body)
             await asyncio.sleep(0.1)

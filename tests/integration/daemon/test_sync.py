@@ -1,27 +1,128 @@
-"""The daemon syncs on its own: a commit reaches the destination without any command."""
+"""The daemon syncs on its own and reports what it did: /status, /metrics and its logs."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 
-from tests.fixtures.fake_apis import FakeRestApi
+from tests.fixtures.fake_apis import FakeRestApi, Fault
 from tests.fixtures.world import World, customers, initial_rows
-from tests.integration.daemon.conftest import StartDaemon, destination
+from tests.integration.daemon.conftest import StartDaemon, destination, expected_records
 from tests.integration.daemon.harness import wait_until
 
+METRIC_FAMILIES = (
+    "floe_egress_cycles_total",
+    "floe_egress_rows_total",
+    "floe_egress_failed_rows_total",
+    "floe_egress_invalid_rows_total",
+    "floe_egress_cycle_duration_seconds",
+    "floe_egress_lag_seconds",
+    "floe_egress_rate_limit_wait_seconds_total",
+    "floe_egress_destination_http_responses_total",
+    "floe_egress_lease_held",
+    "floe_egress_ready",
+)
 
-def expected(world: World) -> dict[str, dict[str, object]]:
-    return {
-        str(k): {"external_id": k, "email": r["email"], "plan_tier": r["plan"]}
-        for k, r in world.rows().items()
-    }
+
+async def commit(world: World, rows: list[tuple[int, str, str]]) -> dict[str, dict[str, object]]:
+    """Append `rows` to the table (off the loop); what the API should then hold."""
+    await asyncio.to_thread(world.table.append, customers(rows))
+    return await asyncio.to_thread(expected_records, world)
 
 
 async def test_a_commit_reaches_the_api_without_any_command(
     world: World, api: FakeRestApi, start_daemon: StartDaemon
 ) -> None:
     daemon = await start_daemon(world, [destination(api.url)])
-    await asyncio.to_thread(world.table.append, customers(initial_rows(10)))
-    want = await asyncio.to_thread(expected, world)
+    want = await commit(world, initial_rows(10))
     await wait_until(lambda: api.records == want, 10, "the 10 committed rows reach the API")
+    more = await commit(world, [(11, "eleven@example.com", "pro")])
+    await wait_until(lambda: api.records == more, 10, "a second commit reaches the API")
     assert await daemon.stop() == 0
+
+
+async def test_status_reports_checkpoint_lag_last_run_and_failed_rows(
+    world: World, api: FakeRestApi, start_daemon: StartDaemon
+) -> None:
+    daemon = await start_daemon(world, [destination(api.url)])
+    want = await commit(world, initial_rows(5))
+    await wait_until(lambda: api.records == want, 10, "the rows reach the API")
+    head = world.reload().current_snapshot()
+    assert head is not None
+
+    async def synced() -> dict[str, object]:
+        _, body = await daemon.get("/status")
+        return body  # type: ignore[no-any-return]
+
+    body = await synced()
+    for _ in range(50):
+        if body["destinations"][0]["checkpoint"] is not None:  # type: ignore[index]
+            break
+        await asyncio.sleep(0.1)
+        body = await synced()
+    assert body["ready"] is True
+    (crm,) = body["destinations"]  # type: ignore[misc]
+    assert crm["destination"] == "crm"
+    assert crm["checkpoint"]["snapshot_id"] == head.snapshot_id
+    assert crm["lag_seconds"] == 0.0
+    assert crm["last_run"]["status"] in ("ok", "noop")
+    assert crm["failed_rows"] == 0
+    assert crm["daemon"]["held_here"] is True
+    assert crm["daemon"]["next_run"] is not None
+
+
+async def test_metrics_expose_every_family(
+    world: World, api: FakeRestApi, start_daemon: StartDaemon
+) -> None:
+    daemon = await start_daemon(world, [destination(api.url)])
+    want = await commit(world, initial_rows(3))
+    await wait_until(lambda: api.records == want, 10, "the rows reach the API")
+    await daemon.wait_event("cycle_finished", where=lambda e: e["inserted"] == 3)
+    status, text = await daemon.get("/metrics")
+    assert status == 200
+    for family in METRIC_FAMILIES:
+        assert f"# TYPE {family.removesuffix('_total')}" in text, family
+    assert 'floe_egress_cycles_total{destination="crm",result="ok"} 1.0' in text
+    assert 'floe_egress_rows_total{destination="crm",op="insert"} 3.0' in text
+    assert 'floe_egress_destination_http_responses_total{destination="crm",status="200"}' in text
+    assert 'floe_egress_cycle_duration_seconds_count{destination="crm"}' in text
+    assert 'floe_egress_lease_held{destination="crm"} 1.0' in text
+    assert "floe_egress_ready 1.0" in text
+
+
+async def test_logs_are_json_lines_and_never_print_a_secret(
+    world: World, api: FakeRestApi, start_daemon: StartDaemon
+) -> None:
+    api_secret = f"Bearer api-{uuid.uuid4().hex}"
+    nudge_secret = f"nudge-{uuid.uuid4().hex}"
+    api.token = api_secret
+    dest = destination(api.url)
+    dest["sink_config"]["headers"] = {"Authorization": "${env:CRM_AUTH}"}
+    api.fail(Fault(status=401, body={"error": "token rejected"}, method="POST"))
+    daemon = await start_daemon(
+        world,
+        [dest],
+        env={"CRM_AUTH": api_secret, "NUDGE_TOKEN": nudge_secret},
+        options=("--log-level", "DEBUG"),
+        token="${env:NUDGE_TOKEN}",
+    )
+    want = await commit(world, initial_rows(4))
+    failed = await daemon.wait_event("cycle_failed")
+    assert "401" in failed["error"], "the failure event carries its reason"
+    await wait_until(lambda: api.records == want, 15, "the rows arrive after the backoff")
+    assert (await daemon.nudge("crm", token="wrong"))[0] == 401
+    assert (await daemon.nudge("crm", token=nudge_secret))[0] == 202
+    assert await daemon.stop() == 0
+
+    finished = [e for e in daemon.events("cycle_finished") if e["status"] == "ok"]
+    assert finished, "one event per cycle"
+    assert {"inserted", "updated", "deleted", "failed", "invalid", "duration_seconds"} <= set(
+        finished[0]
+    )
+    for line in daemon.stdout:
+        assert isinstance(json.loads(line), dict), f"not a JSON object: {line!r}"
+    assert daemon.stderr == []
+    output = daemon.output
+    for secret in (api_secret, api_secret.removeprefix("Bearer "), nudge_secret):
+        assert secret not in output

@@ -34,7 +34,7 @@ from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.errors import EgressError
-from floe_egress.sinks.base import DeliveryReport, WriteContext
+from floe_egress.sinks.base import MIN_ROWS_PER_WRITE, DeliveryReport, WriteContext
 from floe_egress.sinks.mapping import filter_for_mode, ops_for_mode
 from floe_egress.sinks.registry import get_sink_type
 from floe_egress.state.store import (
@@ -404,7 +404,11 @@ async def _deliver(rt: Runtime, dest: Destination, work: _Work) -> tuple[Deliver
     cs = work.change_set
     sink = await rt.sink(dest, work.key)
     sink_type = get_sink_type(dest.sink_type)
-    size = dest.batch_size or (sink_type.default_batch_size if sink_type else 1000)
+    batch_size = dest.batch_size or (sink_type.default_batch_size if sink_type else 1000)
+    # batch_size is what the destination takes at once (records per request, rows per
+    # load), which the sink applies; a write hands it many batches at once because every
+    # dlt run costs 0.1-0.2 s of its own.
+    size = max(batch_size, MIN_ROWS_PER_WRITE)
     report = DeliveryReport()
     ledger = _Ledger()
     value_columns = [n for n in cs.schema.names if n != OP_COLUMN]

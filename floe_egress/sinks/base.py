@@ -18,6 +18,10 @@ import pyarrow as pa
 
 from floe_egress.config.models import SyncMode
 
+MIN_ROWS_PER_WRITE = 20_000
+"""Rows handed to one `Sink.write` at least (when there are that many): the sink cuts
+them into the destination's batches, and every write pays one dlt run (0.1-0.2 s)."""
+
 
 @dataclass(frozen=True, slots=True)
 class WriteContext:

@@ -26,7 +26,7 @@ from floe_egress.config.models import SYNC_MODES, RetryConfig
 from floe_egress.config.secrets import redact, resolve
 from floe_egress.errors import ConfigError, EgressError
 from floe_egress.sinks import ingest
-from floe_egress.sinks.base import DeliveryReport, Sink, WriteContext
+from floe_egress.sinks.base import MIN_ROWS_PER_WRITE, DeliveryReport, Sink, WriteContext
 from floe_egress.sinks.contract import (
     EgressResult,
     IngestionConfig,
@@ -206,7 +206,7 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
         idempotency_key = hashlib.sha256(
             f"{request.destination}|{from_snapshot}|{to_snapshot}|{digest}".encode()
         ).hexdigest()[:32]
-        size = request.batch_size or data.num_rows or 1
+        size = max(request.batch_size or 0, MIN_ROWS_PER_WRITE)
         report = DeliveryReport()
         checksums: list[str] = []
         errors: list[str] = []

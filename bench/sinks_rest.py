@@ -77,7 +77,7 @@ def _rows(n: int) -> pa.Table:
 
 async def _sink_run(url: str, table: pa.Table, per_request: int, work: Path) -> float:
     from floe_egress.config.models import RetryConfig
-    from floe_egress.sinks.base import WriteContext
+    from floe_egress.sinks.base import MIN_ROWS_PER_WRITE, WriteContext
     from floe_egress.sinks.registry import BuildRequest, get_sink_type
 
     sink_type = get_sink_type("rest_api")
@@ -97,7 +97,7 @@ async def _sink_run(url: str, table: pa.Table, per_request: int, work: Path) -> 
     )
     sink = sink_type.build(request)
     await sink.check()
-    batch = 10_000
+    batch = MIN_ROWS_PER_WRITE  # as the sync cycle hands rows to a sink
     started = time.perf_counter()
     for index, offset in enumerate(range(0, table.num_rows, batch)):
         context = WriteContext("bench", "upsert", ("customer_id",), None, 1, index)

@@ -11,6 +11,8 @@
 - Completed load packages stay on disk forever: they are deleted after each run.
 - Pipelines live under the destination's work directory, never ~/.dlt.
 - Load files are written uncompressed: gzip took three quarters of normalize.
+- A job that fails "transiently" (dlt's word for any OperationalError, which includes a
+  MariaDB CHECK failure) is not retried inside the run: the run raises at once.
 - Nothing is remembered between runs that could turn a resent batch into a no-op:
   every write loads what it is given.
 """
@@ -71,7 +73,11 @@ class DltDb:
         if self._pipeline is None:
             import dlt
 
-            dlt.config[f"{self.pipeline_name}.normalize.data_writer.disable_compression"] = True
+            section = self.pipeline_name
+            dlt.config[f"{section}.normalize.data_writer.disable_compression"] = True
+            # dlt would retry a failing job five times, a second apart, inside one run;
+            # the cycle retries with backoff instead.
+            dlt.config[f"{section}.load.raise_on_max_retries"] = 1
             self.pipelines_dir.mkdir(parents=True, exist_ok=True)
             self._pipeline = dlt.pipeline(
                 pipeline_name=self.pipeline_name,

@@ -14,7 +14,7 @@ from floe_egress.config.secrets import MASK, redact
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 
 _ROW = re.compile(
-    r"violates|violation|constraint failed|duplicate key|duplicate entry|out of range|"
+    r"violates|violation|constraint\b[^\n]*\bfailed|duplicate key|duplicate entry|out of range|"
     r"too long|invalid input|incorrect \w+ value|data truncat|cannot be null|"
     r"conversion error|could not convert|numeric field overflow",
     re.IGNORECASE,

@@ -31,6 +31,12 @@ log = structlog.get_logger(__name__)
 MAX_ISOLATED_ROWS = 8
 """Refused rows isolated per batch before the whole batch is failed instead."""
 
+
+def isolation_budget(rows: int) -> int:
+    """Extra runs allowed to isolate refused rows: one row costs about 2*log2(rows)."""
+    return 2 * math.ceil(math.log2(max(rows, 2))) + 4 * MAX_ISOLATED_ROWS
+
+
 Range = tuple[int | None, int | None]
 
 
@@ -110,7 +116,7 @@ class DatabaseSink:
                 self.mode, mapped, self.key, fresh, self.db.existing, context.to_snapshot
             )
             if plan.rows.num_rows:
-                budget = [2 * MAX_ISOLATED_ROWS * max(1, math.ceil(math.log2(plan.rows.num_rows)))]
+                budget = [isolation_budget(plan.rows.num_rows)]
                 self._send(plan.rows, plan, context, report, budget)
         except SinkError:
             raise

@@ -1,0 +1,173 @@
+"""Unreachable databases, bad credentials, lost connections and rows a database refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from floe_egress.errors import PermanentSinkError, TransientSinkError
+from floe_egress.sinks.database.dlt_db import DltDb
+from floe_egress.sinks.database import sink as sink_module
+from tests.integration.sinks_db.conftest import Db, SinkFactory, changes, make_db, send
+
+pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
+
+PASSWORD = "s3cr3t-pw"
+
+
+def with_login(url: str, user: str, password: str, port: int | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = f"{user}:{password}@{parts.hostname}:{port or parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.mark.parametrize(
+    ("kind", "user", "port", "reason"),
+    [
+        ("postgres", "nobody", None, 'role "nobody" does not exist'),
+        ("mysql", "root", None, "Access denied"),
+        ("postgres", "postgres", 1, "Connection refused"),
+        ("mysql", "root", 1, "Connection refused"),
+    ],
+)
+async def test_check_fails_fast_naming_the_destination_without_the_password(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    make_sink: SinkFactory,
+    kind: str,
+    user: str,
+    port: int | None,
+    reason: str,
+) -> None:
+    db = make_db(request, kind, tmp_path)
+    sink = make_sink(db, credentials=with_login(db.url, user, PASSWORD, port))
+    started = time.monotonic()
+    with pytest.raises(PermanentSinkError) as failure:
+        await sink.check()
+    message = str(failure.value)
+    assert time.monotonic() - started < 5
+    assert message.startswith(f"destination 'app_db' ({kind} ")
+    assert reason in message
+    assert PASSWORD not in message
+    assert PASSWORD not in repr(failure.value.__cause__) + repr(failure.value.__context__)
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that can go away (and come back) like a database host."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> Proxy:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+async def test_a_connection_lost_during_the_load_is_transient_and_the_retry_applies(
+    pg: Db, make_sink: SinkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await Proxy(urlsplit(pg.url).port or 5432).start()
+    url = urlsplit(pg.url)._replace(netloc=f"postgres:{PASSWORD}@127.0.0.1:{proxy.port}")
+    sink = make_sink(pg, "upsert", credentials=urlunsplit(url))
+    batch_2 = changes([{"id": 2, "name": "b", "op": "insert"}])
+    await send(sink, changes([{"id": 1, "name": "a", "op": "insert"}]), 1)
+
+    loop = asyncio.get_running_loop()
+    original = DltDb.load
+
+    def load_while_the_host_goes_away(self: DltDb, *args: Any, **kwargs: Any) -> Any:
+        asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DltDb, "load", load_while_the_host_goes_away)
+    with pytest.raises(TransientSinkError) as failure:
+        await send(sink, batch_2, 2)
+    assert "destination 'app_db' (postgres " in str(failure.value)
+    assert PASSWORD not in str(failure.value)
+    assert sink.db.pipeline.has_pending_data
+
+    monkeypatch.setattr(DltDb, "load", original)
+    with pytest.raises(TransientSinkError, match="Connection refused"):
+        await send(sink, batch_2, 2)
+    await proxy.start()
+    await send(sink, batch_2, 2)
+    assert pg.rows() == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    await proxy.stop()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql", "sqlite"])
+async def test_rows_the_database_refuses_are_isolated_and_reported(
+    request: pytest.FixtureRequest, tmp_path: Path, make_sink: SinkFactory, kind: str
+) -> None:
+    db = make_db(request, kind, tmp_path)
+    if kind == "postgres":
+        db.execute('CREATE SCHEMA "activation"')
+    db.execute(
+        f"CREATE TABLE {db.qualified()} (id BIGINT PRIMARY KEY, name VARCHAR(20), "
+        "score BIGINT CHECK (score >= 0))"
+    )
+    sink = make_sink(db, "upsert")
+    rows = [
+        {"id": i, "name": f"n{i}", "score": -1 if i == 5 else i, "op": "insert"} for i in range(8)
+    ]
+    report = await send(sink, changes(rows), 1)
+    assert [(f.key, f.op) for f in report.failed] == [({"id": 5}, "insert")]
+    assert "constraint" in report.failed[0].reason.lower()
+    assert report.delivered == {"insert": 7}
+    assert [r["id"] for r in db.rows()] == [0, 1, 2, 3, 4, 6, 7]
+
+
+async def test_a_batch_refused_for_every_row_fails_as_a_whole(
+    pg: Db, make_sink: SinkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = 0
+    original = DltDb.load
+
+    def counted(self: DltDb, *args: Any, **kwargs: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DltDb, "load", counted)
+    monkeypatch.setattr(sink_module, "MAX_ISOLATED_ROWS", 1)
+    pg.execute('CREATE SCHEMA "activation"')
+    pg.execute(
+        f"CREATE TABLE {pg.qualified()} (id BIGINT PRIMARY KEY, score BIGINT CHECK (score >= 0))"
+    )
+    sink = make_sink(pg, "upsert")
+    rows = [{"id": i, "score": -1, "op": "insert"} for i in range(6)]
+    with pytest.raises(PermanentSinkError, match="destination 'app_db'.*check constraint"):
+        await send(sink, changes(rows), 1)
+    # bisecting the 6 rows down to each one would take 11 runs
+    assert runs <= 6

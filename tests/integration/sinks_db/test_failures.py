@@ -12,8 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from floe_egress.errors import PermanentSinkError, TransientSinkError
-from floe_egress.sinks.database.dlt_db import DltDb
 from floe_egress.sinks.database import sink as sink_module
+from floe_egress.sinks.database.dlt_db import DltDb
 from tests.integration.sinks_db.conftest import Db, SinkFactory, changes, make_db, send
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
@@ -167,7 +167,7 @@ async def test_a_batch_refused_for_every_row_fails_as_a_whole(
     )
     sink = make_sink(pg, "upsert")
     rows = [{"id": i, "score": -1, "op": "insert"} for i in range(6)]
-    with pytest.raises(PermanentSinkError, match="destination 'app_db'.*check constraint"):
+    with pytest.raises(PermanentSinkError, match=r"destination 'app_db'.*check constraint"):
         await send(sink, changes(rows), 1)
     # bisecting the 6 rows down to each one would take 11 runs
     assert runs <= 6

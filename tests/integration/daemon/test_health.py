@@ -54,4 +54,3 @@ async def test_readyz_is_503_until_the_state_store_answers_and_again_once_it_is_
     body = await daemon.wait_status("/readyz", 503, within=10)
     assert body["checks"]["state_store"] != "ok"
     assert (await daemon.get("/healthz"))[0] == 200, "alive while not ready"
-    assert await daemon.stop() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -56,6 +57,8 @@ async def test_beyond_loopback_a_nudge_needs_the_bearer_token(
     assert (await daemon.nudge("crm", token="not-the-token"))[0] == 401
     assert (await daemon.nudge("crm", token=TOKEN))[0] == 202
     assert (await daemon.get("/healthz"))[0] == 200, "reads need no token"
+    daemon.signal(signal.SIGINT)
+    assert await daemon.wait_exit(15) == 0, "SIGINT stops the daemon like SIGTERM"
 
 
 async def test_the_daemon_refuses_to_start_beyond_loopback_without_a_token(

@@ -87,12 +87,3 @@ async def test_a_cycle_cancelled_after_the_grace_period_leaves_the_checkpoint_an
     await wait_until(lambda: api.records == want, 10, "every row is at the API")
     assert await restarted.stop() == 0
     assert checkpoint_of(world) == second
-
-
-async def test_sigint_stops_the_daemon_like_sigterm(
-    world: World, api: FakeRestApi, start_daemon: StartDaemon
-) -> None:
-    daemon = await start_daemon(world, [destination(api.url)])
-    daemon.signal(signal.SIGINT)
-    assert await daemon.wait_exit(10) == 0
-    assert daemon.events("daemon_stopped")

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg2
+import pytest
 
-from floe_egress.state import RunRecord, open_store
+from floe_egress.state import RunRecord, StateStore, open_store
+from floe_egress.state.postgres import _PgCursor
+from floe_egress.state.sqlite import _SqliteCursor
 from floe_egress.state.urls import sqlite_path
 
 PG_SCHEMA = "egress_state"
@@ -51,3 +57,64 @@ def open_and_record(url: str, barrier: Any, destination: str) -> None:
         store.record_run(run(destination, started=time.time()))
     finally:
         store.close()
+
+
+def lose_connection(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the connection die just before the ledger is written (after other steps)."""
+    if backend.kind == "sqlite":
+        original_sqlite = _SqliteCursor.write_ledger
+
+        def close_first(self: _SqliteCursor, *args: Any, **kwargs: Any) -> None:
+            self._cursor.connection.close()
+            original_sqlite(self, *args, **kwargs)
+
+        monkeypatch.setattr(_SqliteCursor, "write_ledger", close_first)
+    else:
+        original_pg = _PgCursor.write_ledger
+
+        def terminate_first(self: _PgCursor, *args: Any, **kwargs: Any) -> None:
+            self._cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            original_pg(self, *args, **kwargs)
+
+        monkeypatch.setattr(_PgCursor, "write_ledger", terminate_first)
+
+
+def contend(stores: list[StateStore], destination: str, ttl: float) -> list[str]:
+    """Every store tries to take `destination` at the same moment; returns the winners."""
+    barrier = threading.Barrier(len(stores))
+
+    def attempt(index: int) -> str | None:
+        barrier.wait(timeout=30)
+        owner = f"daemon-{index}"
+        return owner if stores[index].acquire_lease(destination, owner, ttl) else None
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        results = list(pool.map(attempt, range(len(stores))))
+    return [r for r in results if r is not None]
+
+
+def open_in_threads(url: str, count: int) -> None:
+    barrier = threading.Barrier(count)
+
+    def open_at_once(index: int) -> None:
+        barrier.wait(timeout=30)
+        store = open_store(url)
+        store.record_run(run(f"dest-{index}"))
+        store.close()
+
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(open_at_once, range(count)))
+
+
+def open_in_processes(url: str, count: int) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(count)
+    procs = [
+        context.Process(target=open_and_record, args=(url, barrier, f"dest-{i}"))
+        for i in range(count)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * count

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import multiprocessing
 import os
 import stat
 import threading
@@ -28,10 +27,16 @@ from floe_egress.state import (
     StateStore,
     open_store,
 )
-from floe_egress.state.postgres import PostgresStore, _PgCursor
-from floe_egress.state.sqlite import _SqliteCursor
+from floe_egress.state.postgres import PostgresStore
 from floe_egress.state.urls import redact_url
-from tests.integration.state.helpers import Backend, open_and_record, run
+from tests.integration.state.helpers import (
+    Backend,
+    contend,
+    lose_connection,
+    open_in_processes,
+    open_in_threads,
+    run,
+)
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -93,26 +98,6 @@ def test_commit_moves_the_checkpoint_of_its_destination_only(store: StateStore) 
 # --- commit_cycle is all or nothing -------------------------------------------------------
 
 
-def _lose_connection(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the connection die just before the ledger is written (after other steps)."""
-    if backend.kind == "sqlite":
-        original_sqlite = _SqliteCursor.write_ledger
-
-        def close_first(self: _SqliteCursor, *args: Any, **kwargs: Any) -> None:
-            self._cursor.connection.close()
-            original_sqlite(self, *args, **kwargs)
-
-        monkeypatch.setattr(_SqliteCursor, "write_ledger", close_first)
-    else:
-        original_pg = _PgCursor.write_ledger
-
-        def terminate_first(self: _PgCursor, *args: Any, **kwargs: Any) -> None:
-            self._cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-            original_pg(self, *args, **kwargs)
-
-        monkeypatch.setattr(_PgCursor, "write_ledger", terminate_first)
-
-
 @pytest.mark.parametrize("failure", ["row_hash_out_of_range", "connection_lost"])
 def test_a_failing_commit_writes_nothing(
     backend: Backend, store: StateStore, monkeypatch: pytest.MonkeyPatch, failure: str
@@ -131,7 +116,7 @@ def test_a_failing_commit_writes_nothing(
     if failure == "row_hash_out_of_range":
         upserts.insert(7, LedgerEntry(key(99), 2**64))
     else:
-        _lose_connection(backend, monkeypatch)
+        lose_connection(backend, monkeypatch)
     failing = commit(
         2,
         failed=[
@@ -161,7 +146,7 @@ def test_postgres_store_reconnects_after_losing_a_connection(
     pg_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = open_store(pg_database)
-    _lose_connection(Backend("postgres", pg_database), monkeypatch)
+    lose_connection(Backend("postgres", pg_database), monkeypatch)
     with pytest.raises(CheckpointError):
         store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1)]))
     monkeypatch.undo()
@@ -413,20 +398,6 @@ def test_lease_expiry_uses_the_database_clock(
     assert store.lease_holder("crm") == "daemon-a"
 
 
-def _contend(stores: list[StateStore], destination: str, ttl: float) -> list[str]:
-    """Every store tries to take `destination` at the same moment; returns the winners."""
-    barrier = threading.Barrier(len(stores))
-
-    def attempt(index: int) -> str | None:
-        barrier.wait(timeout=30)
-        owner = f"daemon-{index}"
-        return owner if stores[index].acquire_lease(destination, owner, ttl) else None
-
-    with ThreadPoolExecutor(len(stores)) as pool:
-        results = list(pool.map(attempt, range(len(stores))))
-    return [r for r in results if r is not None]
-
-
 @pytest.fixture(params=["one shared store", "a store per thread"])
 def contenders(request: pytest.FixtureRequest, backend: Backend) -> Iterator[list[StateStore]]:
     threads = 12  # more than the PostgreSQL pool's 8 connections
@@ -444,12 +415,12 @@ def contenders(request: pytest.FixtureRequest, backend: Backend) -> Iterator[lis
 def test_lease_contention_from_many_threads_has_one_winner(contenders: list[StateStore]) -> None:
     for round_ in range(2):
         destination = f"dest-{round_}"
-        winners = _contend(contenders, destination, ttl=0.2)
+        winners = contend(contenders, destination, ttl=0.2)
         assert len(winners) == 1, f"free lease: {winners}"
         assert contenders[0].lease_holder(destination) == winners[0]
 
         time.sleep(0.3)
-        winners = _contend(contenders, destination, ttl=30)
+        winners = contend(contenders, destination, ttl=30)
         assert len(winners) == 1, f"expired lease: {winners}"
         assert contenders[0].lease_holder(destination) == winners[0]
 
@@ -478,34 +449,7 @@ def test_a_newer_schema_asks_to_upgrade(backend: Backend) -> None:
         open_store(backend.url)
 
 
-def _open_in_threads(url: str, count: int) -> None:
-    barrier = threading.Barrier(count)
-
-    def open_at_once(index: int) -> None:
-        barrier.wait(timeout=30)
-        store = open_store(url)
-        store.record_run(run(f"dest-{index}"))
-        store.close()
-
-    with ThreadPoolExecutor(count) as pool:
-        list(pool.map(open_at_once, range(count)))
-
-
-def _open_in_processes(url: str, count: int) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(count)
-    procs = [
-        context.Process(target=open_and_record, args=(url, barrier, f"dest-{i}"))
-        for i in range(count)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-    assert [p.exitcode for p in procs] == [0] * count
-
-
-@pytest.mark.parametrize("open_at_once", [_open_in_threads, _open_in_processes])
+@pytest.mark.parametrize("open_at_once", [open_in_threads, open_in_processes])
 def test_concurrent_first_opens_migrate_once(
     backend: Backend, open_at_once: Callable[[str, int], None]
 ) -> None:

@@ -40,7 +40,7 @@ def catalog_properties(spec: FloeSpec, work_dir: Path) -> dict[str, Any]:
     """The catalog's properties with secrets resolved and the embedded default filled in."""
     props = resolve(spec.catalog.properties(), path=("catalog",))
     if props.get("type") == "sql" and not props.get("uri"):
-        work_dir.mkdir(parents=True, exist_ok=True)
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         props["uri"] = f"sqlite:///{work_dir / 'catalog.db'}"
         props.setdefault("warehouse", (work_dir / "warehouse").resolve().as_uri())
     return props
@@ -59,7 +59,7 @@ class Runtime:
     @property
     def store(self) -> StateStore:
         if self._store is None:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._store = open_store(resolve(self.spec.state.url, path=("state", "url")))
         return self._store
 
@@ -111,5 +111,5 @@ def build_sink(dest: Destination, key: tuple[str, ...], work_dir: Path) -> Sink:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"destination {dest.name}: invalid sink_config: {problems}") from None
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return sink_type.build(BuildRequest.for_destination(dest, config, key, work_dir))

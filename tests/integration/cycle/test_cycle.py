@@ -211,3 +211,16 @@ async def test_modes_choose_which_changes_are_sent(
         "update": [("upsert", 1)],
     }[mode]
     assert ops == expected
+
+
+async def test_state_folder_and_file_are_private(tmp_path: Any, runtimes: list[Runtime]) -> None:
+    import stat
+
+    world = World(tmp_path / "w", f"sqlite:///{tmp_path / 'fresh' / 'state.db'}")
+    world.table.append(customers(initial_rows(1)))
+    loaded = world.load([rest_destination("http://127.0.0.1:9/unused")])
+    runtime = Runtime(loaded.spec)
+    runtimes.append(runtime)
+    runtime.store.ping()
+    assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "fresh" / "state.db").stat().st_mode) == 0o600

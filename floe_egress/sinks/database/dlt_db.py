@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,13 +80,18 @@ class DltDb:
             # the cycle retries with backoff instead.
             dlt.config[f"{section}.load.raise_on_max_retries"] = 1
             self.pipelines_dir.mkdir(parents=True, exist_ok=True)
-            self._pipeline = dlt.pipeline(
+            pipeline = dlt.pipeline(
                 pipeline_name=self.pipeline_name,
                 pipelines_dir=str(self.pipelines_dir),
                 destination=self.target.make_destination(),
                 dataset_name=self.target.dataset,
                 dev_mode=False,
             )
+            # Each costs a round of queries or a pickled trace per run, for nothing here:
+            # the table's columns are compared with the schema on every schema change.
+            pipeline.config.restore_from_destination = False
+            pipeline.config.enable_runtime_trace = False
+            self._pipeline = pipeline
         return self._pipeline
 
     # Everything below runs on the worker thread, inside `call`.
@@ -146,17 +152,11 @@ class DltDb:
                 table = client.make_qualified_table_name(self.target.table)
                 cols = ", ".join(client.escape_column_name(c) for c in columns)
                 index = client.escape_column_name(name)
-                if self.target.sink_type == "postgres":
-                    # an index of a Postgres schema lives in the table's schema
-                    statement = f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} ({cols})"
-                elif self.target.sink_type == "sqlite":
-                    statement = (
-                        f"CREATE UNIQUE INDEX IF NOT EXISTS "
-                        f"{client.make_qualified_table_name(name)} ON "
-                        f"{client.escape_column_name(self.target.table)} ({cols})"
-                    )
-                else:
-                    statement = f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} ({cols})"
+                if self.target.sink_type == "sqlite":
+                    # SQLite qualifies the index, not the table, with the database name
+                    index = client.make_qualified_table_name(name)
+                    table = client.escape_column_name(self.target.table)
+                statement = f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} ({cols})"
                 client.execute_sql(statement)
         except Exception as exc:  # an index is an optimisation: never fail a write for it
             log.warning(
@@ -177,8 +177,9 @@ class DltDb:
             if disposition == "merge"
             else "append"
         )
-        try:
-            pipeline.run(
+
+        def extract() -> None:
+            pipeline.extract(
                 frame.table,
                 table_name=self.target.table,
                 write_disposition=write_disposition,
@@ -186,19 +187,17 @@ class DltDb:
                 primary_key=list(frame.primary_key) or None,
                 loader_file_format=self.target.file_format,
             )
+
+        steps = (("extract", extract), ("normalize", pipeline.normalize), ("load", pipeline.load))
+        seconds: dict[str, float] = {}
+        try:
+            for step, action in steps:
+                started = time.perf_counter()
+                action()
+                seconds[step] = time.perf_counter() - started
         finally:
             self.prune()
-        return RunStats(disposition, frame.table.num_rows, self._step_seconds())
-
-    def _step_seconds(self) -> dict[str, float]:
-        trace = self.pipeline.last_trace
-        if trace is None:
-            return {}
-        return {
-            step.step: (step.finished_at - step.started_at).total_seconds()
-            for step in trace.steps
-            if step.finished_at is not None and step.step in ("extract", "normalize", "load")
-        }
+        return RunStats(disposition, frame.table.num_rows, seconds)
 
     def abort_pending(self) -> list[str]:
         pipeline = self.pipeline

@@ -93,6 +93,27 @@ class Db:
         finally:
             conn.close()
 
+    def key_indexes(self, table: str = TABLE) -> list[str]:
+        """Names of the table's unique indexes."""
+        if self.kind == "postgres":
+            sql = (
+                f"SELECT indexname FROM pg_indexes WHERE schemaname = '{self.schema}' "
+                f"AND tablename = '{table}' AND indexdef LIKE 'CREATE UNIQUE%'"
+            )
+        elif self.kind == "mysql":
+            sql = (
+                "SELECT DISTINCT index_name FROM information_schema.statistics WHERE "
+                f"table_schema = DATABASE() AND table_name = '{table}' AND non_unique = 0"
+            )
+        elif self.kind == "sqlite":
+            sql = (
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                f"AND tbl_name = '{table}' AND sql LIKE 'CREATE UNIQUE%'"
+            )
+        else:
+            sql = f"SELECT index_name FROM duckdb_indexes() WHERE table_name = '{table}'"
+        return sorted(str(r[0]) for r in self.execute(sql))
+
     def columns(self, table: str = TABLE) -> list[str]:
         conn = self.connect()
         try:
@@ -135,6 +156,12 @@ def make_db(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Db:
         return Db(kind, {"path": str(path), "table": TABLE}, path=path)
     path = tmp_path / "demo.duckdb"
     return Db(kind, {"path": str(path), "dataset": "main", "table": TABLE}, path=path)
+
+
+@pytest.fixture(params=("postgres", "mysql"))
+def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    """Behaviour of dlt rather than of a database: PostgreSQL and MariaDB suffice."""
+    return make_db(request, str(request.param), tmp_path)
 
 
 @pytest.fixture

@@ -88,9 +88,9 @@ async def test_a_cancelled_write_holds_the_pipeline_until_dlt_is_done(
 
 
 async def test_a_pending_package_is_aborted_not_loaded_instead_of_the_new_batch(
-    db: Db, make_sink: SinkFactory
+    server_db: Db, make_sink: SinkFactory
 ) -> None:
-    sink = make_sink(db, "upsert")
+    sink = make_sink(server_db, "upsert")
     await send(sink, batch(1, 2), 1)
     # a write that died after normalize: its package waits in the pipeline
     pipeline = sink.db.pipeline
@@ -99,7 +99,7 @@ async def test_a_pending_package_is_aborted_not_loaded_instead_of_the_new_batch(
     pipeline.normalize()
     assert pipeline.has_pending_data
     await send(sink, batch(2, 3, name="new"), 2)
-    assert db.rows() == [
+    assert server_db.rows() == [
         {"id": 1, "name": "n1"},
         {"id": 2, "name": "new2"},
         {"id": 3, "name": "new3"},
@@ -127,26 +127,26 @@ async def test_pipelines_live_in_the_work_dir_not_in_home(
     assert not (home / ".dlt").exists()
 
 
-async def test_a_resent_batch_is_applied_again(db: Db, make_sink: SinkFactory) -> None:
-    sink = make_sink(db, "upsert")
+async def test_a_resent_batch_is_applied_again(server_db: Db, make_sink: SinkFactory) -> None:
+    sink = make_sink(server_db, "upsert")
     await send(sink, batch(1, 2), 1)
     await send(sink, batch(1, 2, name="v2", op="update"), 2)
     # someone changed the table behind the sync; the checkpoint did not move
-    db.execute(f"UPDATE {db.qualified()} SET name = 'changed' WHERE id = 1")
-    db.execute(f"DELETE FROM {db.qualified()} WHERE id = 2")
+    server_db.execute(f"UPDATE {server_db.qualified()} SET name = 'changed' WHERE id = 1")
+    server_db.execute(f"DELETE FROM {server_db.qualified()} WHERE id = 2")
     await send(sink, batch(1, 2, name="v2", op="update"), 2)
-    assert db.rows() == [{"id": 1, "name": "v21"}, {"id": 2, "name": "v22"}]
+    assert server_db.rows() == [{"id": 1, "name": "v21"}, {"id": 2, "name": "v22"}]
 
 
 async def test_a_lost_work_dir_does_not_lose_or_duplicate_rows(
-    db: Db, make_sink: SinkFactory, tmp_path: Path
+    server_db: Db, make_sink: SinkFactory, tmp_path: Path
 ) -> None:
-    first = make_sink(db, "upsert", work_dir=tmp_path / "before")
+    first = make_sink(server_db, "upsert", work_dir=tmp_path / "before")
     await send(first, batch(1, 2), 1)
     await first.close()
-    again = make_sink(db, "upsert", work_dir=tmp_path / "after")
+    again = make_sink(server_db, "upsert", work_dir=tmp_path / "after")
     await send(again, batch(2, 3, name="v2", op="update"), 2)
-    assert db.rows() == [
+    assert server_db.rows() == [
         {"id": 1, "name": "n1"},
         {"id": 2, "name": "v22"},
         {"id": 3, "name": "v23"},
@@ -154,16 +154,16 @@ async def test_a_lost_work_dir_does_not_lose_or_duplicate_rows(
 
 
 async def test_an_initial_load_appends_then_later_ranges_merge(
-    db: Db, make_sink: SinkFactory
+    server_db: Db, make_sink: SinkFactory
 ) -> None:
-    sink = make_sink(db, "upsert")
+    sink = make_sink(server_db, "upsert")
     await send(sink, batch(1, 2), 1, batch_index=0)
     await send(sink, batch(3, 4), 1, batch_index=1)
     await send(sink, batch(4, 5, name="v2", op="update"), 2)
     # the same range again from its first batch (a resend): the table is not empty now
     await send(sink, batch(1, 2, name="v3", op="update"), 1, batch_index=0)
     assert [run.disposition for run in sink.runs] == ["append", "append", "merge", "merge"]
-    assert db.rows() == [
+    assert server_db.rows() == [
         {"id": 1, "name": "v31"},
         {"id": 2, "name": "v32"},
         {"id": 3, "name": "n3"},

@@ -157,8 +157,9 @@ def build_frame(
     `text_only` (CSV load files): nested values become JSON text and binary values
     PostgreSQL's `\\x...` hex text, the two kinds of value CSV cannot carry.
 
-    Only key columns keep NOT NULL: delete rows carry the key alone, and dlt stages a
-    merge in a table built from the same schema.
+    Only key columns are NOT NULL: delete rows carry the key alone, and dlt stages a
+    merge in a table built from the same schema. (Nullability agrees with the column
+    hints, or dlt warns on every run.)
     """
     ops = rows.column(OP_COLUMN)
     data = rows.drop_columns([OP_COLUMN])
@@ -178,7 +179,8 @@ def build_frame(
             hints.append({"name": f.name, "data_type": "binary", "nullable": True})
             continue
         arrays.append(column)
-        fields.append(f if f.name in key else f.with_nullable(True))
+        keyed = f.name in key and mode != "append"
+        fields.append(f.with_nullable(not keyed))
     n = rows.num_rows
     if mode == "mirror":
         arrays.append(pc.equal(ops, "delete"))

@@ -16,6 +16,8 @@ __all__ = ["cli_isolation"]
 
 BATCH_SIZE = 10
 ROWS = 60
+SEQUENTIAL = {"requests_per_second": 1000, "max_concurrency": 1}
+"""One request at a time: a kill at the n-th request falls between batches n-1 and n."""
 
 
 @pytest.fixture
@@ -27,7 +29,9 @@ def server() -> Iterator[ServerThread]:
 
 def make_rig(root: Path, server: ServerThread, state_url: str) -> Rig:
     world = World(root / "world", state_url)
-    config = world.write_config([rest_destination(server.url, batch_size=BATCH_SIZE)])
+    config = world.write_config(
+        [rest_destination(server.url, batch_size=BATCH_SIZE, rate_limit=SEQUENTIAL)]
+    )
     return Rig(world, server, config, egress_env(root / "work"), state_url)
 
 

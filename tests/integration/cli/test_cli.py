@@ -156,6 +156,22 @@ def test_sync_text_output_says_what_was_sent(world: World, config: Path, cli: Cl
     assert "sent: 5 inserted, 0 updated, 0 deleted; 0 failed, 0 invalid" in run.out
 
 
+@pytest.mark.parametrize("command", ["sync", "plan"])
+def test_a_missing_source_table_fails_that_destination_with_exit_1(
+    world: World, server: ServerThread, cli: Cli, command: str
+) -> None:
+    world.table.append(customers(initial_rows(3)))
+    config = world.write_config(
+        [destination("crm", server), destination("gone", server, source_table="gold.nope")]
+    )
+    run = cli(command, "--config", str(config), "--json")
+    assert run.code == 1
+    results = {r["destination"]: r for r in run.json()}
+    assert results["crm"]["status"] == "ok"
+    assert results["gone"]["status"] == "failed"
+    assert "gold.nope" in results["gone"]["error"]
+
+
 # --- delete guard -------------------------------------------------------------------
 
 

@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("destination")
     p.add_argument("--retry", action="store_true")
     p.add_argument("--json", action="store_true")
+    command("run", "Run the daemon: scheduler, HTTP endpoints, systemd notify.")
     p = sub.add_parser(
         "demo",
         help="Build a sample Gold table, sync it to a local DuckDB "

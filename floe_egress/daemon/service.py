@@ -52,10 +52,11 @@ T = TypeVar("T")
 
 TICK_SECONDS = 1.0
 LEASE_POLL_SECONDS = 1.0
-"""How often destinations held elsewhere are tried: a dead holder's go within ~1 s of
-its lease expiring."""
+"""How often destinations held elsewhere are tried (at most; lease_seconds/3 when
+shorter): a dead holder's go within about a second of its lease expiring."""
 FENCE_MARGIN_SECONDS = 0.5
-"""A lease is given up this long before it can expire in the store."""
+"""A lease is given up this long (at most a quarter of it) before it can expire in the
+store, so its cycle is cancelled before another daemon may start one."""
 PROBE_EVERY = 2.0
 PROBE_TIMEOUT = 5.0
 READY_STALE = 10.0
@@ -341,14 +342,11 @@ class Daemon:
             owner=self.owner,
             destinations=sorted(self.runners),
             config=str(self.config_path),
-            state_store=self._store_name(),
+            state_store=redact(self.loaded.spec.state.url),
         )
         self.notifier.ready(
             f"serving {len(self.runners)} destinations on {server.host}:{server.port}"
         )
-
-    def _store_name(self) -> str:
-        return redact(self.loaded.spec.state.url)
 
     def _install(self, loaded: LoadedConfig) -> None:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
@@ -384,9 +382,9 @@ class Daemon:
     async def main_loop(self) -> None:
         loop = asyncio.get_running_loop()
         watchdog = self.notifier.watchdog_seconds
-        tick = min(TICK_SECONDS, watchdog / 4) if watchdog else TICK_SECONDS
+        tick = min(TICK_SECONDS, self._lease_poll, watchdog / 4 if watchdog else TICK_SECONDS)
         next_watchdog = next_probe = next_lag = 0.0
-        next_lease = loop.time() + LEASE_POLL_SECONDS
+        next_lease = loop.time() + self._lease_poll
         while not self.should_exit:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -399,7 +397,7 @@ class Daemon:
                 break
             if now >= next_lease:
                 self._single("leases", self._lease_pass)
-                next_lease = now + LEASE_POLL_SECONDS
+                next_lease = now + self._lease_poll
             if now >= next_probe:
                 self._single("readiness", self._probe)
                 next_probe = now + PROBE_EVERY
@@ -413,13 +411,19 @@ class Daemon:
 
     # --- leases -------------------------------------------------------------------------
 
-    async def _lease_pass(self) -> None:
-        """Renew the leases held here when due; try to take the others."""
+    @property
+    def _lease_poll(self) -> float:
+        return min(LEASE_POLL_SECONDS, self.lease_seconds / 3)
+
+    async def _lease_pass(self, *, take_new: bool = True) -> None:
+        """Renew the leases held here when due; try to take the others (`take_new`)."""
         async with self._config_lock:
             loop = asyncio.get_running_loop()
             ttl = self.lease_seconds
             for name in list(self.runners):
                 until = self.held.get(name)
+                if until is None and not take_new:
+                    continue
                 if until is not None and until - loop.time() > ttl * 2 / 3:
                     continue
                 asked = loop.time()
@@ -444,12 +448,10 @@ class Daemon:
     def _hold(self, name: str, until: float) -> None:
         first = name not in self.held
         self.held[name] = until
-        fence = self._fences.pop(name, None)
-        if fence is not None:
-            fence.cancel()
+        self._unfence(name)
         loop = asyncio.get_running_loop()
         self._fences[name] = loop.call_at(
-            until - FENCE_MARGIN_SECONDS,
+            until - min(FENCE_MARGIN_SECONDS, self.lease_seconds / 4),
             self._give_up,
             name,
             "lease_expired",
@@ -464,23 +466,25 @@ class Daemon:
 
     def _give_up(self, name: str, event: str, why: str) -> None:
         """Stop acting for `name`: forget the lease, cancel its running cycle."""
-        self.held.pop(name, None)
-        fence = self._fences.pop(name, None)
-        if fence is not None:
-            fence.cancel()
-        self.metrics.lease_held.labels(name).set(0)
+        self._forget(name)
         log.warning(event, destination=name, owner=self.owner, reason=why)
         runner = self.runners.get(name)
         if runner is not None:
             runner.cancel(f"{event}: {why}")
 
+    def _unfence(self, name: str) -> None:
+        fence = self._fences.pop(name, None)
+        if fence is not None:
+            fence.cancel()
+
+    def _forget(self, name: str) -> None:
+        self.held.pop(name, None)
+        self._unfence(name)
+        self.metrics.lease_held.labels(name).set(0)
+
     async def _release_all(self, names: list[str]) -> None:
         for name in names:
-            self.held.pop(name, None)
-            fence = self._fences.pop(name, None)
-            if fence is not None:
-                fence.cancel()
-            self.metrics.lease_held.labels(name).set(0)
+            self._forget(name)
             try:
                 await self._housework(self.runtime.store.release_lease, name, self.owner)
             except Exception as exc:  # it expires on its own
@@ -515,12 +519,10 @@ class Daemon:
         checked_before, was_ready, _ = self._ready
         self._ready = (self.loop_time(), ready, checks)
         self.metrics.ready.set(1 if ready else 0)
-        if ready != was_ready or not checked_before:
-            failing = {k: v for k, v in checks.items() if v != "ok"}
-            if ready:
-                log.info("ready")
-            else:
-                log.warning("not_ready", checks=failing)
+        if ready and not was_ready:
+            log.info("ready")
+        elif not ready and (was_ready or not checked_before):
+            log.warning("not_ready", checks={k: v for k, v in checks.items() if v != "ok"})
 
     async def _update_lag(self) -> None:
         for name, runner in list(self.runners.items()):
@@ -555,8 +557,8 @@ class Daemon:
                 "reload_server_address_unchanged",
                 detail="server.host and server.port take effect at the next start",
             )
+        await self._stop_cycles(old.server.shutdown_grace_seconds)
         async with self._config_lock:
-            await self._stop_cycles(old.server.shutdown_grace_seconds)
             keep = {d.name for d in new.ingestion.destinations if d.enabled}
             if new.state.url != old.state.url:
                 keep = set()
@@ -583,7 +585,9 @@ class Daemon:
         log.info("waiting_for_cycles", count=len(pending), grace_seconds=grace)
         deadline = loop.time() + grace
         while pending and not self.force_exit and (left := deadline - loop.time()) > 0:
-            _, pending = await asyncio.wait(pending, timeout=min(left, 0.2))
+            # The main loop may be gone (shutdown): keep the leases of finishing cycles.
+            self._single("leases", lambda: self._lease_pass(take_new=False))
+            _, pending = await asyncio.wait(pending, timeout=min(left, 0.2, self._lease_poll))
         for task in pending:
             log.warning(
                 "cycle_cancelled",
@@ -619,13 +623,9 @@ class _ToStructlog(logging.Handler):
     events, so stdout stays one JSON object a line and passes the redaction."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        exc_info = record.exc_info or False
         try:
-            structlog.get_logger(record.name).log(
-                record.levelno,
-                record.getMessage(),
-                logger=record.name,
-                exc_info=record.exc_info or False,
-            )
+            log.log(record.levelno, record.getMessage(), logger=record.name, exc_info=exc_info)
         except Exception:
             self.handleError(record)
 

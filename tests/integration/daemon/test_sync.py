@@ -9,7 +9,7 @@ import uuid
 from tests.fixtures.fake_apis import FakeRestApi, Fault
 from tests.fixtures.world import World, customers, initial_rows
 from tests.integration.daemon.conftest import StartDaemon, destination, expected_records
-from tests.integration.daemon.harness import wait_until
+from tests.integration.daemon.harness import free_port, wait_until
 
 METRIC_FAMILIES = (
     "floe_egress_cycles_total",
@@ -110,3 +110,24 @@ async def test_logs_are_json_lines_and_never_print_a_secret(
     output = daemon.output
     for secret in (api_secret, api_secret.removeprefix("Bearer "), nudge_secret):
         assert secret not in output
+
+
+async def test_a_failing_destination_backs_off_and_does_not_hold_up_the_others(
+    world: World, api: FakeRestApi, start_daemon: StartDaemon
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: every request fails
+    daemon = await start_daemon(world, [destination(api.url), destination(nowhere, name="broken")])
+    want = await commit(world, initial_rows(5))
+    await wait_until(lambda: api.records == want, 10, "the healthy destination syncs")
+    more = await commit(world, [(6, "six@example.com", "pro")])
+    await wait_until(lambda: api.records == more, 10, "and keeps syncing")
+    await asyncio.sleep(3)
+
+    def broken(event: str) -> list[dict[str, object]]:
+        return [e for e in daemon.events(event) if e.get("destination") == "broken"]
+
+    waits = [float(str(e["retry_in_seconds"])) for e in broken("destination_backing_off")]
+    assert len(waits) >= 2
+    assert waits[-1] > waits[0], "the wait grows with each failure"
+    healthy = [e for e in daemon.events("cycle_finished") if e["destination"] == "crm"]
+    assert len(broken("cycle_failed")) < len(healthy) / 2, "failures are retried less often"

@@ -178,6 +178,9 @@ class DltDb:
             else "append"
         )
 
+        # dlt's COPY marks every nullable column FORCE_NULL: "" would arrive as NULL
+        file_format = "insert_values" if frame.empty_strings else self.target.file_format
+
         def extract() -> None:
             pipeline.extract(
                 frame.table,
@@ -185,7 +188,7 @@ class DltDb:
                 write_disposition=write_disposition,
                 columns=frame.columns or None,
                 primary_key=list(frame.primary_key) or None,
-                loader_file_format=self.target.file_format,
+                loader_file_format=file_format,
             )
 
         steps = (("extract", extract), ("normalize", pipeline.normalize), ("load", pipeline.load))

@@ -30,6 +30,8 @@ class Frame:
     table: pa.Table
     columns: list[dict[str, Any]] = field(default_factory=list)
     primary_key: tuple[str, ...] = ()
+    empty_strings: bool = False
+    """A nullable text column holds "": dlt's PostgreSQL COPY would load it as NULL."""
 
 
 class _HashingSink:
@@ -198,10 +200,21 @@ def build_frame(
             pa.field(SNAPSHOT_COLUMN, pa.int64()),
             pa.field(SYNCED_AT_COLUMN, stamp),
         ]
-        return Frame(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), hints)
+        table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+        return Frame(table, hints, (), text_only and _has_empty_strings(table, ()))
     for name in key:
         hints.append({"name": name, "primary_key": True, "nullable": False})
-    return Frame(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), hints, key)
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    return Frame(table, hints, key, text_only and _has_empty_strings(table, key))
+
+
+def _has_empty_strings(table: pa.Table, key: tuple[str, ...]) -> bool:
+    for f in table.schema:
+        if f.name in key or not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+            continue
+        if pc.any(pc.equal(pc.utf8_length(table.column(f.name)), 0)).as_py():
+            return True
+    return False
 
 
 def event_identity(key: tuple[str, ...]) -> tuple[str, ...]:

@@ -174,3 +174,17 @@ async def test_a_column_added_at_the_source_is_added_to_the_table(
         {"id": 2, "name": "b", "tier": "gold"},
         {"id": 3, "name": "c", "tier": None},
     ]
+
+
+async def test_empty_strings_stay_empty_and_nulls_stay_null(db: Db, make_sink: SinkFactory) -> None:
+    sink = make_sink(db, "upsert")
+    first = [
+        {"id": 1, "name": "", "note": None, "op": "insert"},
+        {"id": 2, "name": 'a,"b"\nc', "note": "n", "op": "insert"},
+    ]
+    await send(sink, changes(first), 1)
+    await send(sink, changes([{"id": 2, "name": "", "note": None, "op": "update"}]), 2)
+    assert db.rows() == [
+        {"id": 1, "name": "", "note": None},
+        {"id": 2, "name": "", "note": None},
+    ]

@@ -139,8 +139,8 @@ async def run_path(path: str, commits: int, rows: int, gap: float, workdir: Path
         if daemon.proc.returncode is None:
             await daemon.stop(60)
         await api.stop()
-    for committed, ids in pending:
-        run.latencies.append(max(api.acked[i] for i in ids) - committed)
+    for committed, keys in pending:
+        run.latencies.append(max(api.acked[k] for k in keys) - committed)
     run.cycles = [
         float(e["duration_seconds"]) for e in daemon.events("cycle_finished") if e["status"] == "ok"
     ]

@@ -128,8 +128,12 @@ async def test_one_daemon_at_a_time_per_destination_and_takeover_after_sigkill(
         await committer
 
     want = await asyncio.to_thread(expected_records, world)
-    for name in NAMES:
-        await wait_until(lambda n=name: apis[n].records == want, 10, f"{name} holds every row")
+
+    def holds_every_row(api: TimedRestApi) -> Callable[[], bool]:
+        return lambda: api.records == want
+
+    for api in apis.values():
+        await wait_until(holds_every_row(api), 10, f"{api.url} holds every row")
     for name in NAMES:
         spans = apis[name].spans
         by_daemon = {d: [s for s in spans if s.daemon == d] for d in ("a", "b")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Any
 
 from floe_egress.state import open_store
 from tests.fixtures.fake_apis import FakeRestApi, Fault
@@ -27,7 +28,9 @@ def checkpoint_of(world: World) -> int | None:
     return None if checkpoint is None else checkpoint.snapshot_id
 
 
-async def commit(world: World, rows: list[tuple[int, str, str]]) -> tuple[int, dict[str, object]]:
+async def commit(
+    world: World, rows: list[tuple[int, str, str]]
+) -> tuple[int, dict[str, dict[str, Any]]]:
     await asyncio.to_thread(world.table.append, customers(rows))
     snapshot = world.reload().current_snapshot()
     assert snapshot is not None
@@ -36,7 +39,7 @@ async def commit(world: World, rows: list[tuple[int, str, str]]) -> tuple[int, d
 
 async def sigterm_mid_cycle(
     world: World, api: FakeRestApi, start_daemon: StartDaemon, grace: float, delay: float
-) -> tuple[DaemonProcess, int, int, dict[str, object], float]:
+) -> tuple[DaemonProcess, int, int, dict[str, dict[str, Any]], float]:
     """Sync 10 rows, commit 10 more, SIGTERM while the API sits on their request.
 
     Returns the daemon, the snapshots before and after the second commit, what the API

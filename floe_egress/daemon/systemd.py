@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 import structlog
@@ -12,7 +13,8 @@ log = structlog.get_logger("floe_egress.systemd")
 
 
 class Notifier:
-    """Sends `READY=1`, `STATUS=...`, `WATCHDOG=1`, `STOPPING=1` to $NOTIFY_SOCKET.
+    """Sends `READY=1`, `STATUS=...`, `WATCHDOG=1`, `RELOADING=1`, `STOPPING=1` to
+    $NOTIFY_SOCKET (a path, or `@name` for an abstract socket).
 
     Does nothing when the variable is unset (not started by systemd). Never raises: a
     lost notification must not take the service down.
@@ -60,7 +62,9 @@ class Notifier:
         self.notify("STOPPING=1", f"STATUS={status}")
 
     def reloading(self) -> None:
-        self.notify("RELOADING=1", "STATUS=reloading configuration")
+        # systemd >= 253 wants the monotonic time with RELOADING=1; older ones ignore it.
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading configuration")
 
     def close(self) -> None:
         if self._socket is not None:

@@ -6,10 +6,8 @@ loop, so a fake destination server on the same loop keeps answering while we wai
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import signal
@@ -24,24 +22,6 @@ from typing import Any
 import aiohttp
 
 FLOE_EGRESS = Path(sys.executable).with_name("floe-egress")
-# Until floe_egress/cli.py registers the `run` subcommand in its parser (COMMANDS has it,
-# `_parser()` does not), the tests start the same `cli.main` with `run` added;
-# test_cli.py fails meanwhile, so the gap stays visible.
-_RUN_SHIM = """
-import argparse, sys
-from pathlib import Path
-from floe_egress import cli
-build = cli._parser
-def parser():
-    p = build()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if "run" not in sub.choices:
-        run = sub.add_parser("run")
-        run.add_argument("--config", "-c", type=Path, default=None)
-    return p
-cli._parser = parser
-sys.exit(cli.main(sys.argv[1:]))
-"""
 # Variables a developer's or systemd's environment may hold that would change the daemon.
 _SCRUBBED = (
     "NOTIFY_SOCKET",
@@ -54,24 +34,9 @@ _SCRUBBED = (
 )
 
 
-@functools.cache
-def cli_has_run() -> bool:
-    from floe_egress import cli
-
-    parser = cli._parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return "run" in action.choices
-    return False
-
-
 def run_command(config: Path, options: Sequence[str] = ()) -> list[str]:
-    """`floe-egress [options] run --config <config>` (through the shim while the CLI
-    lacks `run`)."""
-    args = [*options, "run", "--config", str(config)]
-    if cli_has_run():
-        return [str(FLOE_EGRESS), *args]
-    return [sys.executable, "-c", _RUN_SHIM, *args]
+    """`floe-egress [options] run --config <config>`: the installed entry point."""
+    return [str(FLOE_EGRESS), *options, "run", "--config", str(config)]
 
 
 def free_port() -> int:

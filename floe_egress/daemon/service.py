@@ -445,6 +445,9 @@ class Daemon:
     def _acquire(self, name: str, ttl: float) -> bool:
         return self.runtime.store.acquire_lease(name, self.owner, ttl)
 
+    def _release(self, name: str) -> None:
+        self.runtime.store.release_lease(name, self.owner)
+
     def _hold(self, name: str, until: float) -> None:
         first = name not in self.held
         self.held[name] = until
@@ -486,7 +489,7 @@ class Daemon:
         for name in names:
             self._forget(name)
             try:
-                await self._housework(self.runtime.store.release_lease, name, self.owner)
+                await asyncio.wait_for(self._housework(self._release, name), CANCEL_WAIT)
             except Exception as exc:  # it expires on its own
                 log.warning("lease_release_failed", destination=name, error=redact(str(exc)))
 

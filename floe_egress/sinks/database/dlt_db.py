@@ -10,7 +10,8 @@
   over newer ones, or append its events twice.
 - Completed load packages stay on disk forever: they are deleted after each run.
 - Pipelines live under the destination's work directory, never ~/.dlt.
-- Load files are written uncompressed: gzip took three quarters of normalize.
+- Load files are written uncompressed: gzip took three quarters of normalize. For
+  PostgreSQL, pyarrow writes the CSV load file itself (see fastload).
 - A job that fails "transiently" (dlt's word for any OperationalError, which includes a
   MariaDB CHECK failure) is not retried inside the run: the run raises at once.
 - Nothing is remembered between runs that could turn a resent batch into a no-op:
@@ -29,6 +30,7 @@ from typing import Any, Literal, TypeVar
 
 import structlog
 
+from floe_egress.sinks.database.fastload import csv_import
 from floe_egress.sinks.database.frames import Frame
 from floe_egress.sinks.database.keys import existing_mask
 from floe_egress.sinks.database.targets import Target
@@ -54,6 +56,7 @@ class DltDb:
         self.destination = destination
         self.target = target
         self.pipelines_dir = work_dir / "dlt"
+        self.files_dir = work_dir / "files"
         self.pipeline_name = f"floe_egress_{destination}"
         self._lock = asyncio.Lock()
         self._pipeline: Any = None
@@ -178,12 +181,18 @@ class DltDb:
             else "append"
         )
 
-        # dlt's COPY marks every nullable column FORCE_NULL: "" would arrive as NULL
-        file_format = "insert_values" if frame.empty_strings else self.target.file_format
+        data: Any = frame.table
+        imported: Path | None = None
+        file_format: str = self.target.file_format
+        if frame.empty_strings:
+            # dlt's COPY marks every nullable column FORCE_NULL: "" would arrive as NULL
+            file_format = "insert_values"
+        elif file_format == "csv":
+            data, imported = csv_import(frame, self.files_dir)
 
         def extract() -> None:
             pipeline.extract(
-                frame.table,
+                data,
                 table_name=self.target.table,
                 write_disposition=write_disposition,
                 columns=frame.columns or None,
@@ -199,6 +208,8 @@ class DltDb:
                 action()
                 seconds[step] = time.perf_counter() - started
         finally:
+            if imported is not None:
+                imported.unlink(missing_ok=True)
             self.prune()
         return RunStats(disposition, frame.table.num_rows, seconds)
 

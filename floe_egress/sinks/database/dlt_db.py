@@ -182,7 +182,7 @@ class DltDb:
         )
 
         data: Any = frame.table
-        imported: Path | None = None
+        imported: list[Path] = []
         file_format: str = self.target.file_format
         if frame.empty_strings:
             # dlt's COPY marks every nullable column FORCE_NULL: "" would arrive as NULL
@@ -190,12 +190,17 @@ class DltDb:
         elif file_format == "csv":
             data, imported = csv_import(frame, self.files_dir)
 
+        columns = frame.columns
+        if disposition == "append":
+            # dlt warns on every run that it ignores hard_delete outside a merge
+            columns = [{k: v for k, v in c.items() if k != "hard_delete"} for c in columns]
+
         def extract() -> None:
             pipeline.extract(
                 data,
                 table_name=self.target.table,
                 write_disposition=write_disposition,
-                columns=frame.columns or None,
+                columns=columns or None,
                 primary_key=list(frame.primary_key) or None,
                 loader_file_format=file_format,
             )
@@ -208,8 +213,8 @@ class DltDb:
                 action()
                 seconds[step] = time.perf_counter() - started
         finally:
-            if imported is not None:
-                imported.unlink(missing_ok=True)
+            for path in imported:
+                path.unlink(missing_ok=True)
             self.prune()
         return RunStats(disposition, frame.table.num_rows, seconds)
 

@@ -32,6 +32,7 @@ from floe_egress.changes.model import (
     PlanKind,
 )
 from floe_egress.changes.source import arrow_schema, schema_of, snapshot_of_ref, table_name
+from floe_egress.errors import SourceError
 
 INVALID_SAMPLE_SIZE = 20
 DEFAULT_BATCH_ROWS = 65_536
@@ -53,11 +54,20 @@ def capture(
     key: Sequence[str],
     batch_rows: int = DEFAULT_BATCH_ROWS,
     full_reason: str = "",
+    to_snapshot: int | None = None,
 ) -> ChangeSet:
-    """The net changes of `table` at `ref` since `from_snapshot` (None: everything)."""
+    """The net changes of `table` at `ref` since `from_snapshot` (None: everything).
+
+    `to_snapshot` replaces the ref's current snapshot as B (to look at an older range).
+    """
     name = table_name(table)
     key = tuple(key)
-    b = snapshot_of_ref(table, ref)
+    if to_snapshot is None:
+        b = snapshot_of_ref(table, ref)
+    else:
+        b = table.snapshot_by_id(to_snapshot)
+        if b is None:
+            raise SourceError(f"snapshot {to_snapshot} is not in the metadata of table {name}")
     schema = schema_of(table, b)
     out = output_schema(schema)
 

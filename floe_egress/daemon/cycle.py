@@ -1,9 +1,11 @@
 """One sync cycle of one destination.
 
-read checkpoint A → change set A→B (+ failed rows to retry, + ledger deletes) → delete
-guard → deliver batch by batch → one transaction: checkpoint B, run record, failed rows,
-ledger. A crash before that transaction resends the same A→B (writes are idempotent
-upserts/deletes by key); after it nothing is resent.
+lease → what to deliver (daemon/work.py: change set A→B, rows to resend, ledger deletes)
+→ delete guard → record the attempt → deliver batch by batch → one transaction:
+checkpoint B, run record, failed rows, ledger, attempt cleared. A crash before that
+transaction resends A→B (writes are idempotent upserts/deletes by key), together with
+the keys of the interrupted attempt if the table has moved on; after it nothing is
+resent.
 """
 
 from __future__ import annotations
@@ -13,37 +15,30 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
 import structlog
 
-from floe_egress.changes import (
-    OP_COLUMN,
-    ChangeSet,
-    capture,
-    resolve_key,
-    schema_of,
-    snapshot_of_ref,
-)
-from floe_egress.changes.keys import key_json, key_jsons, keys_table, parse_key_json, row_hashes
-from floe_egress.changes.lookup import current_rows
+from floe_egress.changes import OP_COLUMN
+from floe_egress.changes.keys import key_json, key_jsons, row_hashes
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.runtime import Runtime
-from floe_egress.errors import EgressError
+from floe_egress.daemon.work import Work, plan_work
+from floe_egress.errors import CheckpointError, EgressError
 from floe_egress.sinks.base import MIN_ROWS_PER_WRITE, DeliveryReport, WriteContext
 from floe_egress.sinks.mapping import filter_for_mode, ops_for_mode
 from floe_egress.sinks.registry import get_sink_type
 from floe_egress.state.store import (
     Checkpoint,
     CycleCommit,
-    FailedRowRecord,
     FailedRowUpdate,
     LedgerEntry,
     RunRecord,
+    StateStore,
 )
 
 log = structlog.get_logger("floe_egress.cycle")
@@ -96,158 +91,6 @@ class CycleResult:
         return data
 
 
-@dataclass(slots=True)
-class _Work:
-    """What one cycle will deliver, before anything is sent."""
-
-    change_set: ChangeSet
-    key: tuple[str, ...]
-    from_checkpoint: Checkpoint | None
-    retries: pa.Table
-    retry_keys: list[str]
-    ledger_deletes: pa.Table
-    held_rows: int
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self.change_set.schema
-
-    def batches(self) -> Iterator[pa.Table]:
-        for batch in self.change_set.batches():
-            yield pa.Table.from_batches([batch], schema=self.schema)
-        if self.retries.num_rows:
-            yield self.retries
-        if self.ledger_deletes.num_rows:
-            yield self.ledger_deletes
-
-
-def _summary_total(snapshot: Any) -> int:
-    if snapshot is None or snapshot.summary is None:
-        return 0
-    value = snapshot.summary.additional_properties.get("total-records", "0")
-    try:
-        return int(str(value))
-    except ValueError:
-        return 0
-
-
-def _plan(rt: Runtime, dest: Destination) -> _Work:
-    """Everything up to delivery; synchronous (pyiceberg and the store are blocking)."""
-    store = rt.store
-    table = rt.load_table(dest)
-    b = snapshot_of_ref(table, dest.ref)
-    key = resolve_key(table, schema_of(table, b), dest.primary_key)
-    checkpoint = store.get_checkpoint(dest.name)
-    resync = store.pending_resync(dest.name)
-
-    from_snapshot: int | None = None
-    full_reason = ""
-    if resync is not None:
-        from_snapshot = resync.from_snapshot
-        full_reason = "full resync requested" if from_snapshot is None else ""
-    elif checkpoint is None:
-        full_reason = "first sync of this destination"
-    elif (checkpoint.table, checkpoint.ref) != (dest.source_table, dest.ref):
-        full_reason = (
-            f"the source changed from {checkpoint.table}@{checkpoint.ref} to "
-            f"{dest.source_table}@{dest.ref}"
-        )
-    elif checkpoint.key != key:
-        full_reason = f"the key changed from {list(checkpoint.key)} to {list(key)}: full resync"
-        log.warning("key_changed_full_resync", destination=dest.name, old=checkpoint.key, new=key)
-    else:
-        from_snapshot = checkpoint.snapshot_id
-
-    change_set = capture(
-        table, ref=dest.ref, from_snapshot=from_snapshot, key=key, full_reason=full_reason
-    )
-    schema = change_set.schema
-    empty = schema.empty_table()
-
-    retries: pa.Table = empty
-    retry_keys: list[str] = []
-    pending = store.failed_rows(dest.name, include_parked=False)
-    if pending and change_set.to_snapshot is not None:
-        retries, retry_keys = _retry_rows(table, change_set, key, pending, schema)
-
-    ledger_deletes = empty
-    held = _summary_total(table.snapshot_by_id(from_snapshot)) if from_snapshot else 0
-    if dest.mode == "mirror":
-        held = store.ledger_size(dest.name)
-        if change_set.plan == "full" and held:
-            ledger_deletes = _ledger_deletes(rt, dest, table, change_set, key, schema)
-    return _Work(change_set, key, checkpoint, retries, retry_keys, ledger_deletes, held)
-
-
-def _retry_rows(
-    table: Any,
-    cs: ChangeSet,
-    key: tuple[str, ...],
-    pending: list[FailedRowRecord],
-    schema: pa.Schema,
-) -> tuple[pa.Table, list[str]]:
-    """Failed rows with their latest values (deletes when the key is gone)."""
-    in_change_set = set()
-    for batch in cs.batches():
-        in_change_set.update(key_jsons(batch, key))
-    todo = [r for r in pending if r.key_json not in in_change_set]
-    if not todo:
-        return schema.empty_table(), [r.key_json for r in pending]
-    keys = [parse_key_json(r.key_json) for r in todo]
-    assert cs.to_snapshot is not None
-    found = current_rows(table, cs.to_snapshot, key, keys)
-    found_keys = set(key_jsons(found, key))
-    by_key = {r.key_json: r for r in todo}
-    ops = [
-        by_key[k].op if by_key[k].op in ("insert", "update") else "update"
-        for k in key_jsons(found, key)
-    ]
-    found = found.append_column(OP_COLUMN, pa.array(ops, pa.string()))
-    found = found.select([n for n in schema.names if n in found.column_names])
-    gone = [parse_key_json(k) for k in by_key if k not in found_keys]
-    parts = [_conform(found, schema)]
-    if gone:
-        deletes = keys_table(gone, pa.schema([schema.field(k) for k in key]))
-        deletes = deletes.append_column(OP_COLUMN, pa.array(["delete"] * len(gone), pa.string()))
-        parts.append(_conform(deletes, schema))
-    return pa.concat_tables(parts), [r.key_json for r in pending]
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` with `schema`'s columns in order; missing columns are null."""
-    columns = [
-        table.column(f.name).cast(f.type)
-        if f.name in table.column_names
-        else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _ledger_deletes(
-    rt: Runtime,
-    dest: Destination,
-    table: Any,
-    cs: ChangeSet,
-    key: tuple[str, ...],
-    schema: pa.Schema,
-) -> pa.Table:
-    """Keys the destination was sent that B no longer has (a full resync in mirror mode)."""
-    live: set[str] = set()
-    if cs.to_snapshot is not None:
-        scan = table.scan(snapshot_id=cs.to_snapshot, selected_fields=key)
-        for batch in scan.to_arrow_batch_reader():
-            live.update(key_jsons(batch, key))
-    gone: list[dict[str, Any]] = []
-    for entries in rt.store.ledger_scan(dest.name):
-        gone.extend(parse_key_json(e.key_json) for e in entries if e.key_json not in live)
-    if not gone:
-        return schema.empty_table()
-    deletes = keys_table(gone, pa.schema([schema.field(k) for k in key]))
-    deletes = deletes.append_column(OP_COLUMN, pa.array(["delete"] * len(gone), pa.string()))
-    return _conform(deletes, schema)
-
-
 def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
     pending: list[pa.Table] = []
     rows = 0
@@ -265,7 +108,7 @@ def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(pending).combine_chunks()
 
 
-def _count_deletes(work: _Work, dest: Destination) -> int:
+def _count_deletes(work: Work, dest: Destination) -> int:
     if "delete" not in ops_for_mode(dest.mode) or dest.mode == "append":
         return 0
     return work.change_set.counts.deleted + int(work.ledger_deletes.num_rows)
@@ -275,7 +118,7 @@ async def plan_cycle(rt: Runtime, dest: Destination) -> CycleResult:
     """What a cycle would send, with a sample per op; nothing is sent or written."""
     started = time.monotonic()
     try:
-        work = await asyncio.to_thread(_plan, rt, dest)
+        work = await asyncio.to_thread(plan_work, rt, dest)
     except EgressError as exc:
         return CycleResult(
             dest.name, "failed", error=redact(str(exc)), duration_seconds=time.monotonic() - started
@@ -300,7 +143,7 @@ async def plan_cycle(rt: Runtime, dest: Destination) -> CycleResult:
         updated=counts["update"],
         deleted=counts["delete"],
         invalid=cs.counts.invalid,
-        retried=work.retries.num_rows,
+        retried=int(work.resend.num_rows),
         reason=cs.reason,
         duration_seconds=time.monotonic() - started,
         sample={op: rows for op, rows in sample.items() if rows},
@@ -315,47 +158,58 @@ async def run_cycle(
     owner: str = OWNER,
     lease_seconds: float = LEASE_SECONDS,
     release_lease: bool = True,
+    still_held: Callable[[], bool] | None = None,
 ) -> CycleResult:
-    """One full cycle of `dest`; never raises for destination errors (they are results)."""
+    """One full cycle of `dest`; never raises for destination errors (they are results).
+
+    The lease on `dest` is taken (or renewed) first and renewed while the cycle runs;
+    `still_held` (the daemon's own view of its leases) is asked between writes.
+    `release_lease=False` keeps the lease after the cycle (the daemon holds it).
+    """
     started_wall, started = time.time(), time.monotonic()
     bound = log.bind(destination=dest.name, table=dest.source_table)
-    store = rt.store
-    if not await asyncio.to_thread(store.acquire_lease, dest.name, owner, lease_seconds):
-        holder = await asyncio.to_thread(store.lease_holder, dest.name)
-        return CycleResult(dest.name, "skipped", error=f"destination is held by {holder}")
     result = CycleResult(dest.name, "failed")
+    report = DeliveryReport()
+    acquired = False
+    keeper: asyncio.Task[None] | None = None
     try:
-        work = await asyncio.to_thread(_plan, rt, dest)
+        store = rt.store
+        acquired = await asyncio.to_thread(_take_lease, store, dest.name, owner, lease_seconds)
+        if not acquired:
+            holder = await asyncio.to_thread(store.lease_holder, dest.name)
+            result.status = "skipped"
+            result.error = (
+                f"destination {dest.name} is being synced by {holder or 'another process'} "
+                f"(its lease lasts up to {lease_seconds:.0f} s); nothing was done"
+            )
+            return result
+        if release_lease:
+            keeper = asyncio.create_task(_keep_lease(store, dest.name, owner, lease_seconds))
+        work = await asyncio.to_thread(plan_work, rt, dest)
         cs = work.change_set
         result.plan, result.reason = cs.plan, cs.reason
         result.from_snapshot, result.to_snapshot = cs.from_snapshot, cs.to_snapshot
         result.invalid = cs.counts.invalid
+        result.retried = int(work.resend.num_rows)
         bound = bound.bind(plan=cs.plan, from_snapshot=cs.from_snapshot, to_snapshot=cs.to_snapshot)
-        deletes = _count_deletes(work, dest)
-        if (
-            not force
-            and work.held_rows
-            and deletes
-            and deletes > dest.max_delete_fraction * work.held_rows
-        ):
-            raise _GuardError(
-                f"destination {dest.name}: this cycle would delete {deletes} of the "
-                f"{work.held_rows} rows the destination holds (more than "
-                f"max_delete_fraction={dest.max_delete_fraction}); nothing was sent. "
-                f"Check table {dest.source_table}, then run `floe-egress sync "
-                f"--destination {dest.name} --force` to send it anyway."
+        _check_delete_guard(work, dest, force)
+        if work.has_rows and cs.to_snapshot is not None:
+            await asyncio.to_thread(
+                store.begin_attempt, dest.name, cs.from_snapshot, cs.to_snapshot
             )
-        report, ledger = await _deliver(rt, dest, work)
+        ledger = await _deliver(rt, dest, work, report, still_held)
         result.inserted = report.delivered.get("insert", 0)
         result.updated = report.delivered.get("update", 0)
         result.deleted = report.delivered.get("delete", 0)
         result.failed = len(report.failed)
-        result.rate_limit_wait_seconds = report.rate_limit_wait_seconds
-        result.http_statuses = dict(report.http_statuses)
-        result.retried = work.retries.num_rows
         sent = result.inserted + result.updated + result.deleted + result.failed
         result.status = "ok" if sent else "noop"
         result.duration_seconds = time.monotonic() - started
+        if not await asyncio.to_thread(store.acquire_lease, dest.name, owner, lease_seconds):
+            raise CheckpointError(
+                f"destination {dest.name}: the lease was lost during the cycle; the checkpoint "
+                "was not moved (the next holder resends this range)"
+            )
         await asyncio.shield(
             asyncio.to_thread(_commit, rt, dest, work, report, ledger, result, started_wall)
         )
@@ -367,6 +221,7 @@ async def run_cycle(
             deleted=result.deleted,
             failed=result.failed,
             invalid=result.invalid,
+            retried=result.retried,
             duration_seconds=round(result.duration_seconds, 3),
         )
     except Exception as exc:
@@ -381,13 +236,69 @@ async def run_cycle(
             exc_info=not expected,
         )
         try:
-            await asyncio.to_thread(store.record_run, _run_record(dest, result, started_wall))
+            await asyncio.to_thread(rt.store.record_run, _run_record(dest, result, started_wall))
         except Exception as record_exc:  # the store may be what failed
             bound.error("run_record_failed", error=redact(str(record_exc)))
     finally:
-        if release_lease:
-            await asyncio.to_thread(store.release_lease, dest.name, owner)
+        result.rate_limit_wait_seconds = report.rate_limit_wait_seconds
+        result.http_statuses = dict(report.http_statuses)
+        if keeper is not None:
+            keeper.cancel()
+        if acquired and release_lease:
+            try:
+                await asyncio.to_thread(rt.store.release_lease, dest.name, owner)
+            except Exception as exc:  # it expires on its own
+                bound.warning("lease_release_failed", error=redact(str(exc)))
     return result
+
+
+def _take_lease(store: StateStore, destination: str, owner: str, ttl: float) -> bool:
+    """Take the lease; also from a process of this host that no longer exists (a sync
+    killed before it could release it)."""
+    if store.acquire_lease(destination, owner, ttl):
+        return True
+    holder = store.lease_holder(destination)
+    if holder is None or not _is_dead_local_process(holder):
+        return False
+    log.warning("lease_taken_from_dead_process", destination=destination, dead_owner=holder)
+    return store.take_over_lease(destination, holder, owner, ttl)
+
+
+def _is_dead_local_process(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
+async def _keep_lease(store: StateStore, destination: str, owner: str, ttl: float) -> None:
+    while True:
+        await asyncio.sleep(ttl / 3)
+        try:
+            await asyncio.to_thread(store.acquire_lease, destination, owner, ttl)
+        except Exception as exc:  # the commit re-checks the lease
+            log.warning("lease_renewal_failed", destination=destination, error=redact(str(exc)))
+
+
+def _check_delete_guard(work: Work, dest: Destination, force: bool) -> None:
+    deletes = _count_deletes(work, dest)
+    if force or not work.held_rows or not deletes:
+        return
+    if deletes > dest.max_delete_fraction * work.held_rows:
+        raise _GuardError(
+            f"destination {dest.name}: this cycle would delete {deletes} of the "
+            f"{work.held_rows} rows the destination holds (more than "
+            f"max_delete_fraction={dest.max_delete_fraction}); nothing was sent. "
+            f"Check table {dest.source_table}, then run `floe-egress sync "
+            f"--destination {dest.name} --force` to send it anyway."
+        )
 
 
 class _GuardError(EgressError):
@@ -400,7 +311,13 @@ class _Ledger:
     deletes: list[str] = field(default_factory=list)
 
 
-async def _deliver(rt: Runtime, dest: Destination, work: _Work) -> tuple[DeliveryReport, _Ledger]:
+async def _deliver(
+    rt: Runtime,
+    dest: Destination,
+    work: Work,
+    report: DeliveryReport,
+    still_held: Callable[[], bool] | None,
+) -> _Ledger:
     cs = work.change_set
     sink = await rt.sink(dest, work.key)
     sink_type = get_sink_type(dest.sink_type)
@@ -409,11 +326,15 @@ async def _deliver(rt: Runtime, dest: Destination, work: _Work) -> tuple[Deliver
     # load), which the sink applies; a write hands it many batches at once because every
     # dlt run costs 0.1-0.2 s of its own.
     size = max(batch_size, MIN_ROWS_PER_WRITE)
-    report = DeliveryReport()
     ledger = _Ledger()
     value_columns = [n for n in cs.schema.names if n != OP_COLUMN]
     filtered = (filter_for_mode(t, dest.mode) for t in work.batches())
     for index, batch in enumerate(_rebatch((t for t in filtered if t.num_rows), size)):
+        if still_held is not None and not still_held():
+            raise CheckpointError(
+                f"destination {dest.name}: this daemon no longer holds its lease; stopped "
+                "before the next write"
+            )
         context = WriteContext(
             destination=dest.name,
             mode=dest.mode,
@@ -426,7 +347,7 @@ async def _deliver(rt: Runtime, dest: Destination, work: _Work) -> tuple[Deliver
         report.merge(batch_report)
         if dest.mode == "mirror":
             _track_ledger(ledger, batch, batch_report, work.key, value_columns)
-    return report, ledger
+    return ledger
 
 
 def _track_ledger(
@@ -470,7 +391,7 @@ def _run_record(dest: Destination, result: CycleResult, started_wall: float) -> 
 def _commit(
     rt: Runtime,
     dest: Destination,
-    work: _Work,
+    work: Work,
     report: DeliveryReport,
     ledger: _Ledger,
     result: CycleResult,

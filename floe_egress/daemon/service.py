@@ -119,6 +119,7 @@ class Runner:
                 owner=daemon.owner,
                 lease_seconds=daemon.lease_seconds,
                 release_lease=False,
+                still_held=lambda: daemon.holds(self.dest.name),
             )
         except Exception as exc:  # before its own error handling (the state store is down)
             error = redact(str(exc) if isinstance(exc, EgressError) else f"{exc!r}")

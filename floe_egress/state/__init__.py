@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from floe_egress import errors as _errors
 from floe_egress.state.store import (
+    Attempt,
     Checkpoint,
     CycleCommit,
     FailedRowRecord,
@@ -45,6 +46,7 @@ def open_store(url: str) -> StateStore:
 
 
 __all__ = [
+    "Attempt",
     "Checkpoint",
     "CycleCommit",
     "FailedRowRecord",

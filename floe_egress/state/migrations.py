@@ -94,6 +94,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    # The range a cycle started delivering: a cycle cut short leaves it behind, and the
+    # next one resends its keys even when the table has moved on (see daemon/cycle.py).
+    Migration(
+        2,
+        _for_both(
+            """CREATE TABLE attempts (
+                destination TEXT PRIMARY KEY,
+                from_snapshot BIGINT,
+                to_snapshot BIGINT NOT NULL,
+                started_at {float} NOT NULL
+            )""",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

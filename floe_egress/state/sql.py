@@ -17,6 +17,7 @@ from floe_egress.state import migrations
 from floe_egress.state.cursor import Cursor
 from floe_egress.state.migrations import Dialect
 from floe_egress.state.store import (
+    Attempt,
     Checkpoint,
     CycleCommit,
     FailedRowRecord,
@@ -166,6 +167,30 @@ class SqlStore(ABC):
             cur.write_ledger(cp.destination, upserts, emptied=commit.ledger_replace)
             if commit.clear_resync:
                 cur.execute("DELETE FROM resync_requests WHERE destination = ?", (cp.destination,))
+            cur.execute("DELETE FROM attempts WHERE destination = ?", (cp.destination,))
+
+    # --- attempts ---------------------------------------------------------------------
+
+    def begin_attempt(self, destination: str, from_snapshot: int | None, to_snapshot: int) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO attempts (destination, from_snapshot, to_snapshot, started_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET "
+                "from_snapshot = excluded.from_snapshot, to_snapshot = excluded.to_snapshot, "
+                "started_at = excluded.started_at",
+                (destination, from_snapshot, to_snapshot, time.time()),
+            )
+
+    def pending_attempt(self, destination: str) -> Attempt | None:
+        with self.transaction(write=False) as cur:
+            cur.execute(
+                "SELECT from_snapshot, to_snapshot, started_at FROM attempts WHERE destination = ?",
+                (destination,),
+            )
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return Attempt(destination, _int_or_none(row[0]), int(row[1]), float(row[2]))
 
     # --- failed rows ------------------------------------------------------------------
 
@@ -268,6 +293,17 @@ class SqlStore(ABC):
                 f"WHERE leases.owner = excluded.owner OR leases.expires_at < {self.now_sql} "
                 f"RETURNING owner",
                 (destination, owner, float(ttl_seconds)),
+            )
+            return cur.fetchone() is not None
+
+    def take_over_lease(
+        self, destination: str, dead_owner: str, owner: str, ttl_seconds: float
+    ) -> bool:
+        with self.transaction() as cur:
+            cur.execute(
+                f"UPDATE leases SET owner = ?, expires_at = {self.now_sql} + ? "
+                f"WHERE destination = ? AND owner = ? RETURNING owner",
+                (owner, float(ttl_seconds), destination, dead_owner),
             )
             return cur.fetchone() is not None
 

@@ -90,6 +90,16 @@ class ResyncRequest:
     requested_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A range A→B whose delivery started and has not been committed."""
+
+    destination: str
+    from_snapshot: int | None
+    to_snapshot: int
+    started_at: float
+
+
 @dataclass(slots=True)
 class CycleCommit:
     """Everything one successful cycle writes, applied in one transaction."""
@@ -105,6 +115,7 @@ class CycleCommit:
     ledger_replace: bool = False
     """True on a full resync: the ledger becomes exactly `ledger_upserts`."""
     clear_resync: bool = False
+    """Committing also clears the destination's attempt record."""
 
 
 class StateStore(Protocol):
@@ -146,8 +157,18 @@ class StateStore(Protocol):
 
     def ledger_size(self, destination: str) -> int: ...
 
+    def begin_attempt(self, destination: str, from_snapshot: int | None, to_snapshot: int) -> None:
+        """Record that delivery of from_snapshot→to_snapshot starts (before the first write)."""
+
+    def pending_attempt(self, destination: str) -> Attempt | None: ...
+
     def acquire_lease(self, destination: str, owner: str, ttl_seconds: float) -> bool:
         """Take or renew the lease on `destination` for `owner`; False if another holds it."""
+
+    def take_over_lease(
+        self, destination: str, dead_owner: str, owner: str, ttl_seconds: float
+    ) -> bool:
+        """Take the lease from `dead_owner` (a process known to be gone) if it still holds it."""
 
     def release_lease(self, destination: str, owner: str) -> None: ...
 

@@ -438,7 +438,7 @@ def test_opening_twice_migrates_once_and_keeps_data(backend: Backend) -> None:
     finally:
         second.close()
 
-    assert backend.raw("SELECT version FROM schema_migrations") == [(1,)]
+    assert backend.raw("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
 
 
 def test_a_newer_schema_asks_to_upgrade(backend: Backend) -> None:
@@ -455,7 +455,7 @@ def test_concurrent_first_opens_migrate_once(
 ) -> None:
     open_at_once(backend.url, 4)
 
-    assert backend.raw("SELECT version FROM schema_migrations") == [(1,)]
+    assert backend.raw("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
     assert backend.raw("SELECT count(*) FROM runs") == [(4,)]
 
 
@@ -562,3 +562,32 @@ def test_the_package_exports_exactly_its_all() -> None:
     }
 
     assert public == set(state.__all__)
+
+
+def test_an_attempt_is_recorded_and_cleared_by_the_commit(backend: Backend) -> None:
+    store = open_store(backend.url)
+    try:
+        assert store.pending_attempt("crm") is None
+        store.begin_attempt("crm", 1, INT64_MAX)
+        attempt = store.pending_attempt("crm")
+        assert attempt is not None
+        assert (attempt.from_snapshot, attempt.to_snapshot) == (1, INT64_MAX)
+        store.begin_attempt("crm", None, 5)
+        attempt = store.pending_attempt("crm")
+        assert attempt is not None and (attempt.from_snapshot, attempt.to_snapshot) == (None, 5)
+        store.commit_cycle(commit(5))
+        assert store.pending_attempt("crm") is None
+    finally:
+        store.close()
+
+
+def test_a_lease_is_taken_over_only_from_the_named_dead_owner(backend: Backend) -> None:
+    store = open_store(backend.url)
+    try:
+        assert store.acquire_lease("crm", "host:1:dead", 60)
+        assert not store.take_over_lease("crm", "host:2:other", "me", 60)
+        assert store.lease_holder("crm") == "host:1:dead"
+        assert store.take_over_lease("crm", "host:1:dead", "me", 60)
+        assert store.lease_holder("crm") == "me"
+    finally:
+        store.close()

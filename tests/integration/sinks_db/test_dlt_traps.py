@@ -180,3 +180,16 @@ async def test_a_table_dropped_behind_the_sync_is_created_again(
     db.execute(f"DROP TABLE {db.qualified()}")
     await send(sink, batch(2), 2)
     assert db.rows() == [{"id": 2, "name": "n2"}]
+
+
+async def test_a_batch_written_as_several_load_files_arrives_whole(
+    pg: Db, make_sink: SinkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from floe_egress.sinks.database import fastload
+
+    monkeypatch.setattr(fastload, "file_count", lambda rows: 3)
+    sink = make_sink(pg, "mirror")
+    await send(sink, batch(*range(10)), 1)
+    await send(sink, changes([{"id": i, "name": None, "op": "delete"} for i in range(0, 10, 2)]), 2)
+    assert [r["id"] for r in pg.rows()] == [1, 3, 5, 7, 9]
+    assert list((sink.db.files_dir).iterdir()) == []

@@ -193,7 +193,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     dests = _destinations(loaded.spec, args.destination)
     results = asyncio.run(_cycles(loaded, dests, send=True, force=args.force))
     _print_results(results, as_json=args.json, verb="sent")
-    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+    return _exit_code(results)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -201,7 +201,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     dests = _destinations(loaded.spec, args.destination)
     results = asyncio.run(_cycles(loaded, dests, send=False))
     _print_results(results, as_json=args.json, verb="would send")
-    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+    return _exit_code(results)
+
+
+def _exit_code(results: Sequence[Any]) -> int:
+    """A destination that failed, or was skipped because another process holds it,
+    did not sync: the command did not do what it was asked."""
+    return EXIT_FAILED if any(r.status in ("failed", "skipped") for r in results) else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -247,6 +253,14 @@ def cmd_resync(args: argparse.Namespace) -> int:
     dest = loaded.spec.destination(args.destination)
     runtime = Runtime(loaded.spec)
     try:
+        if args.from_snapshot is not None:
+            table = runtime.load_table(dest)
+            if table.snapshot_by_id(args.from_snapshot) is None:
+                known = ", ".join(str(s.snapshot_id) for s in table.snapshots()[-5:])
+                raise ConfigError(
+                    f"table {dest.source_table} has no snapshot {args.from_snapshot} "
+                    f"(expired, or a typo); its latest snapshots: {known or 'none'}"
+                )
         runtime.store.request_resync(dest.name, args.from_snapshot)
     finally:
         asyncio.run(runtime.close())
@@ -259,42 +273,51 @@ def cmd_resync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _failed_row_json(r: Any) -> dict[str, Any]:
+    return {
+        "key": json.loads(r.key_json),
+        "op": r.op,
+        "reason": r.reason,
+        "attempts": r.attempts,
+        "first_seen": r.first_seen,
+        "last_seen": r.last_seen,
+        "parked": r.parked,
+    }
+
+
 def cmd_failures(args: argparse.Namespace) -> int:
     from floe_egress.daemon.runtime import Runtime
 
     loaded = _load(args)
     dest = loaded.spec.destination(args.destination)
+    results: list[Any] = []
     if args.retry:
+        runtime = Runtime(loaded.spec)
+        try:
+            runtime.store.unpark_failed_rows(dest.name)
+        finally:
+            asyncio.run(runtime.close())
         results = asyncio.run(_cycles(loaded, [dest], send=True))
-        _print_results(results, as_json=args.json, verb="sent")
-        if any(r.status == "failed" for r in results):
-            return EXIT_FAILED
+        if not args.json:
+            _print_results(results, as_json=False, verb="sent")
     runtime = Runtime(loaded.spec)
     try:
         rows = runtime.store.failed_rows(dest.name)
     finally:
         asyncio.run(runtime.close())
-    if args.json and not args.retry:
-        _print_json(
-            [
-                {
-                    "key": json.loads(r.key_json),
-                    "op": r.op,
-                    "reason": r.reason,
-                    "attempts": r.attempts,
-                    "first_seen": r.first_seen,
-                    "last_seen": r.last_seen,
-                    "parked": r.parked,
-                }
-                for r in rows
-            ]
-        )
-        return EXIT_OK
+    code = _exit_code(results)
+    if args.json:
+        listing = [_failed_row_json(r) for r in rows]
+        if args.retry:
+            _print_json({"retry": [r.to_json() for r in results], "failed_rows": listing})
+        else:
+            _print_json(listing)
+        return code
     print(f"{dest.name}: {len(rows)} failed row{'s' if len(rows) != 1 else ''}")
     for r in rows:
-        state = "parked" if r.parked else "will retry"
+        state = "parked (failures --retry to try again)" if r.parked else "will retry"
         print(f"  {r.key_json} {r.op}: {r.reason} (attempts {r.attempts}, {state})")
-    return EXIT_OK
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:

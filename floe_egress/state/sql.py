@@ -169,6 +169,16 @@ class SqlStore(ABC):
                 cur.execute("DELETE FROM resync_requests WHERE destination = ?", (cp.destination,))
             cur.execute("DELETE FROM attempts WHERE destination = ?", (cp.destination,))
 
+    def unpark_failed_rows(self, destination: str) -> int:
+        """Make parked rows eligible for the next cycle again (an operator's retry)."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE failed_rows SET parked = ? WHERE destination = ? AND parked = ? "
+                "RETURNING key_json",
+                (False, destination, True),
+            )
+            return len(cur.fetchall())
+
     # --- attempts ---------------------------------------------------------------------
 
     def begin_attempt(self, destination: str, from_snapshot: int | None, to_snapshot: int) -> None:

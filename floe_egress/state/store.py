@@ -145,6 +145,9 @@ class StateStore(Protocol):
 
     def failed_row_count(self, destination: str) -> int: ...
 
+    def unpark_failed_rows(self, destination: str) -> int:
+        """Make parked rows eligible for retry again; returns how many."""
+
     def request_resync(self, destination: str, from_snapshot: int | None) -> None: ...
 
     def pending_resync(self, destination: str) -> ResyncRequest | None: ...

@@ -334,6 +334,16 @@ def test_resync_from_snapshot_diffs_from_that_snapshot(
     assert server.snapshot()[0] == expected_records(world)
 
 
+def test_resync_from_an_unknown_snapshot_is_refused(world: World, config: Path, cli: Cli) -> None:
+    world.table.append(customers(initial_rows(2)))
+    run = cli("resync", "crm", "--from-snapshot", "12345", "--config", str(config))
+    assert run.code == 2
+    assert "table gold.customers has no snapshot 12345" in run.err
+    assert str(current_snapshot(world)) in run.err, "the message lists the latest snapshots"
+    [result] = cli("sync", "--config", str(config), "--json").json()
+    assert result["plan"] == "full", "nothing was requested"
+
+
 def test_resync_of_an_unknown_destination_is_a_config_error(config: Path, cli: Cli) -> None:
     run = cli("resync", "nope", "--config", str(config))
     assert run.code == 2
@@ -363,6 +373,23 @@ def test_failures_lists_failed_rows_with_the_reason(config: Path, cli: Cli) -> N
         "  {\"customer_id\":2} insert: email 'not-an-address' is not a valid address "
         "(attempts 1, will retry)"
     ]
+
+
+def test_failures_retry_tries_parked_rows_again(
+    world: World, server: ServerThread, tmp_path: Path, cli: Cli
+) -> None:
+    config = world.write_config([destination("crm", server, max_attempts=1)])
+    world.table.append(customers([(1, "a@example.com", "pro"), (2, "not-an-address", "pro")]))
+    assert cli("sync", "--config", str(config)).code == 0
+    [row] = cli("failures", "crm", "--config", str(config), "--json").json()
+    assert (row["attempts"], row["parked"]) == (1, True)
+    listing = cli("failures", "crm", "--config", str(config)).out
+    assert "parked (failures --retry to try again)" in listing
+    before = len(posts(server.snapshot()[1]))
+    retried = cli("failures", "crm", "--retry", "--config", str(config), "--json").json()
+    assert len(posts(server.snapshot()[1])) == before + 1, "the parked row was sent again"
+    [row] = retried["failed_rows"]
+    assert (row["attempts"], row["parked"]) == (2, True)
 
 
 @pytest.mark.usefixtures("rejected")
@@ -396,16 +423,13 @@ def test_failures_retry_sends_the_failed_rows_now(
         assert [(r["key"], r["attempts"]) for r in listing] == [({"customer_id": 2}, 2)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli.py cmd_failures prints the retry results as JSON and then the text "
-    "listing ('crm: N failed rows') after them, so `failures --retry --json` is not JSON",
-)
 @pytest.mark.usefixtures("rejected")
 def test_failures_retry_json_prints_only_json(config: Path, cli: Cli) -> None:
     run = cli("failures", "crm", "--retry", "--json", "--config", str(config))
     assert run.code == 0, run.err
-    run.json()
+    doc = run.json()
+    assert [r["destination"] for r in doc["retry"]] == ["crm"]
+    assert isinstance(doc["failed_rows"], list)
 
 
 # --- validate -----------------------------------------------------------------------

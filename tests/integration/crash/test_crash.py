@@ -136,12 +136,6 @@ def diverging(rig: Rig) -> dict[str, tuple[object, object]]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a restart diffs checkpoint A against the new head C only; rows the "
-    "killed cycle delivered from A->B and that C changed back (or deleted) are never "
-    "corrected (daemon/cycle.py _plan)",
-)
 def test_table_changes_between_a_crash_and_the_restart_reach_the_api(
     seeded: Rig, restart_in_process: Restart
 ) -> None:
@@ -163,11 +157,6 @@ def test_table_changes_between_a_crash_and_the_restart_reach_the_api(
     assert diverging(rig) == {}, "API record, table record by key"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: for 60 s after a SIGKILL the dead process's lease makes `sync` skip the "
-    "destination, and cli.py cmd_sync exits 0 for a skipped destination",
-)
 def test_sync_right_after_a_crash_syncs_or_says_it_did_not(
     seeded: Rig, restart_in_process: Restart
 ) -> None:

@@ -45,12 +45,43 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    # Libraries log through the standard library. dlt warns about schema-hint details
-    # the sinks handle on purpose: errors only, unless debugging. It reads these settings
-    # when it first builds a pipeline, so they are set before any sink is built.
-    logging.basicConfig(
-        level=logging.WARNING, stream=out, format="%(levelname)s %(name)s: %(message)s"
-    )
+    _route_stdlib_logging()
+    # dlt reads these when it first builds a pipeline (after this runs): its hint
+    # warnings are about details the sinks handle on purpose, and a service must not
+    # try to send anonymous usage data.
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "DEBUG" if level == "DEBUG" else "ERROR")
-    # dlt would otherwise try to send anonymous usage data from a service.
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+
+class _ToStructlog(logging.Handler):
+    """Standard-library records (dlt, pyiceberg, apscheduler, warnings) as structlog
+    events, so the output stays one format (JSON lines off a terminal) and passes the
+    redaction."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc_info = record.exc_info or False
+        try:
+            _stdlib_log.log(
+                record.levelno, record.getMessage(), logger=record.name, exc_info=exc_info
+            )
+        except Exception:
+            self.handleError(record)
+
+
+_stdlib_log = structlog.get_logger("floe_egress.stdlib")
+
+
+def _route_stdlib_logging() -> None:
+    handler = _ToStructlog()
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    # dlt's logger does not propagate; it adopts the handler it finds when it sets up.
+    dlt_logger = logging.getLogger("dlt")
+    for existing in list(dlt_logger.handlers):
+        if isinstance(existing, _ToStructlog):
+            dlt_logger.removeHandler(existing)
+    dlt_logger.addHandler(handler)
+    logging.captureWarnings(True)

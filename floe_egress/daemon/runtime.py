@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +56,26 @@ class Runtime:
         self._store = store
         self._catalog: Catalog | None = None
         self._sinks: dict[tuple[str, tuple[str, ...]], Sink] = {}
+        # The first use may come from several worker threads at once.
+        self._opening = threading.Lock()
 
     @property
     def store(self) -> StateStore:
         if self._store is None:
-            self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._store = open_store(resolve(self.spec.state.url, path=("state", "url")))
+            with self._opening:
+                if self._store is None:
+                    self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    url = resolve(self.spec.state.url, path=("state", "url"))
+                    self._store = open_store(url)
         return self._store
 
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            props = catalog_properties(self.spec, self.work_dir)
-            self._catalog = open_catalog(self.spec.catalog.name, props)
+            with self._opening:
+                if self._catalog is None:
+                    props = catalog_properties(self.spec, self.work_dir)
+                    self._catalog = open_catalog(self.spec.catalog.name, props)
         return self._catalog
 
     def load_table(self, dest: Destination) -> Table:

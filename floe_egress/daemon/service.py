@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import signal
 from collections.abc import Callable, Coroutine
@@ -622,30 +621,5 @@ class Daemon:
         log.info("daemon_stopped")
 
 
-class _ToStructlog(logging.Handler):
-    """Standard-library records (dlt, pyiceberg, apscheduler, warnings) as structlog
-    events, so stdout stays one JSON object a line and passes the redaction."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc_info = record.exc_info or False
-        try:
-            log.log(record.levelno, record.getMessage(), logger=record.name, exc_info=exc_info)
-        except Exception:
-            self.handleError(record)
-
-
-def _route_stdlib_logging() -> None:
-    """Send standard-library logging through structlog (the daemon's stdout)."""
-    handler = _ToStructlog()
-    root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
-    root.addHandler(handler)
-    # dlt's logger does not propagate; it adopts the handler it finds when it sets up.
-    logging.getLogger("dlt").addHandler(handler)
-    logging.captureWarnings(True)
-
-
 def run_daemon(config_path: Path) -> int:
-    _route_stdlib_logging()
     return asyncio.run(Daemon(config_path).serve())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict
 from typing import Any
@@ -67,10 +68,10 @@ def destination_status(rt: Runtime, dest: Destination, now: float | None = None)
 
 
 def collect_status(spec: FloeSpec, rt: Runtime | None = None) -> list[dict[str, Any]]:
-    own = rt is None
-    runtime = rt or Runtime(spec)
+    if rt is not None:
+        return [destination_status(rt, d) for d in spec.ingestion.destinations]
+    runtime = Runtime(spec)
     try:
         return [destination_status(runtime, d) for d in spec.ingestion.destinations]
     finally:
-        if own and runtime._store is not None:
-            runtime.store.close()
+        asyncio.run(runtime.close())

@@ -344,7 +344,7 @@ def main() -> None:
             f"{statistics.median(m['peak_rss_mb'] for m in measured):.0f} | "
             f"{', '.join(f'{s:,.0f}' for s in speeds)} |"
         )
-    out = ROOT / "bench" / "sinks_db-results.json"
+    out = DATA_DIR / "sinks_db-results.json"
     out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 
 

@@ -173,8 +173,9 @@ def _read(table: Table, schema: Schema, tasks: Sequence[FileScanTask]) -> pa.Tab
     target = arrow_schema(schema)
     if not tasks:
         return target.empty_table()
-    scan = ArrowScan(table.metadata, table.io, schema, AlwaysTrue())
-    return scan.to_table(tasks).cast(target)
+    data = ArrowScan(table.metadata, table.io, schema, AlwaysTrue()).to_table(tasks)
+    # Both sides must have one schema; casting costs a copy, so only when they differ.
+    return data if data.schema.equals(target) else data.cast(target)
 
 
 def _with_op(table: pa.Table, op: str, out: pa.Schema) -> pa.Table:

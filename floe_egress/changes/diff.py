@@ -69,29 +69,22 @@ def classify(a: pa.Table, b: pa.Table, key: tuple[str, ...]) -> Classified:
     try:
         con.register("a_raw", _with_index(a))
         con.register("b_raw", _with_index(b))
-        profile = con.execute(
-            f"""SELECT
-                (SELECT count(*) - count(DISTINCT ({sql.keys})) FROM a_raw WHERE NOT ({sql.null})),
-                (SELECT count(*) - count(DISTINCT ({sql.keys})) FROM b_raw WHERE NOT ({sql.null})),
-                (SELECT count(*) FROM b_raw WHERE {sql.null})"""
-        ).fetchone()
-        assert profile is not None
-        a_repeats, b_repeats, b_nulls = (int(v) for v in profile)
         for side in ("a", "b"):
             con.execute(
                 f"CREATE TEMP VIEW {side} AS SELECT {_IDX}, {sql.keys}, hash({sql.all}) "
                 f"AS {_HASH} FROM {side}_raw"
             )
         null_keys = np.zeros(0, dtype=np.int64)
-        if b_nulls:
+        if b.num_rows and any(b.column(k).null_count for k in key):
             # Null-key rows carried over unchanged from A were reported when they arrived.
             null_keys = _positions(
                 con,
                 f"SELECT {_IDX} FROM b WHERE ({sql.null}) AND {_HASH} NOT IN "
                 f"(SELECT {_HASH} FROM a WHERE {sql.null}) ORDER BY 1",
             )
-        if not a_repeats and not b_repeats:
-            return _classify_unique(con, sql, null_keys)
+        fast = _classify_unique(con, sql, null_keys)
+        if fast is not None:
+            return fast
         con.execute(
             f"CREATE TEMP TABLE b_dupes AS SELECT {sql.keys} FROM b "
             f"WHERE NOT ({sql.null}) GROUP BY ALL HAVING count(*) > 1"
@@ -103,15 +96,30 @@ def classify(a: pa.Table, b: pa.Table, key: tuple[str, ...]) -> Classified:
 
 def _classify_unique(
     con: duckdb.DuckDBPyConnection, sql: _Sql, null_keys: np.ndarray
-) -> Classified:
-    """No key repeats on either side: one full outer join on the key, keeping only the
-    pairs whose row hash differs (or that have one side only)."""
+) -> Classified | None:
+    """One aggregation by key over both sides: the keys whose row hash differs or that
+    one side lacks, with their row positions. None when a key repeats on either side
+    (then the general path pairs rows one by one)."""
     result = con.execute(
-        f"""SELECT coalesce(x.{_IDX}, -1) AS ai, coalesce(y.{_IDX}, -1) AS bi
-            FROM (SELECT * FROM a WHERE NOT ({sql.null})) x
-            FULL OUTER JOIN (SELECT * FROM b WHERE NOT ({sql.null})) y ON {sql.match}
-            WHERE x.{_HASH} IS DISTINCT FROM y.{_HASH}"""
+        f"""SELECT count(*) FILTER (WHERE side = 0) AS na,
+                   count(*) FILTER (WHERE side = 1) AS nb,
+                   coalesce(min({_IDX}) FILTER (WHERE side = 0), -1) AS ai,
+                   coalesce(min({_IDX}) FILTER (WHERE side = 1), -1) AS bi
+            FROM (
+                SELECT 0 AS side, {_IDX}, {sql.keys}, {_HASH} FROM a WHERE NOT ({sql.null})
+                UNION ALL
+                SELECT 1 AS side, {_IDX}, {sql.keys}, {_HASH} FROM b WHERE NOT ({sql.null})
+            )
+            GROUP BY {sql.keys}
+            HAVING count(*) > 2 OR count(*) FILTER (WHERE side = 0) > 1
+                OR count(*) FILTER (WHERE side = 1) > 1
+                OR min({_HASH}) FILTER (WHERE side = 0)
+                   IS DISTINCT FROM min({_HASH}) FILTER (WHERE side = 1)"""
     ).fetchnumpy()
+    na = np.asarray(result["na"], dtype=np.int64)
+    nb = np.asarray(result["nb"], dtype=np.int64)
+    if (na > 1).any() or (nb > 1).any():
+        return None
     ai = np.asarray(result["ai"], dtype=np.int64)
     bi = np.asarray(result["bi"], dtype=np.int64)
     return Classified(

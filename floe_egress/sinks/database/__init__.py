@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from floe_egress.sinks.base import Sink
 from floe_egress.sinks.database.models import (
+    DEFAULT_BATCH_SIZE,
     DuckdbConfig,
     MysqlConfig,
     PostgresConfig,
@@ -16,8 +17,6 @@ from floe_egress.sinks.database.models import (
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 MODES = frozenset({"upsert", "update", "insert", "mirror", "append"})
-DEFAULT_BATCH_SIZE = 100_000
-"""dlt costs about 0.1-0.2 s a run whatever its size: database batches are large."""
 
 
 def build(request: BuildRequest) -> Sink:

@@ -21,6 +21,7 @@ from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.database import failures
 from floe_egress.sinks.database.dlt_db import DltDb, RunStats
 from floe_egress.sinks.database.frames import build_frame, event_identity, payload_digest
+from floe_egress.sinks.database.models import DEFAULT_BATCH_SIZE
 from floe_egress.sinks.database.plan import Fresh, WritePlan, plan_write
 from floe_egress.sinks.database.targets import target_for
 from floe_egress.sinks.mapping import apply_field_mapping
@@ -48,6 +49,8 @@ class DatabaseSink:
         self.source_key = request.key
         self.key = tuple((request.field_mapping or {}).get(k, k) for k in request.key)
         self.db = DltDb(request.destination, self.target, request.work_dir)
+        self.batch_size = request.batch_size or DEFAULT_BATCH_SIZE
+        """Rows per dlt run (one load package, one COPY or MERGE); a write may take several."""
         self.runs: deque[RunStats] = deque(maxlen=100)
         """The latest dlt runs of this sink, for benchmarks and tests."""
         self._next: tuple[Range, int] | None = None
@@ -115,9 +118,9 @@ class DatabaseSink:
             plan = plan_write(
                 self.mode, mapped, self.key, fresh, self.db.existing, context.to_snapshot
             )
-            if plan.rows.num_rows:
-                budget = [isolation_budget(plan.rows.num_rows)]
-                self._send(plan.rows, plan, context, report, budget)
+            for start in range(0, plan.rows.num_rows, self.batch_size):
+                rows = plan.rows.slice(start, self.batch_size)
+                self._send(rows, plan, context, report, [isolation_budget(rows.num_rows)])
         except SinkError:
             raise
         except Exception as exc:

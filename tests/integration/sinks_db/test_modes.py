@@ -87,6 +87,8 @@ async def test_mode_gives_the_expected_table(
     assert (reports[-1].delivered, resent.delivered) == LAST_DELIVERED[mode]
     assert [r.failed for r in [*reports, resent]] == [[]] * 4
     assert resent.idempotency_keys == reports[-1].idempotency_keys
+    assert resent.checksum == reports[-1].checksum != reports[-2].checksum
+    assert resent.checksum.startswith("sha256:") and resent.bytes_transmitted > 0
     assert db.key_indexes() == ([] if db.kind == "duckdb" else ["customers__floe_key"])
 
 

@@ -54,6 +54,7 @@ class DatabaseSink:
         self.runs: deque[RunStats] = deque(maxlen=100)
         """The latest dlt runs of this sink, for benchmarks and tests."""
         self._next: tuple[Range, int] | None = None
+        """The write that would continue an initial load (plan.py): its range and index."""
         self._indexed = False
 
     @property

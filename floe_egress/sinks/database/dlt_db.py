@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from floe_egress.sinks.database.fastload import csv_import
 from floe_egress.sinks.database.frames import Frame
 from floe_egress.sinks.database.keys import existing_mask
 from floe_egress.sinks.database.targets import Target
+from floe_egress.sinks.dltpackages import abort_pending, prune_completed
 
 T = TypeVar("T")
 TableState = Literal["missing", "empty", "rows"]
@@ -219,25 +219,10 @@ class DltDb:
         return RunStats(disposition, frame.table.num_rows, seconds)
 
     def abort_pending(self) -> list[str]:
-        pipeline = self.pipeline
-        if not pipeline.has_pending_data:
-            return []
-        stale = [
-            *pipeline.list_extracted_load_packages(),
-            *pipeline.list_normalized_load_packages(),
-        ]
-        log.warning("dlt_pending_packages_aborted", destination=self.destination, load_ids=stale)
-        pipeline.abort_packages()
-        return list(stale)
+        return abort_pending(self.pipeline, self.destination)
 
     def prune(self) -> int:
-        if self._pipeline is None:
-            return 0
-        loaded = Path(self._pipeline.working_dir) / "load" / "loaded"
-        load_ids = list(self._pipeline.list_completed_load_packages())
-        for load_id in load_ids:
-            shutil.rmtree(loaded / load_id, ignore_errors=True)
-        return len(load_ids)
+        return 0 if self._pipeline is None else prune_completed(self._pipeline)
 
 
 __all__ = ["DltDb", "RunStats", "TableState"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from floe_egress.errors import SinkError, TransientSinkError
+from floe_egress.sinks.dltpackages import abort_pending, prune_completed
 
 Handler = Callable[[pa.Table], Awaitable[None]]
 TABLE_NAME = "changes"
@@ -156,19 +156,10 @@ class DltBridge:
             run.error = exc
 
     def _abort_pending(self, pipeline: Any) -> None:
-        if not pipeline.has_pending_data:
-            return
-        stale = [
-            *pipeline.list_extracted_load_packages(),
-            *pipeline.list_normalized_load_packages(),
-        ]
-        log.warning("dlt_pending_packages_aborted", destination=self.destination, load_ids=stale)
-        pipeline.abort_packages()
+        abort_pending(pipeline, self.destination)
 
     def _prune(self, pipeline: Any) -> None:
-        loaded = Path(pipeline.working_dir) / "load" / "loaded"
-        for load_id in pipeline.list_completed_load_packages():
-            shutil.rmtree(loaded / load_id, ignore_errors=True)
+        prune_completed(pipeline)
 
     async def close(self) -> None:
         async with self._lock:

@@ -31,7 +31,8 @@ test: install services lint typecheck
 
 bench: install services
 	$(BIN)/python bench/changes.py
-	$(BIN)/python bench/sinks_db.py
+	$(BIN)/python bench/sinks.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) .floe-egress .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,9 @@ import pyarrow as pa
 from floe_egress.changes.duck import cursor
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """JSON for the Arrow values `json` does not know: ISO-8601 times, decimals as
+    strings, binary as base64, UUIDs as text, durations in seconds."""
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -25,12 +27,14 @@ def _json_default(value: Any) -> Any:
         return base64.b64encode(value).decode()
     if isinstance(value, uuid.UUID):
         return str(value)
-    raise TypeError(f"cannot use a {type(value).__name__} as a key value")
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def key_json(key: Mapping[str, Any]) -> str:
     """The canonical JSON of a row key: sorted names, compact, stable across runs."""
-    return json.dumps(dict(key), sort_keys=True, separators=(",", ":"), default=_json_default)
+    return json.dumps(dict(key), sort_keys=True, separators=(",", ":"), default=json_default)
 
 
 def key_jsons(table: pa.Table | pa.RecordBatch, key: Iterable[str]) -> list[str]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import decimal
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -14,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from floe_egress.changes.keys import json_default
 from floe_egress.changes.model import OP_COLUMN
 from floe_egress.config.models import SyncMode
 
@@ -95,18 +94,6 @@ def _is_nested(data_type: pa.DataType) -> bool:
     )
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _json_text(column: pa.ChunkedArray, data_type: pa.DataType) -> pa.Array:
     values = column.to_pylist()
     if pa.types.is_map(data_type):
@@ -115,7 +102,7 @@ def _json_text(column: pa.ChunkedArray, data_type: pa.DataType) -> pa.Array:
         [
             None
             if v is None
-            else json.dumps(v, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+            else json.dumps(v, default=json_default, separators=(",", ":"), ensure_ascii=False)
             for v in values
         ],
         pa.string(),

@@ -26,10 +26,10 @@ from typing import Any
 import aiohttp
 import structlog
 
-from floe_egress.config.models import RetryConfig
+from floe_egress.config.models import RateLimit, RetryConfig
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.http.ledger import Ledger
-from floe_egress.sinks.http.limits import Budget, BudgetSpec, budget_for
+from floe_egress.sinks.http.limits import Budget, BudgetSpec, account_key, budget_for
 
 USER_AGENT = "floe-egress/0.1"
 log = structlog.get_logger(__name__)
@@ -286,3 +286,27 @@ class HttpClient:
             same_loop = False
         if same_loop:
             await session.close()
+
+
+def bearer_client(
+    destination: str,
+    retry: RetryConfig,
+    *,
+    base_url: str,
+    token: str,
+    rate_limit: RateLimit | None,
+    timeout_seconds: float | None,
+    verify_tls: bool,
+    classifier: Classifier,
+) -> HttpClient:
+    """A client for a SaaS API with a bearer token; its budget is the token's account."""
+    spec = BudgetSpec.from_rate_limit(account_key(rate_limit, base_url, token), rate_limit)
+    return HttpClient(
+        destination=destination,
+        retry=retry,
+        budget=spec,
+        timeout_seconds=timeout_seconds,
+        verify_tls=verify_tls,
+        headers={"Authorization": f"Bearer {token}"},
+        classifier=classifier,
+    )

@@ -32,13 +32,13 @@ from floe_egress.sinks.http.client import (
     Request,
     Response,
     Retry,
+    bearer_client,
     default_classifier,
     error_message,
     retry_after,
 )
 from floe_egress.sinks.http.convert import as_text, dumps
 from floe_egress.sinks.http.ledger import Ledger, OrderKey
-from floe_egress.sinks.http.limits import BudgetSpec, account_key
 from floe_egress.sinks.http.sink import (
     HttpSink,
     Rejected,
@@ -299,17 +299,14 @@ def build(request: BuildRequest) -> HubSpotSink:
     config = request.sink_config
     if not isinstance(config, HubSpotConfig):
         config = HubSpotConfig.model_validate(config.model_dump())
-    rate = request.rate_limit or DEFAULT_RATE
-    spec = BudgetSpec.from_rate_limit(
-        account_key(request.rate_limit, config.base_url, config.access_token), rate
-    )
-    client = HttpClient(
-        destination=request.destination,
-        retry=request.retry,
-        budget=spec,
+    client = bearer_client(
+        request.destination,
+        request.retry,
+        base_url=config.base_url,
+        token=config.access_token,
+        rate_limit=request.rate_limit or DEFAULT_RATE,
         timeout_seconds=config.timeout_seconds,
         verify_tls=config.verify_tls,
-        headers={"Authorization": f"Bearer {config.access_token}"},
         classifier=_classifier(request.destination),
     )
     return HubSpotSink(request, config, client)

@@ -31,10 +31,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from floe_egress.errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
-from floe_egress.sinks.http.client import HttpClient, Request, Response, Retry, default_classifier
+from floe_egress.sinks.http.client import (
+    HttpClient,
+    Request,
+    Response,
+    Retry,
+    bearer_client,
+    default_classifier,
+)
 from floe_egress.sinks.http.convert import as_text, dumps
 from floe_egress.sinks.http.ledger import Ledger, OrderKey
-from floe_egress.sinks.http.limits import BudgetSpec, account_key
 from floe_egress.sinks.http.sink import (
     HttpSink,
     Rejected,
@@ -282,17 +288,14 @@ def build(request: BuildRequest) -> SalesforceSink:
     config = request.sink_config
     if not isinstance(config, SalesforceConfig):
         config = SalesforceConfig.model_validate(config.model_dump())
-    spec = BudgetSpec.from_rate_limit(
-        account_key(request.rate_limit, config.instance_url, config.access_token),
-        request.rate_limit,
-    )
-    client = HttpClient(
-        destination=request.destination,
-        retry=request.retry,
-        budget=spec,
+    client = bearer_client(
+        request.destination,
+        request.retry,
+        base_url=config.instance_url,
+        token=config.access_token,
+        rate_limit=request.rate_limit,
         timeout_seconds=config.timeout_seconds,
         verify_tls=config.verify_tls,
-        headers={"Authorization": f"Bearer {config.access_token}"},
         classifier=_classifier(request.destination),
     )
     return SalesforceSink(request, config, client)

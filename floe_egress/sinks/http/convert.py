@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DecimalMode = Literal["string", "number"]
 Convert = Callable[[Any], Any]
@@ -157,6 +158,22 @@ def _map(t: pa.MapType, decimals: DecimalMode) -> Convert:
     return convert
 
 
+def _vectorized(column: Any, decimals: DecimalMode) -> Any | None:
+    """The column already in its JSON form, computed by Arrow (no Python object per
+    value), for the common top-level types; None when the per-value path is needed."""
+    t = column.type
+    if pa.types.is_timestamp(t):
+        utc = column.cast(pa.timestamp("us", tz="UTC"), safe=False)
+        text = pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S")
+        text = pc.replace_substring_regex(text, pattern=r"\.0{6}$", replacement="")
+        return pc.binary_join_element_wise(text, "Z", "")
+    if pa.types.is_decimal(t) and decimals == "string":
+        return column.cast(pa.string())
+    if pa.types.is_floating(t) and pc.all(pc.is_finite(column)).as_py() is not False:
+        return column
+    return None
+
+
 def to_records(
     table: pa.Table | pa.RecordBatch, decimals: DecimalMode = "string"
 ) -> list[JsonRecord]:
@@ -164,7 +181,12 @@ def to_records(
     convs = {f.name: converter(f.type, decimals) for f in table.schema}
     columns: dict[str, list[Any]] = {}
     for name, conv in convs.items():
-        values = _pylist(table.column(name))
+        column = table.column(name)
+        ready = None if conv is _identity else _vectorized(column, decimals)
+        if ready is not None:
+            columns[name] = ready.to_pylist()
+            continue
+        values = _pylist(column)
         columns[name] = values if conv is _identity else [conv(v) for v in values]
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]

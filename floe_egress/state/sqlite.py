@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,7 +113,7 @@ class SqliteStore(SqlStore):
             ) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(conn)
             # In WAL mode NORMAL survives an application crash; a power cut may lose the
             # last commits, which only makes the next cycle resend (at-least-once).
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -174,3 +175,21 @@ def _create_private_file(file: Path, where: str) -> None:
             f"cannot create the state store {where}: {exc.strerror} ({exc.filename}); "
             "check that the folder exists or may be created by this user"
         ) from exc
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once (without its busy handler) while another process holds the file
+    during its own switch or first migration: wait for it like the busy timeout would."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+

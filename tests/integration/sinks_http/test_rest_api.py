@@ -340,7 +340,7 @@ async def test_a_refused_request_stops_the_rest_of_the_batch(
 ) -> None:
     rest_server.fail(
         Fault(401, body={"error": "token revoked"}, path_prefix="/v1/contacts/1"),
-        Fault(delay=1.5, path_prefix="/v1/contacts/2"),
+        Fault(delay=3.0, path_prefix="/v1/contacts/2"),
     )
     config = {"url": f"{rest_server.url}/v1/contacts/{{customer_id}}", "method": "PUT"}
     sink = make_sink(rest_api.SINK_TYPE, config, mapping=MAPPING)
@@ -352,6 +352,6 @@ async def test_a_refused_request_stops_the_rest_of_the_batch(
     with pytest.raises(PermanentSinkError, match="token revoked"):
         await sink.write(changes(rows, SCHEMA), context())
 
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5, "the slow request was not waited for"
     sending = [t for t in asyncio.all_tasks() if "send_splitting" in repr(t.get_coro())]
     assert sending == []

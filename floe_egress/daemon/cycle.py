@@ -410,7 +410,12 @@ def _commit(
         updated_at=time.time(),
     )
     run = _run_record(dest, result, started_wall)
-    if cs.plan == "noop" and result.status == "noop" and not work.retry_keys:
+    if (
+        cs.plan == "noop"
+        and result.status == "noop"
+        and not work.retry_keys
+        and work.resync_requested_at is None
+    ):
         rt.store.record_run(run)
         return
     rt.store.commit_cycle(
@@ -423,7 +428,7 @@ def _commit(
             ledger_upserts=ledger.upserts,
             ledger_deletes=ledger.deletes,
             ledger_replace=dest.mode == "mirror" and cs.plan == "full",
-            clear_resync=True,
+            clear_resync=work.resync_requested_at,
         )
     )
 

@@ -33,7 +33,8 @@ from floe_egress.changes.keys import key_jsons, keys_table, parse_key_json
 from floe_egress.changes.lookup import current_rows
 from floe_egress.config.models import Destination
 from floe_egress.daemon.runtime import Runtime
-from floe_egress.state.store import Attempt, Checkpoint, StateStore
+from floe_egress.sinks.mapping import filter_for_mode
+from floe_egress.state.store import Attempt, Checkpoint, ResyncRequest, StateStore
 
 log = structlog.get_logger("floe_egress.cycle")
 
@@ -50,6 +51,10 @@ class Work:
     ledger_deletes: pa.Table
     held_rows: int
     """Rows the destination holds, as far as we know (for the delete guard)."""
+    override: frozenset[str] = frozenset()
+    """Keys whose change-set rows are replaced by their `resend` rows."""
+    resync_requested_at: float | None = None
+    """The resync request this cycle carries out (cleared by its commit)."""
 
     @property
     def schema(self) -> pa.Schema:
@@ -63,7 +68,11 @@ class Work:
 
     def batches(self) -> Iterator[pa.Table]:
         for batch in self.change_set.batches():
-            yield pa.Table.from_batches([batch], schema=self.schema)
+            rows = pa.Table.from_batches([batch], schema=self.schema)
+            if self.override:
+                keep = [k not in self.override for k in key_jsons(rows, self.key)]
+                rows = rows.filter(pa.array(keep, pa.bool_()))
+            yield rows
         if self.resend.num_rows:
             yield self.resend
         if self.ledger_deletes.num_rows:
@@ -80,10 +89,11 @@ def summary_total(snapshot: Any) -> int:
         return 0
 
 
-def _start(store: StateStore, dest: Destination, key: tuple[str, ...]) -> tuple[int | None, str]:
+def _start(
+    store: StateStore, dest: Destination, key: tuple[str, ...], resync: ResyncRequest | None
+) -> tuple[int | None, str]:
     """A and, when A is none, why."""
     checkpoint = store.get_checkpoint(dest.name)
-    resync = store.pending_resync(dest.name)
     if resync is not None:
         reason = "full resync requested" if resync.from_snapshot is None else ""
         return resync.from_snapshot, reason
@@ -104,42 +114,61 @@ def plan_work(rt: Runtime, dest: Destination) -> Work:
     store = rt.store
     table = rt.load_table(dest)
     head = snapshot_of_ref(table, dest.ref)
+    head_id = head.snapshot_id if head else None
     key = resolve_key(table, schema_of(table, head), dest.primary_key)
-    from_snapshot, full_reason = _start(store, dest, key)
-    attempt = store.pending_attempt(dest.name)
-    interrupted = _interrupted(attempt, from_snapshot, head.snapshot_id if head else None)
-    if interrupted is not None and table.snapshot_by_id(interrupted.to_snapshot) is None:
+    resync = store.pending_resync(dest.name)
+    from_snapshot, full_reason = _start(store, dest, key, resync)
+    attempts = [
+        a
+        for a in store.pending_attempts(dest.name)
+        if (a.from_snapshot, a.to_snapshot) != (from_snapshot, head_id)
+    ]
+    lost = [a for a in attempts if not _readable(table, a)]
+    if lost:
         from_snapshot, full_reason = (
             None,
             (
-                f"a delivery up to snapshot {interrupted.to_snapshot} was interrupted and that "
-                "snapshot has expired since: full resync"
+                f"a delivery up to snapshot {lost[0].to_snapshot} was interrupted and its range "
+                "can no longer be read (expired snapshots): full resync"
             ),
         )
-        interrupted = None
+        attempts = [a for a in attempts if a not in lost]
     change_set = capture(
         table, ref=dest.ref, from_snapshot=from_snapshot, key=key, full_reason=full_reason
     )
     schema = change_set.schema
 
     wanted: dict[str, str] = {}
+    override: set[str] = set()
     retry_keys: list[str] = []
-    pending = store.failed_rows(dest.name, include_parked=False)
-    if pending or interrupted is not None:
-        in_change_set = {k for b in change_set.batches() for k in key_jsons(b, key)}
-        retry_keys = [r.key_json for r in pending]
-        wanted.update({r.key_json: r.op for r in pending if r.key_json not in in_change_set})
-        if interrupted is not None:
-            touched = _keys_of_range(table, dest, interrupted, key)
-            extra = {k: "update" for k in touched - in_change_set if k not in wanted}
+    failed = store.failed_rows(dest.name) if store.failed_row_count(dest.name) else []
+    if failed or attempts:
+        sent_ops = _ops_sent(change_set, key, dest)
+        for row in failed:
+            sent_op = sent_ops.get(row.key_json)
+            if row.parked:
+                if sent_op is not None:  # delivered by the change set: resolved if it works
+                    retry_keys.append(row.key_json)
+                continue
+            retry_keys.append(row.key_json)
+            if sent_op is None or (row.op == "insert" and sent_op == "update"):
+                # Not sent by this change set in a form the mode delivers, or an insert the
+                # destination never got that the change set would send as an update.
+                wanted[row.key_json] = row.op
+                if sent_op is not None:
+                    override.add(row.key_json)
+        touched: set[str] = set()
+        for attempt in attempts:
+            touched |= _keys_of_range(table, dest, attempt, key)
+        extra = {k: "update" for k in touched if k not in sent_ops and k not in wanted}
+        if attempts:
             log.warning(
                 "interrupted_delivery_resent",
                 destination=dest.name,
-                from_snapshot=interrupted.from_snapshot,
-                to_snapshot=interrupted.to_snapshot,
+                ranges=[(a.from_snapshot, a.to_snapshot) for a in attempts],
                 keys=len(extra),
             )
-            wanted.update(extra)
+        wanted.update(extra)
     resend = schema.empty_table()
     if wanted and change_set.to_snapshot is not None:
         resend = _at_current_state(table, change_set.to_snapshot, key, wanted, schema)
@@ -147,8 +176,9 @@ def plan_work(rt: Runtime, dest: Destination) -> Work:
     ledger_deletes = schema.empty_table()
     held = summary_total(table.snapshot_by_id(from_snapshot)) if from_snapshot else 0
     if dest.mode == "mirror":
-        held = store.ledger_size(dest.name)
-        if change_set.plan == "full" and held:
+        ledger_size = store.ledger_size(dest.name)
+        held = max(held, ledger_size)
+        if change_set.plan == "full" and ledger_size:
             ledger_deletes = _ledger_deletes(store, dest, table, change_set, key, schema)
     return Work(
         change_set,
@@ -158,21 +188,33 @@ def plan_work(rt: Runtime, dest: Destination) -> Work:
         retry_keys,
         ledger_deletes,
         held,
+        override=frozenset(override),
+        resync_requested_at=resync.requested_at if resync is not None else None,
     )
 
 
-def _interrupted(
-    attempt: Attempt | None, from_snapshot: int | None, head: int | None
-) -> Attempt | None:
-    """The attempt to replay: it started from the same A and aimed at another B."""
-    if attempt is None or attempt.from_snapshot != from_snapshot or attempt.to_snapshot == head:
-        return None
-    return attempt
+def _ops_sent(change_set: ChangeSet, key: tuple[str, ...], dest: Destination) -> dict[str, str]:
+    """key_json → op of the change-set rows the destination's mode delivers."""
+    ops: dict[str, str] = {}
+    for batch in change_set.batches():
+        rows = filter_for_mode(pa.Table.from_batches([batch]), dest.mode)
+        ops.update(zip(key_jsons(rows, key), rows.column(OP_COLUMN).to_pylist(), strict=True))
+    return ops
+
+
+def _readable(table: Table, attempt: Attempt) -> bool:
+    if table.snapshot_by_id(attempt.to_snapshot) is None:
+        return False
+    return attempt.from_snapshot is None or table.snapshot_by_id(attempt.from_snapshot) is not None
 
 
 def _keys_of_range(
     table: Table, dest: Destination, attempt: Attempt, key: tuple[str, ...]
 ) -> set[str]:
+    """The keys a delivery of `attempt`'s range may have touched at the destination."""
+    if attempt.from_snapshot is None:
+        scan = table.scan(snapshot_id=attempt.to_snapshot, selected_fields=key)
+        return {k for b in scan.to_arrow_batch_reader() for k in key_jsons(b, key)}
     touched = capture(
         table,
         ref=dest.ref,

@@ -94,16 +94,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
-    # The range a cycle started delivering: a cycle cut short leaves it behind, and the
-    # next one resends its keys even when the table has moved on (see daemon/cycle.py).
+    # The ranges cycles started delivering: a cycle cut short leaves its range behind,
+    # and later cycles resend its keys until one commits (see daemon/work.py).
     Migration(
         2,
         _for_both(
             """CREATE TABLE attempts (
-                destination TEXT PRIMARY KEY,
+                destination TEXT NOT NULL,
                 from_snapshot BIGINT,
                 to_snapshot BIGINT NOT NULL,
-                started_at {float} NOT NULL
+                started_at {float} NOT NULL,
+                PRIMARY KEY (destination, to_snapshot)
             )""",
         ),
     ),

@@ -165,8 +165,11 @@ class SqlStore(ABC):
             else:
                 cur.delete_keys("ledger", cp.destination, commit.ledger_deletes)
             cur.write_ledger(cp.destination, upserts, emptied=commit.ledger_replace)
-            if commit.clear_resync:
-                cur.execute("DELETE FROM resync_requests WHERE destination = ?", (cp.destination,))
+            if commit.clear_resync is not None:
+                cur.execute(
+                    "DELETE FROM resync_requests WHERE destination = ? AND requested_at = ?",
+                    (cp.destination, commit.clear_resync),
+                )
             cur.execute("DELETE FROM attempts WHERE destination = ?", (cp.destination,))
 
     def unpark_failed_rows(self, destination: str) -> int:
@@ -185,24 +188,19 @@ class SqlStore(ABC):
         with self.transaction() as cur:
             cur.execute(
                 "INSERT INTO attempts (destination, from_snapshot, to_snapshot, started_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET "
-                "from_snapshot = excluded.from_snapshot, to_snapshot = excluded.to_snapshot, "
-                "started_at = excluded.started_at",
+                "VALUES (?, ?, ?, ?) ON CONFLICT (destination, to_snapshot) DO NOTHING",
                 (destination, from_snapshot, to_snapshot, time.time()),
             )
 
-    def pending_attempt(self, destination: str) -> Attempt | None:
+    def pending_attempts(self, destination: str) -> list[Attempt]:
         with self.transaction(write=False) as cur:
             cur.execute(
-                "SELECT from_snapshot, to_snapshot, started_at FROM attempts WHERE destination = ?",
+                "SELECT from_snapshot, to_snapshot, started_at FROM attempts "
+                "WHERE destination = ? ORDER BY started_at",
                 (destination,),
             )
-            row = cur.fetchone()
-        if row is None:
-            return None
-        return Attempt(destination, _int_or_none(row[0]), int(row[1]), float(row[2]))
-
-    # --- failed rows ------------------------------------------------------------------
+            rows = cur.fetchall()
+        return [Attempt(destination, _int_or_none(r[0]), int(r[1]), float(r[2])) for r in rows]
 
     def failed_rows(
         self, destination: str, *, include_parked: bool = True

@@ -192,4 +192,3 @@ def _switch_to_wal(conn: sqlite3.Connection) -> None:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.25)
-

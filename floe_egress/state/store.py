@@ -114,8 +114,9 @@ class CycleCommit:
     ledger_deletes: list[str] = field(default_factory=list)
     ledger_replace: bool = False
     """True on a full resync: the ledger becomes exactly `ledger_upserts`."""
-    clear_resync: bool = False
-    """Committing also clears the destination's attempt record."""
+    clear_resync: float | None = None
+    """`requested_at` of the resync request this cycle carried out: that request (and not
+    one made while the cycle ran) is cleared. Committing always clears the attempts."""
 
 
 class StateStore(Protocol):
@@ -161,9 +162,12 @@ class StateStore(Protocol):
     def ledger_size(self, destination: str) -> int: ...
 
     def begin_attempt(self, destination: str, from_snapshot: int | None, to_snapshot: int) -> None:
-        """Record that delivery of from_snapshot→to_snapshot starts (before the first write)."""
+        """Record that delivery of from_snapshot→to_snapshot starts (before the first write).
 
-    def pending_attempt(self, destination: str) -> Attempt | None: ...
+        Attempts accumulate until a cycle commits: each one's keys are resent until then.
+        """
+
+    def pending_attempts(self, destination: str) -> list[Attempt]: ...
 
     def acquire_lease(self, destination: str, owner: str, ttl_seconds: float) -> bool:
         """Take or renew the lease on `destination` for `owner`; False if another holds it."""

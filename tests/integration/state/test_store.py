@@ -126,7 +126,7 @@ def test_a_failing_commit_writes_nothing(
         resolved=[key(1)],
         ledger_deletes=[key(0), key(1)],
         ledger_upserts=upserts,
-        clear_resync=True,
+        clear_resync=1.0,
     )
     with pytest.raises(CheckpointError, match="state store"):
         store.commit_cycle(failing)
@@ -266,9 +266,12 @@ def test_resync_request_is_replaced_and_cleared_by_a_commit(store: StateStore) -
     full = store.pending_resync("crm")
     store.request_resync("crm", INT64_MIN)
     from_snapshot = store.pending_resync("crm")
-    store.commit_cycle(commit(1, clear_resync=False))
+    store.commit_cycle(commit(1))
     kept = store.pending_resync("crm")
-    store.commit_cycle(commit(2, clear_resync=True))
+    assert kept is not None
+    store.commit_cycle(commit(2, clear_resync=kept.requested_at - 1))
+    newer_survives = store.pending_resync("crm")
+    store.commit_cycle(commit(3, clear_resync=kept.requested_at))
 
     assert full is not None
     assert full.from_snapshot is None
@@ -276,6 +279,7 @@ def test_resync_request_is_replaced_and_cleared_by_a_commit(store: StateStore) -
     assert from_snapshot is not None
     assert from_snapshot.from_snapshot == INT64_MIN
     assert kept == from_snapshot
+    assert newer_survives == kept, "a request made after the cycle read its own is kept"
     assert store.pending_resync("crm") is None
 
 
@@ -564,19 +568,19 @@ def test_the_package_exports_exactly_its_all() -> None:
     assert public == set(state.__all__)
 
 
-def test_an_attempt_is_recorded_and_cleared_by_the_commit(backend: Backend) -> None:
+def test_attempts_accumulate_until_a_commit_clears_them(backend: Backend) -> None:
     store = open_store(backend.url)
     try:
-        assert store.pending_attempt("crm") is None
+        assert store.pending_attempts("crm") == []
         store.begin_attempt("crm", 1, INT64_MAX)
-        attempt = store.pending_attempt("crm")
-        assert attempt is not None
-        assert (attempt.from_snapshot, attempt.to_snapshot) == (1, INT64_MAX)
+        store.begin_attempt("crm", 1, INT64_MAX)
         store.begin_attempt("crm", None, 5)
-        attempt = store.pending_attempt("crm")
-        assert attempt is not None and (attempt.from_snapshot, attempt.to_snapshot) == (None, 5)
+        attempts = store.pending_attempts("crm")
+        assert [(a.from_snapshot, a.to_snapshot) for a in attempts] == [(1, INT64_MAX), (None, 5)]
+        store.begin_attempt("other", 1, 2)
         store.commit_cycle(commit(5))
-        assert store.pending_attempt("crm") is None
+        assert store.pending_attempts("crm") == []
+        assert len(store.pending_attempts("other")) == 1
     finally:
         store.close()
 

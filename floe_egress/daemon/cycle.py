@@ -329,7 +329,15 @@ async def _deliver(
     ledger = _Ledger()
     value_columns = [n for n in cs.schema.names if n != OP_COLUMN]
     filtered = (filter_for_mode(t, dest.mode) for t in work.batches())
-    for index, batch in enumerate(_rebatch((t for t in filtered if t.num_rows), size)):
+    batches = _rebatch((t for t in filtered if t.num_rows), size)
+    index = -1
+    while True:
+        # Reading the next rows may read Parquet files (a full plan streams the table):
+        # off the event loop, which also serves health checks, leases and the watchdog.
+        batch = await asyncio.to_thread(next, batches, None)
+        if batch is None:
+            break
+        index += 1
         if still_held is not None and not still_held():
             raise CheckpointError(
                 f"destination {dest.name}: this daemon no longer holds its lease; stopped "
@@ -346,7 +354,9 @@ async def _deliver(
         batch_report = await sink.write(batch, context)
         report.merge(batch_report)
         if dest.mode == "mirror":
-            _track_ledger(ledger, batch, batch_report, work.key, value_columns)
+            await asyncio.to_thread(
+                _track_ledger, ledger, batch, batch_report, work.key, value_columns
+            )
     return ledger
 
 

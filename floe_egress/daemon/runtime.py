@@ -87,17 +87,25 @@ class Runtime:
         sink = self._sinks.get(cache_key)
         if sink is None:
             sink = build_sink(dest, key, self.work_dir / "destinations" / dest.name)
-            await sink.check()
+            try:
+                await sink.check()
+            except BaseException:
+                await sink.close()
+                raise
             self._sinks[cache_key] = sink
         return sink
 
-    async def close(self) -> None:
+    async def close_sinks(self) -> None:
+        """Close every sink; a sink's close waits for its in-flight dlt load to end."""
         sinks, self._sinks = list(self._sinks.values()), {}
         for sink in sinks:
             try:
                 await sink.close()
             except Exception as exc:  # closing must not hide the original outcome
                 log.warning("sink_close_failed", sink=sink.name, error=redact(str(exc)))
+
+    async def close(self) -> None:
+        await self.close_sinks()
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None

@@ -612,6 +612,9 @@ class Daemon:
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=CANCEL_WAIT)
         if self._runtime is not None:
+            # A cancelled cycle's database load may still be running in its thread:
+            # wait for it before another daemon may take the destination over.
+            await self._runtime.close_sinks()
             await self._release_all(list(self.held))
             await self._runtime.close()
         if self._http is not None:

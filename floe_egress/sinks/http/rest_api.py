@@ -11,6 +11,10 @@ Responses:
   take this request at all and fail the whole batch too.
 - 429/503/5xx/timeouts: retried by the client (see client.py).
 
+The envelope's op says what the mode means: "upsert" and "delete" in upsert and mirror
+modes, "insert" in insert mode and "update" in update mode (so the API can refuse to
+overwrite, or to create), each sent to its route when one is configured, else to `url`.
+
 In append mode every change is an event: rows of all ops go through the upsert route,
 the envelope's op is "append" and each record is `{"op", "snapshot_id", "record"}`.
 """
@@ -68,9 +72,9 @@ class RestApiSink(HttpSink):
             return "upsert"
         if row.op == "delete":
             return "delete"
-        if row.op == "insert" and "insert" in self.config.routes:
+        if row.op == "insert" and ("insert" in self.config.routes or self.mode == "insert"):
             return "insert"
-        if row.op == "update" and "update" in self.config.routes:
+        if row.op == "update" and ("update" in self.config.routes or self.mode == "update"):
             return "update"
         return "upsert"
 

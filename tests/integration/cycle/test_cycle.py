@@ -207,8 +207,8 @@ async def test_modes_choose_which_changes_are_sent(
     )
     expected = {
         "upsert": [("upsert", 1), ("upsert", 50)],
-        "insert": [("upsert", 50)],
-        "update": [("upsert", 1)],
+        "insert": [("insert", 50)],
+        "update": [("update", 1)],
     }[mode]
     assert ops == expected
 

@@ -192,8 +192,29 @@ def cmd_sync(args: argparse.Namespace) -> int:
     loaded = _load(args)
     dests = _destinations(loaded.spec, args.destination)
     results = asyncio.run(_cycles(loaded, dests, send=True, force=args.force))
+    if args.force:
+        _hand_force_to_holders(loaded, [r for r in results if r.status == "skipped"])
     _print_results(results, as_json=args.json, verb="sent")
     return _exit_code(results)
+
+
+def _hand_force_to_holders(loaded: LoadedConfig, skipped: Sequence[Any]) -> None:
+    """`--force` for a destination another process (the daemon) is syncing: its next
+    cycle there overrides the delete guard once."""
+    if not skipped:
+        return
+    from floe_egress.daemon.runtime import Runtime
+
+    runtime = Runtime(loaded.spec)
+    try:
+        for result in skipped:
+            runtime.store.request_force(result.destination)
+            result.reason = (
+                "--force was handed to the process holding it: its next cycle overrides "
+                "the delete guard once"
+            )
+    finally:
+        asyncio.run(runtime.close())
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

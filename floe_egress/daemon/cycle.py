@@ -192,7 +192,7 @@ async def run_cycle(
         result.invalid = cs.counts.invalid
         result.retried = int(work.resend.num_rows)
         bound = bound.bind(plan=cs.plan, from_snapshot=cs.from_snapshot, to_snapshot=cs.to_snapshot)
-        _check_delete_guard(work, dest, force)
+        _check_delete_guard(work, dest, force or work.force_requested_at is not None)
         if work.has_rows and cs.to_snapshot is not None:
             await asyncio.to_thread(
                 store.begin_attempt, dest.name, cs.from_snapshot, cs.to_snapshot
@@ -425,6 +425,7 @@ def _commit(
         and result.status == "noop"
         and not work.retry_keys
         and work.resync_requested_at is None
+        and work.force_requested_at is None
     ):
         rt.store.record_run(run)
         return
@@ -439,6 +440,7 @@ def _commit(
             ledger_deletes=ledger.deletes,
             ledger_replace=dest.mode == "mirror" and cs.plan == "full",
             clear_resync=work.resync_requested_at,
+            clear_force=work.force_requested_at,
         )
     )
 

@@ -55,6 +55,8 @@ class Work:
     """Keys whose change-set rows are replaced by their `resend` rows."""
     resync_requested_at: float | None = None
     """The resync request this cycle carries out (cleared by its commit)."""
+    force_requested_at: float | None = None
+    """A pending `sync --force` made while another process held the destination."""
 
     @property
     def schema(self) -> pa.Schema:
@@ -190,6 +192,7 @@ def plan_work(rt: Runtime, dest: Destination) -> Work:
         held,
         override=frozenset(override),
         resync_requested_at=resync.requested_at if resync is not None else None,
+        force_requested_at=store.pending_force(dest.name),
     )
 
 

@@ -106,6 +106,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 started_at {float} NOT NULL,
                 PRIMARY KEY (destination, to_snapshot)
             )""",
+            # `sync --force` for a destination another process (the daemon) holds: the
+            # holder's next cycle overrides the delete guard once.
+            """CREATE TABLE force_requests (
+                destination TEXT PRIMARY KEY,
+                requested_at {float} NOT NULL
+            )""",
         ),
     ),
 )

@@ -171,6 +171,11 @@ class SqlStore(ABC):
                     (cp.destination, commit.clear_resync),
                 )
             cur.execute("DELETE FROM attempts WHERE destination = ?", (cp.destination,))
+            if commit.clear_force is not None:
+                cur.execute(
+                    "DELETE FROM force_requests WHERE destination = ? AND requested_at = ?",
+                    (cp.destination, commit.clear_force),
+                )
 
     def unpark_failed_rows(self, destination: str) -> int:
         """Make parked rows eligible for the next cycle again (an operator's retry)."""
@@ -191,6 +196,22 @@ class SqlStore(ABC):
                 "VALUES (?, ?, ?, ?) ON CONFLICT (destination, to_snapshot) DO NOTHING",
                 (destination, from_snapshot, to_snapshot, time.time()),
             )
+
+    def request_force(self, destination: str) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO force_requests (destination, requested_at) VALUES (?, ?) "
+                "ON CONFLICT (destination) DO UPDATE SET requested_at = excluded.requested_at",
+                (destination, time.time()),
+            )
+
+    def pending_force(self, destination: str) -> float | None:
+        with self.transaction(write=False) as cur:
+            cur.execute(
+                "SELECT requested_at FROM force_requests WHERE destination = ?", (destination,)
+            )
+            row = cur.fetchone()
+        return None if row is None else float(row[0])
 
     def pending_attempts(self, destination: str) -> list[Attempt]:
         with self.transaction(write=False) as cur:

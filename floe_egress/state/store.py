@@ -117,6 +117,8 @@ class CycleCommit:
     clear_resync: float | None = None
     """`requested_at` of the resync request this cycle carried out: that request (and not
     one made while the cycle ran) is cleared. Committing always clears the attempts."""
+    clear_force: float | None = None
+    """`requested_at` of the force request this cycle used, cleared with it."""
 
 
 class StateStore(Protocol):
@@ -152,6 +154,12 @@ class StateStore(Protocol):
     def request_resync(self, destination: str, from_snapshot: int | None) -> None: ...
 
     def pending_resync(self, destination: str) -> ResyncRequest | None: ...
+
+    def request_force(self, destination: str) -> None:
+        """The next cycle of `destination`, wherever it runs, overrides the delete guard."""
+
+    def pending_force(self, destination: str) -> float | None:
+        """When a force request was made, if one is pending."""
 
     def ledger_lookup(self, destination: str, key_jsons: Iterable[str]) -> dict[str, int]: ...
 

@@ -201,6 +201,31 @@ def test_delete_guard_stops_before_sending_and_force_overrides_it(
     assert server.snapshot()[0] == expected_records(world)
 
 
+def test_force_for_a_destination_the_daemon_holds_is_handed_to_it(
+    world: World, server: ServerThread, config: Path, cli: Cli, store: StateStore
+) -> None:
+    world.table.append(customers(initial_rows(10)))
+    assert cli("sync", "--config", str(config)).code == 0
+    world.reload().delete("customer_id <= 8")
+    assert store.acquire_lease("crm", "daemon-host:4242:abcd", 60)  # a live daemon elsewhere
+
+    handed = cli("sync", "--config", str(config), "--json", "--force")
+    assert handed.code == 1, "nothing was synced here"
+    [result] = handed.json()
+    assert result["status"] == "skipped"
+    assert "daemon-host:4242:abcd" in result["error"]
+    assert "next cycle overrides the delete guard once" in result["reason"]
+
+    store.release_lease("crm", "daemon-host:4242:abcd")  # the holder's next cycle
+    [forced] = cli("sync", "--config", str(config), "--json").json()
+    assert (forced["status"], forced["deleted"]) == ("ok", 8)
+    assert store.pending_force("crm") is None, "used once"
+    world.reload().delete("customer_id = 9")
+    world.reload().delete("customer_id = 10")
+    [again] = cli("sync", "--config", str(config), "--json").json()
+    assert again["status"] == "failed", "the guard is back for the next mass delete"
+
+
 def test_delete_guard_says_why_in_text_output(world: World, config: Path, cli: Cli) -> None:
     world.table.append(customers(initial_rows(10)))
     assert cli("sync", "--config", str(config)).code == 0

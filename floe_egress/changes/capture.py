@@ -11,12 +11,13 @@ Plans, cheapest first:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
-from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
@@ -31,11 +32,17 @@ from floe_egress.changes.model import (
     InvalidRow,
     PlanKind,
 )
+from floe_egress.changes.reading import Compact, RowReader
 from floe_egress.changes.source import arrow_schema, schema_of, snapshot_of_ref, table_name
 from floe_egress.errors import SourceError
 
 INVALID_SAMPLE_SIZE = 20
 DEFAULT_BATCH_ROWS = 65_536
+KEEP_BYTES = 256 * 2**20
+"""Whole rows of changed files kept in memory while a diff is read with Arrow (beyond
+it, files are read again for their changed rows only)."""
+READ_THREADS = 2
+_NO_HASHES = np.zeros(0, dtype=np.int64)
 
 
 def output_schema(schema: Schema) -> pa.Schema:
@@ -127,13 +134,10 @@ def capture(
         return make("replace", ChangeCounts(), None, "compaction only: no row changed")
 
     files = diff_files(table, a, b, name)
-    # Both sides at once: reading Parquet releases the GIL.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="floe-read") as pool:
-        reading_before = pool.submit(_read, table, schema, files.removed)
-        reading_after = pool.submit(_read, table, schema, files.added)
+    reader = RowReader(table, schema)
     try:
-        before = reading_before.result()
-    except FileNotFoundError as exc:
+        sides = _compacts(reader, files.removed, files.added, key)
+    except _BeforeGone as gone:
         return full_change_set(
             table,
             name,
@@ -144,13 +148,13 @@ def capture(
             key,
             from_snapshot,
             batch_rows,
-            reason=f"data files of snapshot {from_snapshot} are gone ({exc.filename})",
+            reason=f"data files of snapshot {from_snapshot} are gone ({gone.filename})",
         )
-    after = reading_after.result()
+    before, after = sides
     plan: PlanKind = "diff" if files.removed else "append"
-    classified = classify(before, after, key)
-    changes = _assemble(before, after, classified, out)
-    invalid = _invalid_rows(after, classified, key)
+    classified = classify(before.compact, after.compact, key)
+    changes = _assemble(reader, before, after, classified, out)
+    invalid = _invalid_rows(after.compact, classified)
     counts = ChangeCounts(
         inserted=len(classified.inserts),
         updated=len(classified.updates),
@@ -169,13 +173,135 @@ def _only_replaces(table: Table, a: Snapshot, b: Snapshot) -> bool:
     return False
 
 
-def _read(table: Table, schema: Schema, tasks: Sequence[FileScanTask]) -> pa.Table:
-    target = arrow_schema(schema)
-    if not tasks:
-        return target.empty_table()
-    data = ArrowScan(table.metadata, table.io, schema, AlwaysTrue()).to_table(tasks)
-    # Both sides must have one schema; casting costs a copy, so only when they differ.
-    return data if data.schema.equals(target) else data.cast(target)
+class _BeforeGone(Exception):
+    def __init__(self, filename: str | None) -> None:
+        super().__init__(filename)
+        self.filename = filename
+
+
+@dataclass(slots=True)
+class _Side:
+    """The data files of one side of a diff, their compact rows, and the whole rows of
+    the files kept in memory (index of the file in `tasks`)."""
+
+    tasks: tuple[FileScanTask, ...]
+    compact: Compact
+    kept: dict[int, pa.Table] = field(default_factory=dict)
+
+
+class _Budget:
+    def __init__(self, limit: int | None) -> None:
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        if self._left is None:
+            return True
+        with self._lock:
+            if nbytes > self._left:
+                return False
+            self._left -= nbytes
+            return True
+
+
+def _compacts(
+    reader: RowReader,
+    removed: Sequence[FileScanTask],
+    added: Sequence[FileScanTask],
+    key: tuple[str, ...],
+) -> tuple[_Side, _Side]:
+    """Key and row hash of every row of the removed (A) and added (B) files.
+
+    DuckDB reads the files itself when it reads exactly what pyarrow would; otherwise the
+    rows are read with Arrow (whole files kept in memory up to KEEP_BYTES, so a small
+    change is read once) and hashed by DuckDB. Append only (no removed file): nothing
+    can cancel, so B is read whole, kept, and not hashed.
+    """
+    if removed and added:
+        native = reader.native_compacts([removed, added], key)
+        if native is not None:
+            return _Side(tuple(removed), native[0]), _Side(tuple(added), native[1])
+    elif removed:
+        native = reader.native_compacts([removed], key)
+        if native is not None:
+            return _Side(tuple(removed), native[0]), _Side((), _empty_compact(reader, key))
+    budget = _Budget(None if not removed else KEEP_BYTES)
+    hashed = bool(removed)
+
+    def one(task: FileScanTask) -> tuple[pa.Table, np.ndarray, pa.Table | None]:
+        rows = reader.read(task)
+        hashes = reader.hash_rows(rows) if hashed else _NO_HASHES
+        return rows.select(list(key)), hashes, rows if budget.take(rows.nbytes) else None
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="floe-read") as pool:
+        reading_before = [pool.submit(one, t) for t in removed]
+        reading_after = [pool.submit(one, t) for t in added]
+        try:
+            before = [f.result() for f in reading_before]
+        except FileNotFoundError as exc:
+            for f in reading_after:
+                f.cancel()
+            raise _BeforeGone(exc.filename) from exc
+        after = [f.result() for f in reading_after]
+    return (
+        _side_of(reader, key, removed, before, hashed),
+        _side_of(reader, key, added, after, hashed),
+    )
+
+
+def _empty_compact(reader: RowReader, key: tuple[str, ...]) -> Compact:
+    keys = pa.schema([reader.target.field(k).with_nullable(True) for k in key]).empty_table()
+    return Compact(keys=keys, hashes=_NO_HASHES, offsets=np.zeros(1, dtype=np.int64))
+
+
+def _side_of(
+    reader: RowReader,
+    key: tuple[str, ...],
+    tasks: Sequence[FileScanTask],
+    results: list[tuple[pa.Table, np.ndarray, pa.Table | None]],
+    hashed: bool,
+) -> _Side:
+    if not results:
+        return _Side(tuple(tasks), _empty_compact(reader, key))
+    key_schema = pa.schema([reader.target.field(k).with_nullable(True) for k in key])
+    keys = pa.concat_tables([r[0].cast(key_schema) for r in results])
+    counts = [r[0].num_rows for r in results]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    hashes = np.concatenate([r[1] for r in results]) if hashed else _NO_HASHES
+    kept = {i: r[2] for i, r in enumerate(results) if r[2] is not None}
+    return _Side(tuple(tasks), Compact(keys=keys, hashes=hashes, offsets=offsets), kept)
+
+
+def _rows_at(reader: RowReader, side: _Side, positions: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """The whole rows at `positions` (sorted) of one side: from the files kept in memory,
+    else read again (only the files that hold one of the positions)."""
+    if not len(positions):
+        return schema.empty_table()
+    offsets = side.compact.offsets
+    files = np.searchsorted(offsets, positions, side="right") - 1
+    starts = np.flatnonzero(np.r_[True, files[1:] != files[:-1]])
+    groups = np.split(positions, starts[1:])
+    file_ids = [int(files[s]) for s in starts]
+
+    def take(index: int, local: np.ndarray) -> pa.Table:
+        rows = side.kept.get(index)
+        if rows is None:
+            rows = reader.read(side.tasks[index])
+        expected = int(offsets[index + 1] - offsets[index])
+        if rows.num_rows != expected:
+            raise SourceError(
+                f"data file {side.tasks[index].file.file_path} read {rows.num_rows} rows, "
+                f"{expected} before: it changed while the diff was read"
+            )
+        return rows.take(pa.array(local, pa.int64())).cast(schema)
+
+    locals_ = [g - offsets[i] for g, i in zip(groups, file_ids, strict=True)]
+    if sum(1 for i in file_ids if i not in side.kept) > 1:
+        with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="floe-read") as pool:
+            parts = list(pool.map(take, file_ids, locals_))
+    else:
+        parts = [take(i, p) for i, p in zip(file_ids, locals_, strict=True)]
+    return pa.concat_tables(parts)
 
 
 def _with_op(table: pa.Table, op: str, out: pa.Schema) -> pa.Table:
@@ -184,24 +310,28 @@ def _with_op(table: pa.Table, op: str, out: pa.Schema) -> pa.Table:
 
 
 def _assemble(
-    before: pa.Table, after: pa.Table, classified: Classified, out: pa.Schema
+    reader: RowReader, before: _Side, after: _Side, classified: Classified, out: pa.Schema
 ) -> pa.Table:
+    rows_schema = pa.schema(list(out)[:-1])
+    n_inserts = len(classified.inserts)
+    wanted = np.concatenate([classified.inserts, classified.updates])
+    order = np.argsort(wanted, kind="stable")
+    taken = _rows_at(reader, after, wanted[order], rows_schema)
+    b_rows = taken.take(pa.array(np.argsort(order, kind="stable"), pa.int64()))
     parts = [
-        _with_op(after.take(classified.inserts), "insert", out),
-        _with_op(after.take(classified.updates), "update", out),
-        _with_op(before.take(classified.deletes), "delete", out),
+        _with_op(b_rows.slice(0, n_inserts), "insert", out),
+        _with_op(b_rows.slice(n_inserts), "update", out),
+        _with_op(_rows_at(reader, before, classified.deletes, rows_schema), "delete", out),
     ]
     return pa.concat_tables(parts).combine_chunks()
 
 
-def _invalid_rows(
-    after: pa.Table, classified: Classified, key: tuple[str, ...]
-) -> tuple[InvalidRow, ...]:
+def _invalid_rows(after: Compact, classified: Classified) -> tuple[InvalidRow, ...]:
     sample: list[InvalidRow] = []
     for positions, reason in (
         (classified.null_keys, "null_key"),
         (classified.duplicate_keys, "duplicate_key"),
     ):
-        rows = after.select(list(key)).take(positions[:INVALID_SAMPLE_SIZE]).to_pylist()
+        rows = after.keys.take(pa.array(positions[:INVALID_SAMPLE_SIZE], pa.int64())).to_pylist()
         sample.extend(InvalidRow(key=row, reason=reason) for row in rows)  # type: ignore[arg-type]
     return tuple(sample[:INVALID_SAMPLE_SIZE])

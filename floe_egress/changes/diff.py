@@ -1,15 +1,17 @@
 """Net row changes between the rows of removed files (A) and added files (B).
 
-Both sides are Arrow tables with the same schema (B's, by field id). Rows identical on
+Each side comes as a compact table: per row its key columns and a 64-bit hash of the
+whole row, computed by DuckDB over B's column types (see reading.py). Rows identical on
 both sides are the carry-over of a copy-on-write rewrite and cancel out: they are
-matched on key and a 64-bit hash of the whole row (a collision would need two
-different versions of one key to hash alike: about 1 in 1.8e19 per changed row). What
-is left is classified by key: only in B = insert, in both = update, only in A = delete.
+matched on key and row hash (a collision would need two different versions of one key
+to hash alike: about 1 in 1.8e19 per changed row). What is left is classified by key:
+only in B = insert, in both = update, only in A = delete. The result is row positions;
+the rows themselves are read afterwards, only for the positions that changed.
 
-DuckDB does the hashing and joins over the Arrow buffers; the rows themselves are taken
-from the original Arrow tables so their types are kept exactly. When neither side
-repeats a key (the normal case) one full outer join classifies everything; otherwise a
-slower path pairs identical rows one to one.
+When neither side repeats a key (the normal case) one pass classifies everything: with
+numpy when the key is one integer-like column (sort and binary search), otherwise one
+DuckDB aggregation. When a key repeats, a slower DuckDB path pairs identical rows one
+to one.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from floe_egress.changes.duck import cursor
+from floe_egress.changes.reading import Compact, q
 
 _IDX = "__floe_i"
 _HASH = "__floe_h"
 _RN = "__floe_rn"
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,53 +43,71 @@ class Classified:
     duplicate_keys: np.ndarray
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _with_index(table: pa.Table) -> pa.Table:
-    return table.append_column(_IDX, pa.array(np.arange(table.num_rows, dtype=np.int64)))
-
-
-def _positions(con: duckdb.DuckDBPyConnection, sql: str, column: str = _IDX) -> np.ndarray:
-    result = con.execute(sql).fetchnumpy()
-    return np.asarray(result[column], dtype=np.int64)
-
-
 class _Sql:
-    """SQL fragments for one key and column list."""
+    """SQL fragments for one key."""
 
-    def __init__(self, key: tuple[str, ...], columns: list[str]) -> None:
-        self.keys = ", ".join(_q(k) for k in key)
-        self.all = ", ".join(_q(c) for c in columns)
-        self.match = " AND ".join(f"x.{_q(k)} = y.{_q(k)}" for k in key)
-        self.null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
-        self.x_null = " OR ".join(f"x.{_q(k)} IS NULL" for k in key)
+    def __init__(self, key: tuple[str, ...]) -> None:
+        self.keys = ", ".join(q(k) for k in key)
+        self.match = " AND ".join(f"x.{q(k)} = y.{q(k)}" for k in key)
+        self.null = " OR ".join(f"{q(k)} IS NULL" for k in key)
+        self.x_null = " OR ".join(f"x.{q(k)} IS NULL" for k in key)
 
 
-def classify(a: pa.Table, b: pa.Table, key: tuple[str, ...]) -> Classified:
-    """Classify the rows of `a` (removed) and `b` (added) into net changes by `key`."""
-    sql = _Sql(key, list(b.column_names))
+def _null_mask(keys: pa.Table) -> np.ndarray:
+    mask = np.zeros(keys.num_rows, dtype=bool)
+    for column in keys.columns:
+        if column.null_count:
+            mask |= np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
+
+
+def _integer_view(column: pa.ChunkedArray) -> np.ndarray | None:
+    """The key column as int64 with the same equality, or None for other types."""
+    t = column.type
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_date32(t) or pa.types.is_time32(t):
+        array = array.view(pa.int32())
+    elif pa.types.is_date64(t) or pa.types.is_timestamp(t) or pa.types.is_time64(t):
+        array = array.view(pa.int64())
+    elif not pa.types.is_integer(t) or t == pa.uint64():
+        return None
+    if array.null_count:
+        array = pc.fill_null(array, 0)
+    values = np.asarray(array.to_numpy(zero_copy_only=False))
+    return values if values.dtype == np.int64 else values.astype(np.int64)
+
+
+def classify(a: Compact, b: Compact, key: tuple[str, ...]) -> Classified:
+    """Classify the rows of `a` (removed) and `b` (added) into net changes by `key`.
+
+    `a.hashes` may be empty only when `a` has no row (then nothing can cancel)."""
+    a_null = _null_mask(a.keys)
+    b_null = _null_mask(b.keys)
+    null_keys = _EMPTY
+    if b_null.any():
+        b_null_rows = np.flatnonzero(b_null)
+        # Null-key rows carried over unchanged from A were reported when they arrived.
+        if a.num_rows:
+            carried = np.isin(b.hashes[b_null_rows], a.hashes[a_null])
+            null_keys = b_null_rows[~carried]
+        else:
+            null_keys = b_null_rows
+    if len(key) == 1:
+        a_keys = _integer_view(a.keys.column(0))
+        b_keys = _integer_view(b.keys.column(0))
+        if a_keys is not None and b_keys is not None:
+            fast = _classify_integers(a_keys, a.hashes, a_null, b_keys, b.hashes, b_null)
+            if fast is not None:
+                inserts, updates, deletes = fast
+                return Classified(inserts, updates, deletes, null_keys, _EMPTY)
     con = cursor()
     try:
-        con.register("a_raw", _with_index(a))
-        con.register("b_raw", _with_index(b))
-        for side in ("a", "b"):
-            con.execute(
-                f"CREATE TEMP VIEW {side} AS SELECT {_IDX}, {sql.keys}, hash({sql.all}) "
-                f"AS {_HASH} FROM {side}_raw"
-            )
-        null_keys = np.zeros(0, dtype=np.int64)
-        if b.num_rows and any(b.column(k).null_count for k in key):
-            # Null-key rows carried over unchanged from A were reported when they arrived.
-            null_keys = _positions(
-                con,
-                f"SELECT {_IDX} FROM b WHERE ({sql.null}) AND {_HASH} NOT IN "
-                f"(SELECT {_HASH} FROM a WHERE {sql.null}) ORDER BY 1",
-            )
-        fast = _classify_unique(con, sql, null_keys)
-        if fast is not None:
-            return fast
+        for name, side in (("a", a), ("b", b)):
+            con.register(name, _sql_table(side))
+        sql = _Sql(key)
+        fast_sql = _classify_unique(con, sql, null_keys)
+        if fast_sql is not None:
+            return fast_sql
         con.execute(
             f"CREATE TEMP TABLE b_dupes AS SELECT {sql.keys} FROM b "
             f"WHERE NOT ({sql.null}) GROUP BY ALL HAVING count(*) > 1"
@@ -92,6 +115,65 @@ def classify(a: pa.Table, b: pa.Table, key: tuple[str, ...]) -> Classified:
         return _classify_general(con, sql, null_keys)
     finally:
         con.close()
+
+
+def _sql_table(side: Compact) -> pa.Table:
+    n = side.num_rows
+    hashes = side.hashes if len(side.hashes) == n else np.zeros(n, dtype=np.int64)
+    return side.keys.append_column(_HASH, pa.array(hashes, pa.int64())).append_column(
+        _IDX, pa.array(np.arange(n, dtype=np.int64))
+    )
+
+
+def _classify_integers(
+    a_keys: np.ndarray,
+    a_hashes: np.ndarray,
+    a_null: np.ndarray,
+    b_keys: np.ndarray,
+    b_hashes: np.ndarray,
+    b_null: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(inserts, updates, deletes) for unique integer keys; None when a key repeats."""
+    a_rows = np.flatnonzero(~a_null) if a_null.any() else None
+    b_rows = np.flatnonzero(~b_null) if b_null.any() else None
+    ka = a_keys if a_rows is None else a_keys[a_rows]
+    kb = b_keys if b_rows is None else b_keys[b_rows]
+    a_order = np.argsort(ka, kind="stable")
+    a_sorted = ka[a_order]
+    b_sorted = np.sort(kb, kind="stable")
+    if _repeats(a_sorted) or _repeats(b_sorted):
+        return None
+    if len(a_sorted):
+        found = np.searchsorted(a_sorted, kb)
+        found[found == len(a_sorted)] = 0
+        hit = a_sorted[found] == kb
+        a_hit = a_order[found[hit]]  # positions within ka
+    else:
+        hit = np.zeros(len(kb), dtype=bool)
+        a_hit = _EMPTY
+    if len(a_hit):
+        ha = a_hashes if a_rows is None else a_hashes[a_rows]
+        hb = b_hashes if b_rows is None else b_hashes[b_rows]
+        changed = ha[a_hit] != hb[hit]
+    else:
+        changed = np.zeros(0, dtype=bool)
+    b_index = np.arange(len(kb), dtype=np.int64) if b_rows is None else b_rows
+    a_index = np.arange(len(ka), dtype=np.int64) if a_rows is None else a_rows
+    inserts = b_index[~hit]
+    updates = b_index[hit][changed]
+    kept = np.ones(len(ka), dtype=bool)
+    kept[a_hit] = False
+    deletes = a_index[kept]
+    return inserts, updates, deletes
+
+
+def _repeats(sorted_keys: np.ndarray) -> bool:
+    return bool(len(sorted_keys) > 1 and (sorted_keys[1:] == sorted_keys[:-1]).any())
+
+
+def _positions(con: duckdb.DuckDBPyConnection, sql: str, column: str = _IDX) -> np.ndarray:
+    result = con.execute(sql).fetchnumpy()
+    return np.asarray(result[column], dtype=np.int64)
 
 
 def _classify_unique(
@@ -127,7 +209,7 @@ def _classify_unique(
         updates=np.sort(bi[(ai >= 0) & (bi >= 0)]),
         deletes=np.sort(ai[(ai >= 0) & (bi < 0)]),
         null_keys=null_keys,
-        duplicate_keys=np.zeros(0, dtype=np.int64),
+        duplicate_keys=_EMPTY,
     )
 
 

@@ -138,33 +138,77 @@ def _classify_integers(
     b_rows = np.flatnonzero(~b_null) if b_null.any() else None
     ka = a_keys if a_rows is None else a_keys[a_rows]
     kb = b_keys if b_rows is None else b_keys[b_rows]
-    a_order = np.argsort(ka, kind="stable")
-    a_sorted = ka[a_order]
-    b_sorted = np.sort(kb, kind="stable")
-    if _repeats(a_sorted) or _repeats(b_sorted):
+    matched = _match_dense(ka, kb) if len(ka) and len(kb) else None
+    if matched is None:
+        matched = _match_sorted(ka, kb)
+    if matched is None:
         return None
-    if len(a_sorted):
-        found = np.searchsorted(a_sorted, kb)
-        found[found == len(a_sorted)] = 0
-        hit = a_sorted[found] == kb
-        a_hit = a_order[found[hit]]  # positions within ka
-    else:
-        hit = np.zeros(len(kb), dtype=bool)
-        a_hit = _EMPTY
+    b_hit, a_hit = matched  # B rows (within kb) found in A, and their rows in A (within ka)
+    b_found = np.zeros(len(kb), dtype=bool)
+    b_found[b_hit] = True
+    inserts = np.flatnonzero(~b_found)
     if len(a_hit):
         ha = a_hashes if a_rows is None else a_hashes[a_rows]
         hb = b_hashes if b_rows is None else b_hashes[b_rows]
-        changed = ha[a_hit] != hb[hit]
+        updates = np.sort(b_hit[ha[a_hit] != hb[b_hit]])
     else:
-        changed = np.zeros(0, dtype=bool)
-    b_index = np.arange(len(kb), dtype=np.int64) if b_rows is None else b_rows
-    a_index = np.arange(len(ka), dtype=np.int64) if a_rows is None else a_rows
-    inserts = b_index[~hit]
-    updates = b_index[hit][changed]
-    kept = np.ones(len(ka), dtype=bool)
-    kept[a_hit] = False
-    deletes = a_index[kept]
+        updates = _EMPTY
+    gone = np.ones(len(ka), dtype=bool)
+    gone[a_hit] = False
+    deletes = np.flatnonzero(gone)
+    if b_rows is not None:
+        inserts, updates = b_rows[inserts], b_rows[updates]
+    if a_rows is not None:
+        deletes = a_rows[deletes]
     return inserts, updates, deletes
+
+
+def _match_dense(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Matching keys through a table indexed by key, when the keys span a range at most
+    twice the number of rows (ids); None otherwise, or when a key repeats."""
+    low = min(int(ka.min()), int(kb.min()))
+    span = max(int(ka.max()), int(kb.max())) - low + 1
+    if span > 2 * (len(ka) + len(kb)) or max(len(ka), len(kb)) >= 2**31:
+        return None
+    where_a = _slots(ka - low, span)
+    if where_a is None:
+        return None
+    rb = kb - low
+    if _slots(rb, span) is None:
+        return None
+    in_a = where_a[rb]
+    b_hit = np.flatnonzero(in_a >= 0)
+    return b_hit, in_a[b_hit]
+
+
+def _slots(offsets: np.ndarray, span: int) -> np.ndarray | None:
+    """For each key offset, the row that holds it (-1: none); None when a key repeats
+    (a later row then overwrote an earlier one)."""
+    rows = np.arange(len(offsets), dtype=np.int32)
+    table = np.full(span, -1, dtype=np.int32)
+    table[offsets] = rows
+    if not np.array_equal(table[offsets], rows):
+        return None
+    return table
+
+
+def _match_sorted(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Matching keys by sorting both sides (stable sorts: data files are often sorted
+    already) and a binary search in key order; None when a key repeats."""
+    a_order = np.argsort(ka, kind="stable")
+    a_sorted = ka[a_order]
+    if _repeats(a_sorted):
+        return None
+    b_order = np.argsort(kb, kind="stable")
+    b_sorted = kb[b_order]
+    if _repeats(b_sorted):
+        return None
+    if not len(a_sorted):
+        return _EMPTY, _EMPTY
+    found = np.searchsorted(a_sorted, b_sorted)
+    np.minimum(found, len(a_sorted) - 1, out=found)
+    hit = a_sorted[found] == b_sorted
+    return b_order[hit], a_order[found[hit]]
 
 
 def _repeats(sorted_keys: np.ndarray) -> bool:

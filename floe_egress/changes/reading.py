@@ -189,16 +189,18 @@ class RowReader:
             if not self._native_schema_ok(con, paths):
                 return None
             keys = ", ".join(q(k) for k in key)
-            result = con.execute(
+            # A relation, not execute(): its Arrow result is built in parallel (2x faster
+            # here for millions of rows); paths are literals, as prepared parameters make
+            # this much slower still.
+            files = ", ".join(_literal(p) for p in paths)
+            result = con.sql(
                 f"SELECT {keys}, {self.hash_sql} AS __floe_h, file_row_number AS __floe_n "
-                "FROM read_parquet(?, file_row_number = true)",
-                [paths],
+                f"FROM read_parquet([{files}], file_row_number = true)"
             ).to_arrow_table()
         finally:
             con.close()
         counts = np.array([t.file.record_count for t in tasks], dtype=np.int64)
-        positions = _int64_bits(result.column("__floe_n"))
-        if not _in_file_order(positions, counts):
+        if not _in_file_order(_int64_bits(result.column("__floe_n")), counts):
             return None
         hashes = _int64_bits(result.column("__floe_h"))
         key_types = pa.schema([self.target.field(k).with_nullable(True) for k in key])
@@ -275,9 +277,17 @@ def _int64_bits(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return values.view(np.int64) if values.dtype.itemsize == 8 else values.astype(np.int64)
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _in_file_order(positions: np.ndarray, counts: np.ndarray) -> bool:
     """True when `positions` are 0..count-1 of each file in turn (the files in order)."""
     if len(positions) != int(counts.sum()):
         return False
-    starts = np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    return bool(np.array_equal(positions, np.arange(len(positions), dtype=np.int64) - starts))
+    start = 0
+    for count in counts.tolist():
+        if not np.array_equal(positions[start : start + count], np.arange(count)):
+            return False
+        start += count
+    return True

@@ -170,26 +170,20 @@ def _match_dense(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray
     span = max(int(ka.max()), int(kb.max())) - low + 1
     if span > 2 * (len(ka) + len(kb)) or max(len(ka), len(kb)) >= 2**31:
         return None
-    where_a = _slots(ka - low, span)
-    if where_a is None:
-        return None
+    row_of = np.full(span, -1, dtype=np.int32)  # key - low -> its row in A
+    row_of[ka - low] = np.arange(len(ka), dtype=np.int32)
+    if np.count_nonzero(row_of >= 0) != len(ka):
+        return None  # a key of A repeats
     rb = kb - low
-    if _slots(rb, span) is None:
-        return None
-    in_a = where_a[rb]
+    seen = np.zeros(span, dtype=bool)
+    seen[rb] = True
+    if np.count_nonzero(seen) != len(kb):
+        return None  # a key of B repeats
+    del seen
+    in_a = row_of[rb]
+    del row_of, rb
     b_hit = np.flatnonzero(in_a >= 0)
     return b_hit, in_a[b_hit]
-
-
-def _slots(offsets: np.ndarray, span: int) -> np.ndarray | None:
-    """For each key offset, the row that holds it (-1: none); None when a key repeats
-    (a later row then overwrote an earlier one)."""
-    rows = np.arange(len(offsets), dtype=np.int32)
-    table = np.full(span, -1, dtype=np.int32)
-    table[offsets] = rows
-    if not np.array_equal(table[offsets], rows):
-        return None
-    return table
 
 
 def _match_sorted(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -42,6 +42,10 @@ from floe_egress.changes.source import arrow_schema
 
 _FIELD_ID = b"PARQUET:field_id"
 _GLOB = set("*?[]{}")
+_NONE = np.zeros(0, dtype=np.int64)
+NATIVE_GROUP_ROWS = 2_000_000
+"""Rows per DuckDB query when it reads many files: its Arrow result costs several times
+the size of the data while it is built."""
 _CHUNK_ROWS = 32_768
 """DuckDB scans an Arrow table one chunk per thread: smaller chunks use both cores."""
 
@@ -184,38 +188,49 @@ class RowReader:
             if path is None or task.delete_files or task.file.file_format != FileFormat.PARQUET:
                 return None
             paths.append(path)
+        counts = np.array([t.file.record_count for t in tasks], dtype=np.int64)
+        key_types = pa.schema([self.target.field(k).with_nullable(True) for k in key])
+        hashes = np.empty(int(counts.sum()), dtype=np.int64)
+        key_parts: list[pa.Table] = []
         con = cursor()
         try:
             if not self._native_schema_ok(con, paths):
                 return None
             keys = ", ".join(q(k) for k in key)
-            # A relation, not execute(): its Arrow result is built in parallel (2x faster
-            # here for millions of rows); paths are literals, as prepared parameters make
-            # this much slower still.
-            files = ", ".join(_literal(p) for p in paths)
-            result = con.sql(
-                f"SELECT {keys}, {self.hash_sql} AS __floe_h, file_row_number AS __floe_n "
-                f"FROM read_parquet([{files}], file_row_number = true)"
-            ).to_arrow_table()
+            select = f"SELECT {keys}, {self.hash_sql} AS __floe_h, file_row_number AS __floe_n"
+            row = 0
+            for first, last in _groups(counts, NATIVE_GROUP_ROWS):
+                # A relation, not execute(): its Arrow result is built in parallel (2x
+                # faster for millions of rows); paths are literals, as prepared parameters
+                # make this much slower still. Groups of files bound its memory.
+                files = ", ".join(_literal(p) for p in paths[first:last])
+                result = con.sql(
+                    f"{select} FROM read_parquet([{files}], file_row_number = true)"
+                ).to_arrow_table()
+                n = result.num_rows
+                if row + n > len(hashes) or not _in_file_order(
+                    result.column("__floe_n"), counts[first:last]
+                ):
+                    return None
+                hashes[row : row + n] = _int64_bits(result.column("__floe_h"))
+                # Copied: an imported Arrow column keeps its whole result alive.
+                key_parts.append(_copy(result.select(list(key)).cast(key_types)))
+                row += n
+                del result
         finally:
             con.close()
-        counts = np.array([t.file.record_count for t in tasks], dtype=np.int64)
-        if not _in_file_order(_int64_bits(result.column("__floe_n")), counts):
-            return None
-        hashes = _int64_bits(result.column("__floe_h"))
-        key_types = pa.schema([self.target.field(k).with_nullable(True) for k in key])
-        keys_table = result.select(list(key)).cast(key_types)
+        keys_table = pa.concat_tables(key_parts)
         compacts = []
         start = 0
         for side in sides:
             side_counts = counts[start : start + len(side)]
             offsets = np.concatenate([[0], np.cumsum(side_counts)]).astype(np.int64)
-            first = int(counts[:start].sum())
-            last = first + int(offsets[-1])
+            first_row = int(counts[:start].sum())
+            last_row = first_row + int(offsets[-1])
             compacts.append(
                 Compact(
-                    keys=keys_table.slice(first, last - first),
-                    hashes=hashes[first:last],
+                    keys=keys_table.slice(first_row, last_row - first_row),
+                    hashes=hashes[first_row:last_row],
                     offsets=offsets,
                 )
             )
@@ -281,13 +296,37 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _in_file_order(positions: np.ndarray, counts: np.ndarray) -> bool:
+def _copy(table: pa.Table) -> pa.Table:
+    columns = [
+        pa.chunked_array([pa.concat_arrays(c.chunks)] if c.num_chunks else [], c.type)
+        for c in table.columns
+    ]
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _groups(counts: np.ndarray, rows: int) -> list[tuple[int, int]]:
+    """Consecutive groups of files of about `rows` rows (at least one file each)."""
+    groups = []
+    first = 0
+    total = 0
+    for i, count in enumerate(counts.tolist()):
+        if total and total + count > rows:
+            groups.append((first, i))
+            first, total = i, 0
+        total += count
+    groups.append((first, len(counts)))
+    return groups
+
+
+def _in_file_order(positions: pa.ChunkedArray, counts: np.ndarray) -> bool:
     """True when `positions` are 0..count-1 of each file in turn (the files in order)."""
     if len(positions) != int(counts.sum()):
         return False
     start = 0
     for count in counts.tolist():
-        if not np.array_equal(positions[start : start + count], np.arange(count)):
+        part = positions.slice(start, count)
+        values = np.concatenate([c.to_numpy() for c in part.chunks]) if count else _NONE
+        if not np.array_equal(values, np.arange(count)):
             return False
         start += count
     return True

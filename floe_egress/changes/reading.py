@@ -46,7 +46,7 @@ _NONE = np.zeros(0, dtype=np.int64)
 NATIVE_GROUP_ROWS = 2_000_000
 """Rows per DuckDB query when it reads many files: its Arrow result costs several times
 the size of the data while it is built."""
-_CHUNK_ROWS = 32_768
+_CHUNK_ROWS = 16_384
 """DuckDB scans an Arrow table one chunk per thread: smaller chunks use both cores."""
 
 
@@ -166,8 +166,7 @@ class RowReader:
             rows = pa.Table.from_batches(rows.to_batches(max_chunksize=_CHUNK_ROWS), rows.schema)
         con = cursor()
         try:
-            con.register("rows", rows)
-            result = con.execute(f"SELECT {self.hash_sql} AS h FROM rows").to_arrow_table()
+            result = con.from_arrow(rows).project(f"{self.hash_sql} AS h").to_arrow_table()
         finally:
             con.close()
         return _int64_bits(result.column(0))

@@ -204,7 +204,8 @@ class RowReader:
                 # make this much slower still. Groups of files bound its memory.
                 files = ", ".join(_literal(p) for p in paths[first:last])
                 result = con.sql(
-                    f"{select} FROM read_parquet([{files}], file_row_number = true)"
+                    f"{select} FROM read_parquet([{files}], file_row_number = true, "
+                    "hive_partitioning = false)"
                 ).to_arrow_table()
                 n = result.num_rows
                 if row + n > len(hashes) or not _in_file_order(
@@ -261,8 +262,11 @@ class RowReader:
         for name, field_id in zip(self.names, self.field_ids, strict=True):
             if by_id.get(field_id) != name:
                 return False
+        # hive_partitioning: DuckDB would otherwise take `name=value` directories of the
+        # path for columns (Iceberg's partition directories), over the file's own.
+        columns_sql = ", ".join(q(n) for n in self.names)
         described = con.execute(
-            f"DESCRIBE SELECT {', '.join(q(n) for n in self.names)} FROM read_parquet(?)",
+            f"DESCRIBE SELECT {columns_sql} FROM read_parquet(?, hive_partitioning = false)",
             [paths[:1]],
         ).fetchall()
         return tuple(str(row[1]) for row in described) == self.duck_types

@@ -350,3 +350,52 @@ def test_compaction_between_changes_is_read_like_any_rewrite(table: Table) -> No
     cs = capture(table, from_snapshot=a, key=KEY)
     assert ops_of(cs) == {"insert": [31], "update": [], "delete": [1]}
     assert apply(before, cs) == table_state(table, KEY)
+
+
+def test_identity_partitioned_table_reads_columns_from_the_files(any_catalog: Catalog) -> None:
+    """Iceberg writes `region=eu/` directories; the column's value comes from the file.
+
+    A reader that took hive-style directories for columns would read `score=30` as a
+    string of the path, or miss rows whose partition value differs from the directory.
+    """
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import IdentityTransform
+
+    schema = Schema(
+        NestedField(1, "id", LongType(), required=True),
+        NestedField(2, "region", StringType(), required=False),
+        NestedField(3, "score", IntegerType(), required=False),
+        identifier_field_ids=[1],
+    )
+    spec = PartitionSpec(
+        PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="region"),
+        PartitionField(source_id=3, field_id=1001, transform=IdentityTransform(), name="score"),
+    )
+    tbl = any_catalog.create_table("gold.regional", schema=schema, partition_spec=spec)
+    arrow_schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("region", pa.string()),
+            pa.field("score", pa.int32()),
+        ]
+    )
+
+    def rows(ids: list[int], region: str, score: int) -> pa.Table:
+        return pa.table(
+            {"id": ids, "region": [region] * len(ids), "score": [score] * len(ids)},
+            schema=arrow_schema,
+        )
+
+    tbl.append(pa.concat_tables([rows([1, 2, 3], "eu", 1), rows([4, 5], "us", 2)]))
+    a, before = sync_point(tbl)
+    assert any("region=" in task.file.file_path for task in tbl.scan().plan_files())
+
+    tbl.overwrite(rows([2], "eu", 7), overwrite_filter=EqualTo("id", 2))
+    tbl.delete(delete_filter=EqualTo("id", 4))
+    tbl.append(rows([6], "us", 2))
+    cs = capture(tbl, from_snapshot=a, key=KEY)
+    assert ops_of(cs) == {"insert": [6], "update": [2], "delete": [4]}
+    by_id = {row["id"]: row for row in change_rows(cs)}
+    assert by_id[2]["score"] == 7 and by_id[2]["region"] == "eu"
+    assert by_id[4]["region"] == "us" and by_id[4]["score"] == 2
+    assert apply(before, cs) == table_state(tbl, KEY)

@@ -1,7 +1,13 @@
-"""Property: applying every change set, synced at random points, reproduces the table."""
+"""Property: applying every change set, synced at random points, reproduces the table.
+
+Run for an integer key (classified in numpy, files read by DuckDB) and a string key
+(classified by a DuckDB aggregation); positional deletes send reads through pyiceberg's
+ArrowScan, so every reading and classification path is exercised.
+"""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,13 +20,13 @@ from pyiceberg.catalog import load_catalog
 from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.types import LongType, NestedField, StringType
+from pyiceberg.types import LongType, NestedField, PrimitiveType, StringType
 
 from floe_egress.changes import capture
+from tests.fixtures.iceberg_writers import compact, delete_positions, live_entries
 from tests.fixtures.tables import apply, table_state
 
 KEY = ("id",)
-ARROW = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("v", pa.string())])
 
 keys = st.integers(min_value=0, max_value=40)
 values = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "ä", ""]))
@@ -33,58 +39,93 @@ operations = st.one_of(
     st.tuples(st.just("delete"), keys, keys),
     st.tuples(st.just("delete_keys"), st.lists(keys, min_size=1, max_size=5)),
     st.tuples(st.just("rewrite")),
+    st.tuples(st.just("delete_positions"), st.lists(keys, min_size=1, max_size=5)),
+    st.tuples(st.just("compact")),
+    # Syncs are drawn often, so that most examples hold several diffs.
+    st.tuples(st.just("sync")),
+    st.tuples(st.just("sync")),
     st.tuples(st.just("sync")),
 )
 
 
-def _arrow(data: dict[int, str | None]) -> pa.Table:
-    return pa.table({"id": list(data), "v": list(data.values())}, schema=ARROW)
+class Keys:
+    """Keys are drawn as integers; a string key stores them zero-padded, so that ranges
+    keep their order."""
+
+    def __init__(self, kind: str) -> None:
+        self.string = kind == "string"
+        self.arrow = pa.schema(
+            [
+                pa.field("id", pa.string() if self.string else pa.int64(), nullable=False),
+                pa.field("v", pa.string()),
+            ]
+        )
+        self.iceberg: PrimitiveType = StringType() if self.string else LongType()
+
+    def of(self, n: int) -> Any:
+        return f"k{n:03d}" if self.string else n
+
+    def table(self, data: dict[int, str | None]) -> pa.Table:
+        ids = [self.of(k) for k in data]
+        return pa.table({"id": ids, "v": list(data.values())}, schema=self.arrow)
+
+    def live(self, tbl: Table) -> set[int]:
+        if tbl.current_snapshot() is None:
+            return set()
+        found = tbl.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist()
+        return {int(k[1:]) if self.string else k for k in found}
+
+    def between(self, low: int, high: int) -> Any:
+        return And(GreaterThanOrEqual("id", self.of(low)), LessThan("id", self.of(high)))
 
 
-def _live_keys(tbl: Table) -> set[int]:
-    if tbl.current_snapshot() is None:
-        return set()
-    return set(tbl.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())
-
-
-def _run(tbl: Table, op: tuple[Any, ...]) -> None:
+def _run(tbl: Table, op: tuple[Any, ...], k: Keys) -> None:
     kind = op[0]
     if kind == "append":
         # Keys stay unique: an append only brings keys the table does not have.
-        fresh = {k: v for k, v in op[1].items() if k not in _live_keys(tbl)}
+        fresh = {n: v for n, v in op[1].items() if n not in k.live(tbl)}
         if fresh:
-            tbl.append(_arrow(fresh))
+            tbl.append(k.table(fresh))
     elif kind == "upsert":
         if tbl.current_snapshot() is None:
-            tbl.append(_arrow(op[1]))
+            tbl.append(k.table(op[1]))
         else:
-            tbl.upsert(_arrow(op[1]), join_cols=["id"])
+            tbl.upsert(k.table(op[1]), join_cols=["id"])
     elif kind == "overwrite":
         low, high = sorted((op[1], op[2]))
-        inside = {k: v for k, v in op[3].items() if low <= k < high}
-        outside_live = _live_keys(tbl) - set(range(low, high))
-        inside = {k: v for k, v in inside.items() if k not in outside_live}
+        inside = {n: v for n, v in op[3].items() if low <= n < high}
+        outside_live = k.live(tbl) - set(range(low, high))
+        inside = {n: v for n, v in inside.items() if n not in outside_live}
         tbl.overwrite(
-            _arrow(inside) if inside else ARROW.empty_table(),
-            overwrite_filter=And(GreaterThanOrEqual("id", low), LessThan("id", high)),
+            k.table(inside) if inside else k.arrow.empty_table(),
+            overwrite_filter=k.between(low, high),
         )
     elif kind == "delete":
         low, high = sorted((op[1], op[2]))
-        tbl.delete(delete_filter=And(GreaterThanOrEqual("id", low), LessThan("id", high)))
+        tbl.delete(delete_filter=k.between(low, high))
     elif kind == "delete_keys":
-        tbl.delete(delete_filter=In("id", op[1]))
+        tbl.delete(delete_filter=In("id", [k.of(n) for n in op[1]]))
     elif kind == "rewrite" and tbl.current_snapshot() is not None:
         tbl.overwrite(tbl.scan().to_arrow())
+    elif kind == "delete_positions" and set(op[1]) & k.live(tbl):
+        # Merge-on-read: positional delete files, the data files untouched.
+        doomed = {k.of(n) for n in op[1]}
+        delete_positions(tbl, lambda row: row["id"] in doomed)
+    elif kind == "compact" and tbl.current_snapshot() is not None and live_entries(tbl):
+        compact(tbl)
 
 
+@pytest.mark.parametrize("key_type", ["long", "string"])
 @pytest.mark.filterwarnings("ignore:Delete operation did not match any records:UserWarning")
 @settings(
-    max_examples=50,
+    # FLOE_PROPERTY_EXAMPLES=500 for a deeper local run.
+    max_examples=int(os.environ.get("FLOE_PROPERTY_EXAMPLES", "40")),
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(st.lists(operations, min_size=1, max_size=10))
-def test_change_sets_reproduce_the_table(ops: list[tuple[Any, ...]]) -> None:
+@given(ops=st.lists(operations, min_size=1, max_size=14))
+def test_change_sets_reproduce_the_table(key_type: str, ops: list[tuple[Any, ...]]) -> None:
+    k = Keys(key_type)
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = Path(tmp) / "wh"
         warehouse.mkdir()
@@ -93,16 +134,16 @@ def test_change_sets_reproduce_the_table(ops: list[tuple[Any, ...]]) -> None:
         )
         catalog.create_namespace("gold")
         schema = Schema(
-            NestedField(1, "id", LongType(), required=True),
+            NestedField(1, "id", k.iceberg, required=True),
             NestedField(2, "v", StringType(), required=False),
             identifier_field_ids=[1],
         )
-        tbl = catalog.create_table("gold.t", schema=schema)
+        tbl = catalog.create_table("gold.t", schema=schema, properties={"format-version": "2"})
         mirror: dict[Any, Any] = {}
         synced: int | None = None
         for op in [*ops, ("sync",)]:
             if op[0] != "sync":
-                _run(tbl, op)
+                _run(tbl, op, k)
                 continue
             cs = capture(tbl, from_snapshot=synced, key=KEY)
             assert cs.counts.invalid == 0

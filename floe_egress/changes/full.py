@@ -18,6 +18,7 @@ from pyiceberg.table.snapshots import Snapshot
 from floe_egress.changes.duck import cursor
 from floe_egress.changes.files import check_readable
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, InvalidRow
+from floe_egress.changes.source import text_batches
 
 _INVALID_SAMPLE = 20
 
@@ -35,7 +36,7 @@ def _key_profile(
     null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
     con = cursor()
     try:
-        con.register("keys", reader.to_arrow_batch_reader())
+        con.register("keys", text_batches(reader.to_arrow_batch_reader()))
         con.execute(
             f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, ({null}) AS is_null "
             f"FROM keys GROUP BY ALL"
@@ -122,7 +123,7 @@ def full_change_set(
 
     def batches() -> Iterator[pa.RecordBatch]:
         scan = table.scan(snapshot_id=snapshot_id)
-        for batch in scan.to_arrow_batch_reader():
+        for batch in text_batches(scan.to_arrow_batch_reader()):
             valid = _valid_rows(batch, key, dupes)
             if not valid.num_rows:
                 continue

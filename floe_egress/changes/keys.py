@@ -60,8 +60,8 @@ def row_hashes(table: pa.Table, columns: Iterable[str]) -> np.ndarray:
 def keys_table(key_dicts: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows carrying only key values, typed by `schema`; every other column is null.
 
-    Key values may come back from JSON as text (dates, decimals): they are cast to the
-    column's type.
+    Key values may come back from JSON as text (dates, decimals, binary as base64): they
+    are converted to the column's type.
     """
     rows = [dict(k) for k in key_dicts]
     columns = []
@@ -69,9 +69,18 @@ def keys_table(key_dicts: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.
         values = [r.get(field.name) for r in rows]
         if all(v is None for v in values):
             columns.append(pa.nulls(len(rows), field.type))
+        elif _is_binary(field.type):
+            decoded = [None if v is None else base64.b64decode(v) for v in values]
+            columns.append(pa.array(decoded, field.type))
         else:
             columns.append(pa.array(values).cast(field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+    )
 
 
 def parse_key_json(text: str) -> dict[str, Any]:

@@ -32,13 +32,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.manifest import FileFormat
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 
 from floe_egress.changes.duck import cursor
-from floe_egress.changes.source import arrow_schema
+from floe_egress.changes.source import arrow_schema, has_uuid, uuid_as_text, uuids_as_text
 
 _FIELD_ID = b"PARQUET:field_id"
 _GLOB = set("*?[]{}")
@@ -104,6 +104,15 @@ class RowReader:
         self.names = [f.name for f in schema.fields]
         self.field_ids = [f.field_id for f in schema.fields]
         self.duck_types = _duck_types(self.target)
+        # UUID columns are sent as text; DuckDB reads them from Parquet as UUID and
+        # casts them to the same canonical text.
+        self._uuid = {
+            f.name for f in schema_to_pyarrow(schema, include_field_ids=False) if has_uuid(f.type)
+        }
+        self.native_types = tuple(
+            "UUID" if n in self._uuid else t
+            for n, t in zip(self.names, self.duck_types, strict=True)
+        )
         self._plain_types = [_plain(f.type) for f in self.target]
         self._primitive = not any(_is_nested(f.type) for f in self.target)
         cast = ", ".join(
@@ -125,7 +134,7 @@ class RowReader:
 
     def _scan(self, task: FileScanTask) -> pa.Table:
         scan = ArrowScan(self.table.metadata, self.table.io, self.schema, AlwaysTrue())
-        rows = scan.to_table([task])
+        rows = uuids_as_text(scan.to_table([task]))
         return rows if rows.schema.equals(self.target) else rows.cast(self.target)
 
     def _read_direct(self, task: FileScanTask) -> pa.Table | None:
@@ -135,7 +144,7 @@ class RowReader:
             if columns is None:
                 return None
             rows = parquet.read(columns=columns, use_threads=True)
-        return rows.rename_columns(self.names)
+        return uuids_as_text(rows.rename_columns(self.names))
 
     def _physical_columns(self, physical: pa.Schema) -> list[str] | None:
         """The file's column names for B's columns, or None when a plain read would not
@@ -151,7 +160,7 @@ class RowReader:
         columns = []
         for field_id, wanted in zip(self.field_ids, self._plain_types, strict=True):
             field = by_id.get(field_id)
-            if field is None or _plain(field.type) != wanted:
+            if field is None or _plain(uuid_as_text(field.type)) != wanted:
                 return None
             columns.append(field.name)
         return columns
@@ -195,7 +204,9 @@ class RowReader:
         try:
             if not self._native_schema_ok(con, paths):
                 return None
-            keys = ", ".join(q(k) for k in key)
+            keys = ", ".join(
+                f"CAST({q(k)} AS VARCHAR) AS {q(k)}" if k in self._uuid else q(k) for k in key
+            )
             select = f"SELECT {keys}, {self.hash_sql} AS __floe_h, file_row_number AS __floe_n"
             row = 0
             for first, last in _groups(counts, NATIVE_GROUP_ROWS):
@@ -269,7 +280,7 @@ class RowReader:
             f"DESCRIBE SELECT {columns_sql} FROM read_parquet(?, hive_partitioning = false)",
             [paths[:1]],
         ).fetchall()
-        return tuple(str(row[1]) for row in described) == self.duck_types
+        return tuple(str(row[1]) for row in described) == self.native_types
 
 
 def _local_path(task: FileScanTask) -> str | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
@@ -55,7 +57,116 @@ def schema_of(table: Table, snapshot: Snapshot | None) -> Schema:
 
 
 def arrow_schema(schema: Schema) -> pa.Schema:
-    return schema_to_pyarrow(schema, include_field_ids=False)
+    """B's columns as floe reads and sends them: pyiceberg's Arrow schema, with UUIDs as
+    their canonical text (lowercase 8-4-4-4-12 hex). Arrow's `arrow.uuid` extension type
+    is something neither DuckDB, dlt nor Arrow's own compute kernels can compare or
+    store; the text is what every destination takes and what key JSON already holds."""
+    physical = schema_to_pyarrow(schema, include_field_ids=False)
+    if not any(has_uuid(f.type) for f in physical):
+        return physical
+    return pa.schema([f.with_type(uuid_as_text(f.type)) for f in physical], physical.metadata)
+
+
+def _is_uuid(t: pa.DataType) -> bool:
+    return isinstance(t, pa.BaseExtensionType) and t.extension_name == "arrow.uuid"
+
+
+def _children(t: pa.DataType) -> list[pa.Field]:
+    if pa.types.is_struct(t):
+        return [t.field(i) for i in range(t.num_fields)]
+    if pa.types.is_map(t):
+        return [t.key_field, t.item_field]
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return [t.value_field]
+    return []
+
+
+def has_uuid(t: pa.DataType) -> bool:
+    return _is_uuid(t) or any(has_uuid(f.type) for f in _children(t))
+
+
+def uuid_as_text(t: pa.DataType) -> pa.DataType:
+    """`t` with arrow.uuid replaced by string, at any depth."""
+    if _is_uuid(t):
+        return pa.string()
+    if not has_uuid(t):
+        return t
+    children = [f.with_type(uuid_as_text(f.type)) for f in _children(t)]
+    if pa.types.is_struct(t):
+        return pa.struct(children)
+    if pa.types.is_map(t):
+        return pa.map_(children[0], children[1])
+    if pa.types.is_large_list(t):
+        return pa.large_list(children[0])
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(children[0], t.list_size)
+    return pa.list_(children[0])
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# Where the 32 hex digits go in the 36 characters of 8-4-4-4-12.
+_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+def _uuid_text_array(array: pa.Array) -> pa.Array:
+    """arrow.uuid values as canonical text, vectorised (16 bytes -> 36 characters)."""
+    storage = array.storage if isinstance(array, pa.ExtensionArray) else array
+    n = len(storage)
+    data = storage.buffers()[1]
+    raw = np.frombuffer(data, dtype=np.uint8, count=16 * n, offset=16 * storage.offset)
+    raw = raw.reshape(n, 16)
+    text = np.full((n, 36), ord("-"), dtype=np.uint8)
+    digits = np.empty((n, 32), dtype=np.uint8)
+    digits[:, 0::2] = _HEX[raw >> 4]
+    digits[:, 1::2] = _HEX[raw & 0x0F]
+    text[:, _DIGITS] = digits
+    offsets = pa.py_buffer(np.arange(0, 36 * n + 1, 36, dtype=np.int32).tobytes())
+    validity = storage.buffers()[0] if storage.null_count else None
+    if validity is not None and storage.offset:
+        validity = pa.array(storage.is_valid()).buffers()[1]
+    return pa.StringArray.from_buffers(
+        n, offsets, pa.py_buffer(text.tobytes()), validity, storage.null_count
+    )
+
+
+def _column_as_text(column: pa.Array | pa.ChunkedArray, target: pa.DataType) -> Any:
+    if isinstance(column, pa.ChunkedArray):
+        chunks = [_column_as_text(c, target) for c in column.chunks]
+        return pa.chunked_array(chunks, target)
+    if _is_uuid(column.type):
+        return _uuid_text_array(column)
+    # Nested: rare enough to go through Python, where a UUID becomes its text.
+    return pa.array(_texts(column.to_pylist()), target)
+
+
+def _texts(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, list):
+        return [_texts(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _texts(v) for k, v in value.items()}
+    if isinstance(value, tuple):  # map entries
+        return tuple(_texts(v) for v in value)
+    return value
+
+
+Data = TypeVar("Data", pa.Table, pa.RecordBatch)
+
+
+def uuids_as_text(data: Data) -> Data:
+    """`data` with every arrow.uuid value (top-level or nested) as its canonical text."""
+    if not any(has_uuid(t) for t in data.schema.types):
+        return data
+    columns = [
+        _column_as_text(column, uuid_as_text(field.type)) if has_uuid(field.type) else column
+        for field, column in zip(data.schema, data.columns, strict=True)
+    ]
+    fields = [f.with_type(uuid_as_text(f.type)) for f in data.schema]
+    schema = pa.schema(fields, data.schema.metadata)
+    if isinstance(data, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def resolve_key(table: Table, schema: Schema, configured: Sequence[str] | None) -> tuple[str, ...]:
@@ -84,3 +195,13 @@ def resolve_key(table: Table, schema: Schema, configured: Sequence[str] | None) 
                 f"{field.field_type}; a key column must be a primitive type"
             )
     return key
+
+
+def text_batches(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """`reader` with UUIDs as text (see `uuids_as_text`)."""
+    if not any(has_uuid(t) for t in reader.schema.types):
+        return reader
+    schema = pa.schema(
+        [f.with_type(uuid_as_text(f.type)) for f in reader.schema], reader.schema.metadata
+    )
+    return pa.RecordBatchReader.from_batches(schema, (uuids_as_text(b) for b in reader))

@@ -58,6 +58,8 @@ def _check_one(
                 f"sink_type {name!r} cannot do mode {mode!r}{default}; it supports: {supported}",
             )
         )
+    if sink_type.check_item is not None and not problems:
+        problems += [Problem((*at, *path), message) for path, message in sink_type.check_item(item)]
     return problems
 
 

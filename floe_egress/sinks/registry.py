@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,10 @@ class SinkType:
     description: str = ""
     default_batch_size: int = 1000
     extra: dict[str, Any] = field(default_factory=dict)
+    check_item: Callable[[Mapping[str, Any]], list[tuple[tuple[str | int, ...], str]]] | None = None
+    """Checks across a destination's keys (mode, primary_key, field_mapping, sink_config)
+    on the raw floe.yaml mapping, run by `validate`: (key path under the destination,
+    message) for each problem. Values it cannot judge (absent, secret references) pass."""
 
 
 _REGISTRY: dict[str, SinkType] = {}

@@ -44,6 +44,7 @@ from floe_egress.sinks.http.sink import (
     Rejected,
     Row,
     chunks,
+    match_field_problems,
     rejected,
     run_all,
     send_splitting,
@@ -87,6 +88,14 @@ class HubSpotSink(HttpSink):
             )
         self.config = config
         self.id_property = config.id_property or self.key_fields[0]
+        if self.mode == "mirror" and self.id_property not in self.key_fields:
+            raise ConfigError(
+                f"destination {self.name!r}: mirror mode archives HubSpot records by "
+                f"sink_config.id_property, but {self.id_property!r} is not a key field "
+                f"(key fields: {', '.join(self.key_fields)}). A delete found after the fact "
+                "(a failed row whose record is gone, a full resync) carries only the key, "
+                "so map the key column to the id property, or use mode: upsert"
+            )
         self.objects = f"{config.base_url.rstrip('/')}/crm/v3/objects/{config.object_type}"
 
     async def check(self) -> None:
@@ -319,6 +328,9 @@ SINK_TYPE = register(
         modes=frozenset({"upsert", "update", "insert", "mirror"}),
         build=build,
         description="HubSpot CRM v3 objects: batch upsert/update/create, archive by id property",
+        check_item=lambda item: match_field_problems(
+            item, "id_property", "HubSpot", "matches records on"
+        ),
         default_batch_size=1000,
     )
 )

@@ -46,6 +46,7 @@ from floe_egress.sinks.http.sink import (
     Rejected,
     Row,
     chunks,
+    match_field_problems,
     rejected,
     run_all,
     send_splitting,
@@ -90,6 +91,14 @@ class SalesforceSink(HttpSink):
         self.config = config
         self.decimals = config.decimals
         self.ext = config.external_id_field or self.key_fields[0]
+        if self.mode == "mirror" and self.ext not in self.key_fields:
+            raise ConfigError(
+                f"destination {self.name!r}: mirror mode deletes Salesforce records by "
+                f"sink_config.external_id_field, but {self.ext!r} is not a key field "
+                f"(key fields: {', '.join(self.key_fields)}). A delete found after the fact "
+                "(a failed row whose record is gone, a full resync) carries only the key, "
+                "so map the key column to the External ID field, or use mode: upsert"
+            )
         self.base = f"{config.instance_url.rstrip('/')}/services/data/{config.api_version}"
         self.collection = f"{self.base}/composite/sobjects"
 
@@ -308,6 +317,9 @@ SINK_TYPE = register(
         modes=frozenset({"upsert", "update", "insert", "mirror"}),
         build=build,
         description="Salesforce sObject Collections: upsert by External ID, delete via SOQL ids",
+        check_item=lambda item: match_field_problems(
+            item, "external_id_field", "Salesforce", "upserts on"
+        ),
         default_batch_size=2000,
     )
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -181,3 +181,40 @@ class HttpSink(ABC):
             f"destination {self.name!r}: {what} was refused with HTTP {response.status} "
             f"({error_message(response, 300)})"
         )
+
+
+def match_field_problems(
+    item: Mapping[str, Any], option: str, vendor: str, matches: str
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """`validate`'s check of the field a CRM matches records on (`option` of
+    sink_config): one is needed for a composite key, and in mirror mode it must be a key
+    field, since a delete found after the fact carries only the key."""
+    config = item.get("sink_config")
+    keys = item.get("primary_key")
+    if not isinstance(config, Mapping) or not isinstance(keys, list) or not keys:
+        return []
+    chosen = config.get(option)
+    mapping = item.get("field_mapping")
+    mapping = mapping if isinstance(mapping, Mapping) else {}
+    key_fields = [str(mapping.get(k, k)) for k in keys]
+    if chosen is None:
+        if len(key_fields) == 1:
+            return []
+        return [
+            (
+                ("sink_config",),
+                f"{vendor} {matches} one field; the key has {len(key_fields)} columns, so set "
+                f"sink_config.{option}",
+            )
+        ]
+    if item.get("mode") != "mirror" or not isinstance(chosen, str) or chosen in key_fields:
+        return []
+    return [
+        (
+            ("sink_config", option),
+            f"mirror mode deletes {vendor} records by {option}, but {chosen!r} is not a key "
+            f"field (key fields: {', '.join(key_fields)}); a delete found after the fact (a "
+            "failed row whose record is gone, a full resync) carries only the key, so map the "
+            "key column to it, or use mode: upsert",
+        )
+    ]

@@ -237,6 +237,17 @@ def test_a_composite_key_needs_an_explicit_id_property(make_sink: SinkFactory) -
     make_sink(hubspot.SINK_TYPE, {**cfg, "id_property": "email"}, key=("region", "customer_id"))
 
 
+def test_mirror_mode_needs_the_id_property_to_be_a_key_field(make_sink: SinkFactory) -> None:
+    cfg = {**config(FakeHubSpot()), "id_property": "email"}
+    with pytest.raises(
+        ConfigError, match=r"'email' is not a key field \(key fields: customer_id\)"
+    ):
+        make_sink(hubspot.SINK_TYPE, cfg, mode="mirror")
+    make_sink(hubspot.SINK_TYPE, cfg, mode="upsert")
+    mapped = {"customer_id": "email"}
+    make_sink(hubspot.SINK_TYPE, cfg, mode="mirror", mapping=mapped)
+
+
 def test_append_is_not_a_hubspot_mode() -> None:
     assert hubspot.SINK_TYPE.modes == {"upsert", "update", "insert", "mirror"}
 

@@ -245,3 +245,22 @@ async def test_check_passes(make_sink: SinkFactory, salesforce_server: FakeSales
     await sink.check()
 
     assert salesforce_server.log[0].path == "/services/data/v60.0/sobjects/Contact/describe"
+
+
+def test_mirror_mode_needs_the_external_id_field_to_be_a_key_field(
+    make_sink: SinkFactory,
+) -> None:
+    from floe_egress.errors import ConfigError
+
+    base = {
+        "instance_url": "https://x.my.salesforce.com",
+        "access_token": "t",
+        "sobject": "Contact",
+    }
+    cfg = {**base, "external_id_field": "Email"}
+    with pytest.raises(
+        ConfigError, match=r"'Email' is not a key field \(key fields: External_Id__c\)"
+    ):
+        make_sink(salesforce.SINK_TYPE, cfg, mode="mirror", mapping=MAPPING)
+    make_sink(salesforce.SINK_TYPE, cfg, mode="upsert", mapping=MAPPING)
+    make_sink(salesforce.SINK_TYPE, base, mode="mirror", mapping=MAPPING)

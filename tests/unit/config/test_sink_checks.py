@@ -178,3 +178,51 @@ def test_union_errors_point_at_input_keys(
         problems = check_destination_items([dest("u", "test_unions", sink_config=sink_config)])
 
     assert [(p.key, p.message) for p in problems] == expected
+
+
+@pytest.mark.parametrize(
+    ("sink_type", "option", "config"),
+    [
+        ("hubspot", "id_property", {"object_type": "contacts", "access_token": "${env:T}"}),
+        (
+            "salesforce",
+            "external_id_field",
+            {
+                "instance_url": "https://x.my.salesforce.com",
+                "access_token": "${env:T}",
+                "sobject": "Contact",
+            },
+        ),
+    ],
+)
+def test_crm_match_field_must_be_a_key_field_in_mirror_mode(
+    sink_type: str, option: str, config: dict[str, Any]
+) -> None:
+    by_email = {**config, option: "Email"}
+    items = [
+        # mirror, matched on a field that is not the key: deletes could not be sent
+        dest("a", sink_type, mode="mirror", primary_key=["id"], sink_config=by_email),
+        # the key mapped to that field: fine
+        dest(
+            "b",
+            sink_type,
+            mode="mirror",
+            primary_key=["mail"],
+            field_mapping={"mail": "Email"},
+            sink_config=by_email,
+        ),
+        # upsert never deletes: fine
+        dest("c", sink_type, mode="upsert", primary_key=["id"], sink_config=by_email),
+        # a composite key without the option: which field?
+        dest("d", sink_type, mode="upsert", primary_key=["region", "id"], sink_config=config),
+        # no primary_key: the table's identifier fields, judged when the sink is built
+        dest("e", sink_type, mode="mirror", sink_config=by_email),
+    ]
+    problems = [(p.key, p.message) for p in check_destination_items(items)]
+    assert [key for key, _ in problems] == [
+        f"ingestion.destinations[0].sink_config.{option}",
+        "ingestion.destinations[3].sink_config",
+    ]
+    assert "'Email' is not a key field (key fields: id)" in problems[0][1]
+    assert "or use mode: upsert" in problems[0][1]
+    assert f"the key has 2 columns, so set sink_config.{option}" in problems[1][1]

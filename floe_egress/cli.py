@@ -114,12 +114,16 @@ def _print_json(data: Any) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = _load(args, check_secrets=True)
     count = len(loaded.spec.ingestion.destinations)
+    for warning in loaded.literal_secrets:
+        print(f"warning: {warning.render(str(loaded.path))}", file=sys.stderr)
     print(f"{loaded.path}: valid ({count} destination{'s' if count != 1 else ''})")
     return EXIT_OK
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     loaded = _load(args)
+    if loaded.literal_secrets:
+        raise ConfigValidationError(str(loaded.path), list(loaded.literal_secrets))
     artifacts = compile_spec(loaded)
     args.output.write_text(json.dumps(artifacts, indent=2) + "\n")
     print(

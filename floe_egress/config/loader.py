@@ -25,6 +25,7 @@ from floe_egress.config.problems import (
     Problem,
     describe,
 )
+from floe_egress.config.secrets import literal_secrets, mask_values
 from floe_egress.config.yamlsource import LineMap, YamlProblem, parse_yaml
 from floe_egress.errors import ConfigError
 
@@ -45,6 +46,9 @@ class LoadedConfig:
     """Of the file's bytes, as read."""
     format: Literal["yaml", "compiled"] = "yaml"
     lines: LineMap = field(default_factory=LineMap)
+    literal_secrets: tuple[Problem, ...] = ()
+    """Secrets written as plain text (warnings: `validate` prints them, `compile` refuses
+    to write them into artifacts). Their values are masked in logs and errors."""
 
     @property
     def path(self) -> Path:
@@ -81,7 +85,8 @@ def load_config(
     artifacts = _compiled_artifacts(text)
     if artifacts is not None:
         spec = _validate_compiled(artifacts, label, check_secrets, environ)
-        return LoadedConfig(spec, source, sha256, "compiled")
+        literals = _literal_secrets(artifacts.get("spec"), LineMap(), ("spec",))
+        return LoadedConfig(spec, source, sha256, "compiled", literal_secrets=literals)
     try:
         document = parse_yaml(text)
     except YamlProblem as exc:
@@ -94,9 +99,24 @@ def load_config(
         p if p.line is not None else Problem(p.path, p.message, document.lines.line_of(p.path))
         for p in problems
     ]
+    literals = _literal_secrets(document.data, document.lines)
     if validated is None or problems:
         raise ConfigValidationError(label, problems)
-    return LoadedConfig(validated, source, sha256, "yaml", document.lines)
+    return LoadedConfig(validated, source, sha256, "yaml", document.lines, literals)
+
+
+LITERAL_SECRET = (
+    "a secret written as plain text: it would be copied into compiled artifacts and is "
+    "readable by anyone who can read this file; use ${env:NAME} or ${credential:NAME}"
+)
+
+
+def _literal_secrets(raw: Any, lines: LineMap, prefix: KeyPath = ()) -> tuple[Problem, ...]:
+    found = literal_secrets(raw, prefix)
+    mask_values([value for _, value in found])
+    return tuple(
+        Problem(path, LITERAL_SECRET, lines.line_of(path[len(prefix) :])) for path, _ in found
+    )
 
 
 def validate_document(

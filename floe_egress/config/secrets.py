@@ -181,6 +181,71 @@ def resolve(value: T, *, path: KeyPath = (), environ: Mapping[str, str] | None =
     return result  # type: ignore[no-any-return]
 
 
+# Key names whose values are secrets (compared lowercase, without `-` and `_`).
+_SECRET_NAMES = frozenset(
+    {
+        "token",
+        "accesstoken",
+        "refreshtoken",
+        "bearertoken",
+        "password",
+        "passwd",
+        "secret",
+        "clientsecret",
+        "apikey",
+        "authorization",
+        "proxyauthorization",
+        "privatekey",
+        "cookie",
+        "xapikey",
+        "xauthtoken",
+    }
+)
+_SECRET_SUFFIXES = ("token", "password", "secret", "apikey")
+
+
+def _secret_name(name: str) -> bool:
+    flat = name.lower().replace("-", "").replace("_", "").replace(".", "")
+    return flat in _SECRET_NAMES or flat.endswith(_SECRET_SUFFIXES)
+
+
+def literal_secrets(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]:
+    """Secrets written in the configuration as plain text: values of secret-named keys
+    (tokens, passwords, API keys, Authorization headers) and URL passwords that hold no
+    `${...}` reference. Returns (key path, value); the value is for masking only.
+    """
+    found: list[tuple[KeyPath, str]] = []
+    if isinstance(value, Mapping):
+        # auth: {type: api_key, value: ...} and {type: basic, password: ...}
+        api_key = str(value.get("type", "")).lower() in ("api_key", "apikey")
+        for k, v in value.items():
+            at = (*path, str(k))
+            secretish = _secret_name(str(k)) or (api_key and str(k) == "value")
+            if secretish and isinstance(v, str) and v.strip() and not has_references(v):
+                found.append((at, v))
+            else:
+                found += literal_secrets(v, at)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found += literal_secrets(v, (*path, i))
+    elif isinstance(value, str):
+        match = _URL_PASSWORD.search(value)
+        if match is not None and not has_references(match.group("pw")):
+            found.append((path, match.group("pw")))
+    return found
+
+
+def mask_values(values: Iterator[str] | list[str]) -> None:
+    """Mask these values wherever `redact` runs (logs, errors, /status) from now on."""
+    for v in values:
+        if len(v) >= _MIN_MASKED_LENGTH:
+            _known_values.add(v)
+            # "Bearer abc123": the credential itself, wherever it shows up alone.
+            scheme, _, rest = v.partition(" ")
+            if scheme.lower() in ("bearer", "basic", "token") and len(rest) >= 8:
+                _known_values.add(rest)
+
+
 def redact(value: T) -> T:
     """`value` with resolved secrets and URL passwords replaced by `***`, recursively."""
     result: Any
@@ -209,7 +274,9 @@ __all__ = [
     "SecretRef",
     "find_references",
     "has_references",
+    "literal_secrets",
     "malformed_references",
+    "mask_values",
     "redact",
     "resolve",
     "unresolvable",

@@ -207,6 +207,24 @@ class Destination(_Model):
             raise ValueError(f"maps several columns onto the same field: {dupes}")
         return value
 
+    @model_validator(mode="after")
+    def _mapping_spares_unmapped_keys(self) -> Destination:
+        """An unmapped key column is sent under its own name: no other column may be
+        mapped onto that name."""
+        if self.field_mapping is None or self.primary_key is None:
+            return self
+        for column in self.primary_key:
+            if column in self.field_mapping:
+                continue
+            for source, target in self.field_mapping.items():
+                if target == column:
+                    raise ValueError(
+                        f"field_mapping maps {source!r} onto {column!r}, the name key column "
+                        f"{column!r} is sent under (it is not in field_mapping); map the key "
+                        "column as well, or choose another field"
+                    )
+        return self
+
     @property
     def namespace(self) -> str:
         return self.source_table.rsplit(".", 1)[0]

@@ -50,5 +50,15 @@ def apply_field_mapping(
             f"(table columns: {[c for c in changes.column_names if c not in keep]})"
         )
     names = [*mapping, *(k for k in keep if k in changes.column_names and k not in mapping)]
+    targets = [mapping.get(n, n) for n in names]
+    clashes = sorted(
+        f"{src!r} -> {mapping[src]!r} is also the field of key column {own!r}, which is "
+        "not in field_mapping and so keeps its own name"
+        for src in mapping
+        for own in keep
+        if own not in mapping and own in changes.column_names and mapping[src] == own
+    )
+    if clashes:
+        raise KeyError(f"field_mapping {'; '.join(clashes)}: map the key column as well")
     selected = changes.select(names)
-    return selected.rename_columns([mapping.get(n, n) for n in names])
+    return selected.rename_columns(targets)

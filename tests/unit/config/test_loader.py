@@ -242,6 +242,21 @@ BROKEN: dict[str, tuple[str, str, list[tuple[str, int, str]]]] = {
             )
         ],
     ),
+    "field mapped onto an unmapped key column's name": (
+        "      batch_size: 100",
+        "      primary_key: [customer_id]\n"
+        "      field_mapping:\n        email: customer_id\n"
+        "      batch_size: 100",
+        [
+            (
+                D0,
+                15,
+                "field_mapping maps 'email' onto 'customer_id', the name key column "
+                "'customer_id' is sent under (it is not in field_mapping); map the key column "
+                "as well, or choose another field",
+            )
+        ],
+    ),
     "secret reference where none is resolved": (
         "name: test-floe",
         "name: ${env:FLOE_TEST_TOKEN}",

@@ -360,6 +360,10 @@ class SqlStore(ABC):
         return 0 if row is None else int(row[0])
 
 
+RUNS_KEPT = 1000
+"""Runs kept per destination (the newest)."""
+
+
 def _insert_run(cur: Cursor, run: RunRecord) -> int:
     cur.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -382,6 +386,13 @@ def _insert_run(cur: Cursor, run: RunRecord) -> int:
     )
     row = cur.fetchone()
     assert row is not None, "INSERT ... RETURNING returned no row"
+    # The history is bounded: a destination synced every few seconds would otherwise
+    # add millions of rows a year. Usually this deletes the one run that fell off.
+    cur.execute(
+        "DELETE FROM runs WHERE destination = ? AND id <= (SELECT id FROM runs "
+        "WHERE destination = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        (run.destination, run.destination, RUNS_KEPT),
+    )
     return int(row[0])
 
 

@@ -257,6 +257,27 @@ def test_runs_newest_first_with_last_run(store: StateStore) -> None:
     assert store.last_run("unknown") is None
 
 
+def test_runs_keep_the_newest_per_destination(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from floe_egress.state import sql
+
+    monkeypatch.setattr(sql, "RUNS_KEPT", 5)
+    for i in range(8):
+        store.record_run(run("crm", started=float(i)))
+        store.record_run(run("erp", started=100.0 + i))
+    store.commit_cycle(CycleCommit(checkpoint("crm", 5), run("crm", started=8.0, to_snapshot=5)))
+
+    assert [r.started_at for r in store.runs("crm", limit=50)] == [8.0, 7.0, 6.0, 5.0, 4.0]
+    assert [r.started_at for r in store.runs("erp", limit=50)] == [
+        107.0,
+        106.0,
+        105.0,
+        104.0,
+        103.0,
+    ]
+
+
 # --- resync requests ----------------------------------------------------------------------
 
 

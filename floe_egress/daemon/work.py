@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import structlog
 from pyiceberg.table import Table
@@ -29,6 +30,7 @@ from floe_egress.changes import (
     schema_of,
     snapshot_of_ref,
 )
+from floe_egress.changes.duck import cursor
 from floe_egress.changes.keys import key_jsons, keys_table, parse_key_json
 from floe_egress.changes.lookup import current_rows
 from floe_egress.config.models import Destination
@@ -274,15 +276,30 @@ def _ledger_deletes(
     key: tuple[str, ...],
     schema: pa.Schema,
 ) -> pa.Table:
-    """Keys the destination was sent that B no longer has (a full resync in mirror mode)."""
-    live: set[str] = set()
-    if cs.to_snapshot is not None:
-        scan = table.scan(snapshot_id=cs.to_snapshot, selected_fields=key)
-        for batch in scan.to_arrow_batch_reader():
-            live.update(key_jsons(batch, key))
-    gone: list[dict[str, Any]] = []
-    for entries in store.ledger_scan(dest.name):
-        gone.extend(parse_key_json(e.key_json) for e in entries if e.key_json not in live)
-    if not gone:
+    """Keys the destination was sent that B no longer has (a full resync in mirror mode).
+
+    B's keys and the ledger's meet in DuckDB, which spills to disk rather than hold a
+    table's worth of keys in Python; only the keys that are gone come back."""
+    con = cursor()
+    try:
+        con.execute("CREATE TEMP TABLE live (k VARCHAR)")
+        con.execute("CREATE TEMP TABLE sent (k VARCHAR)")
+        if cs.to_snapshot is not None:
+            scan = table.scan(snapshot_id=cs.to_snapshot, selected_fields=key)
+            for batch in scan.to_arrow_batch_reader():
+                _insert_keys(con, "live", key_jsons(batch, key))
+        for entries in store.ledger_scan(dest.name):
+            _insert_keys(con, "sent", [e.key_json for e in entries])
+        rows = con.execute("SELECT k FROM sent ANTI JOIN live USING (k) ORDER BY k").fetchall()
+    finally:
+        con.close()
+    if not rows:
         return schema.empty_table()
-    return _deletes(gone, key, schema)
+    return _deletes([parse_key_json(r[0]) for r in rows], key, schema)
+
+
+def _insert_keys(con: duckdb.DuckDBPyConnection, table: str, keys: list[str]) -> None:
+    if keys:
+        con.register("batch_keys", pa.table({"k": pa.array(keys, pa.string())}))
+        con.execute(f"INSERT INTO {table} SELECT k FROM batch_keys")
+        con.unregister("batch_keys")

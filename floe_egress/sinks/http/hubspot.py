@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from floe_egress.config.models import RateLimit
-from floe_egress.errors import ConfigError, SinkError, TransientSinkError
+from floe_egress.errors import SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
 from floe_egress.sinks.http.client import (
     HttpClient,
@@ -81,21 +81,10 @@ class HubSpotSink(HttpSink):
 
     def __init__(self, request: BuildRequest, config: HubSpotConfig, client: HttpClient) -> None:
         super().__init__(request, client)
-        if len(self.key_fields) != 1 and config.id_property is None:
-            raise ConfigError(
-                f"destination {self.name!r}: HubSpot matches records on one unique property; "
-                f"the key has {len(self.key_fields)} columns, so set sink_config.id_property"
-            )
         self.config = config
-        self.id_property = config.id_property or self.key_fields[0]
-        if self.mode == "mirror" and self.id_property not in self.key_fields:
-            raise ConfigError(
-                f"destination {self.name!r}: mirror mode archives HubSpot records by "
-                f"sink_config.id_property, but {self.id_property!r} is not a key field "
-                f"(key fields: {', '.join(self.key_fields)}). A delete found after the fact "
-                "(a failed row whose record is gone, a full resync) carries only the key, "
-                "so map the key column to the id property, or use mode: upsert"
-            )
+        self.id_property = self.matching_field(
+            "id_property", config.id_property, "HubSpot", "matches records on"
+        )
         self.objects = f"{config.base_url.rstrip('/')}/crm/v3/objects/{config.object_type}"
 
     async def check(self) -> None:

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from floe_egress.errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
+from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
 from floe_egress.sinks.http.client import (
     HttpClient,
@@ -83,22 +83,11 @@ class SalesforceSink(HttpSink):
 
     def __init__(self, request: BuildRequest, config: SalesforceConfig, client: HttpClient) -> None:
         super().__init__(request, client)
-        if len(self.key_fields) != 1 and config.external_id_field is None:
-            raise ConfigError(
-                f"destination {self.name!r}: Salesforce upserts on one External ID field; the "
-                f"key has {len(self.key_fields)} columns, so set sink_config.external_id_field"
-            )
         self.config = config
         self.decimals = config.decimals
-        self.ext = config.external_id_field or self.key_fields[0]
-        if self.mode == "mirror" and self.ext not in self.key_fields:
-            raise ConfigError(
-                f"destination {self.name!r}: mirror mode deletes Salesforce records by "
-                f"sink_config.external_id_field, but {self.ext!r} is not a key field "
-                f"(key fields: {', '.join(self.key_fields)}). A delete found after the fact "
-                "(a failed row whose record is gone, a full resync) carries only the key, "
-                "so map the key column to the External ID field, or use mode: upsert"
-            )
+        self.ext = self.matching_field(
+            "external_id_field", config.external_id_field, "Salesforce", "upserts on"
+        )
         self.base = f"{config.instance_url.rstrip('/')}/services/data/{config.api_version}"
         self.collection = f"{self.base}/composite/sobjects"
 

@@ -13,7 +13,7 @@ import structlog
 
 from floe_egress.changes.model import OP_COLUMN
 from floe_egress.config.models import SyncMode
-from floe_egress.errors import PermanentSinkError
+from floe_egress.errors import ConfigError, PermanentSinkError
 from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.http.client import HttpClient, Response, error_message
 from floe_egress.sinks.http.convert import DecimalMode, JsonRecord, to_records
@@ -143,6 +143,13 @@ class HttpSink(ABC):
             log.info("rows_skipped", destination=self.name, mode=self.mode, **ledger.skipped)
         return report
 
+    def matching_field(self, option: str, chosen: str | None, vendor: str, matches: str) -> str:
+        """The field a CRM matches records on: `chosen`, else the mapped key field."""
+        problem = match_field_problem(self.mode, self.key_fields, option, chosen, vendor, matches)
+        if problem is not None:
+            raise ConfigError(f"destination {self.name!r}: {problem[1]}")
+        return chosen or self.key_fields[0]
+
     def _map(self, changes: pa.Table) -> pa.Table:
         if OP_COLUMN not in changes.column_names:
             raise PermanentSinkError(
@@ -183,38 +190,45 @@ class HttpSink(ABC):
         )
 
 
+def match_field_problem(
+    mode: Any, key_fields: Sequence[str], option: str, chosen: Any, vendor: str, matches: str
+) -> tuple[tuple[str | int, ...], str] | None:
+    """What is wrong with the field a CRM matches records on (`option` of sink_config,
+    `chosen` its value or None), as (key path under the destination, message): one is
+    needed for a composite key, and in mirror mode it must be a key field, since a delete
+    found after the fact (a failed row whose record is gone, a full resync) carries only
+    the key."""
+    if chosen is None:
+        if len(key_fields) == 1:
+            return None
+        message = (
+            f"{vendor} {matches} one field; the key has {len(key_fields)} columns, so set "
+            f"sink_config.{option}"
+        )
+        return ("sink_config",), message
+    if mode != "mirror" or not isinstance(chosen, str) or chosen in key_fields:
+        return None
+    message = (
+        f"mirror mode deletes {vendor} records by {option}, but {chosen!r} is not a key "
+        f"field (key fields: {', '.join(key_fields)}); a delete found after the fact (a "
+        "failed row whose record is gone, a full resync) carries only the key, so map the "
+        "key column to it, or use mode: upsert"
+    )
+    return ("sink_config", option), message
+
+
 def match_field_problems(
     item: Mapping[str, Any], option: str, vendor: str, matches: str
 ) -> list[tuple[tuple[str | int, ...], str]]:
-    """`validate`'s check of the field a CRM matches records on (`option` of
-    sink_config): one is needed for a composite key, and in mirror mode it must be a key
-    field, since a delete found after the fact carries only the key."""
+    """`validate`'s run of `match_field_problem` on a raw destination mapping; without
+    primary_key (the table's identifier fields) it is left to the sink's constructor."""
     config = item.get("sink_config")
     keys = item.get("primary_key")
     if not isinstance(config, Mapping) or not isinstance(keys, list) or not keys:
         return []
-    chosen = config.get(option)
     mapping = item.get("field_mapping")
     mapping = mapping if isinstance(mapping, Mapping) else {}
     key_fields = [str(mapping.get(k, k)) for k in keys]
-    if chosen is None:
-        if len(key_fields) == 1:
-            return []
-        return [
-            (
-                ("sink_config",),
-                f"{vendor} {matches} one field; the key has {len(key_fields)} columns, so set "
-                f"sink_config.{option}",
-            )
-        ]
-    if item.get("mode") != "mirror" or not isinstance(chosen, str) or chosen in key_fields:
-        return []
-    return [
-        (
-            ("sink_config", option),
-            f"mirror mode deletes {vendor} records by {option}, but {chosen!r} is not a key "
-            f"field (key fields: {', '.join(key_fields)}); a delete found after the fact (a "
-            "failed row whose record is gone, a full resync) carries only the key, so map the "
-            "key column to it, or use mode: upsert",
-        )
-    ]
+    mode = item.get("mode", "upsert")
+    problem = match_field_problem(mode, key_fields, option, config.get(option), vendor, matches)
+    return [] if problem is None else [problem]

@@ -1,8 +1,10 @@
 """One sync cycle of one destination.
 
 lease → what to deliver (daemon/work.py: change set A→B, rows to resend, ledger deletes)
-→ delete guard → record the attempt → deliver batch by batch → one transaction:
-checkpoint B, run record, failed rows, ledger, attempt cleared. A crash before that
+→ delete guard → record the attempt → deliver batch by batch (mirror mode: each batch's
+keys into the ledger before it is sent; the next batch is read while one is written)
+→ one transaction: checkpoint B, run record, failed rows, deletes out of the ledger,
+attempt cleared. A crash before that
 transaction resends A→B (writes are idempotent upserts/deletes by key), together with
 the keys of the interrupted attempt if the table has moved on; after it nothing is
 resent.
@@ -307,7 +309,6 @@ class _GuardError(EgressError):
 
 @dataclass(slots=True)
 class _Ledger:
-    upserts: list[LedgerEntry] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
 
 
@@ -330,13 +331,23 @@ async def _deliver(
     value_columns = [n for n in cs.schema.names if n != OP_COLUMN]
     filtered = (filter_for_mode(t, dest.mode) for t in work.batches())
     batches = _rebatch((t for t in filtered if t.num_rows), size)
-    index = -1
-    while True:
-        # Reading the next rows may read Parquet files (a full plan streams the table):
-        # off the event loop, which also serves health checks, leases and the watchdog.
-        batch = await asyncio.to_thread(next, batches, None)
+    mirror = dest.mode == "mirror"
+
+    def prepare() -> tuple[pa.Table, list[str]] | None:
+        # Reading the next rows may read Parquet files (a full plan streams the table);
+        # in mirror mode their keys go into the ledger before they can be sent (see
+        # StateStore.reserve_ledger). On a worker thread: the event loop also serves
+        # health checks, leases and the watchdog.
+        batch = next(batches, None)
         if batch is None:
-            break
+            return None
+        keys = _reserve_ledger(rt, dest, batch, work.key, value_columns) if mirror else []
+        return batch, keys
+
+    upcoming = await asyncio.to_thread(prepare)
+    index = -1
+    while upcoming is not None:
+        batch, keys = upcoming
         index += 1
         if still_held is not None and not still_held():
             raise CheckpointError(
@@ -351,33 +362,48 @@ async def _deliver(
             to_snapshot=cs.to_snapshot,
             batch_index=index,
         )
-        batch_report = await sink.write(batch, context)
+        # The next batch is read (and reserved) while this one is written.
+        following = asyncio.ensure_future(asyncio.to_thread(prepare))
+        try:
+            batch_report = await sink.write(batch, context)
+        except BaseException:
+            # The reader thread runs on: let it finish before the error ends the cycle.
+            await asyncio.gather(following, return_exceptions=True)
+            raise
         report.merge(batch_report)
-        if dest.mode == "mirror":
-            await asyncio.to_thread(
-                _track_ledger, ledger, batch, batch_report, work.key, value_columns
-            )
+        if mirror:
+            _track_ledger(ledger, batch, keys, batch_report)
+        upcoming = await following
     return ledger
 
 
-def _track_ledger(
-    ledger: _Ledger,
-    batch: pa.Table,
-    report: DeliveryReport,
-    key: tuple[str, ...],
-    value_columns: list[str],
-) -> None:
-    failed = {key_json(f.key) for f in report.failed}
+def _reserve_ledger(
+    rt: Runtime, dest: Destination, batch: pa.Table, key: tuple[str, ...], value_columns: list[str]
+) -> list[str]:
+    """The batch's keys; those it upserts go into the ledger now, with their row hash."""
     keys = key_jsons(batch, key)
-    hashes = row_hashes(batch, value_columns)
     ops = batch.column(OP_COLUMN).to_pylist()
-    for k, h, op in zip(keys, hashes.tolist(), ops, strict=True):
-        if k in failed:
-            continue
-        if op == "delete":
-            ledger.deletes.append(k)
-        else:
-            ledger.upserts.append(LedgerEntry(k, int(h)))
+    hashes = row_hashes(batch, value_columns).tolist()
+    rt.store.reserve_ledger(
+        dest.name,
+        [
+            LedgerEntry(k, int(h))
+            for k, h, op in zip(keys, hashes, ops, strict=True)
+            if op != "delete"
+        ],
+    )
+    return keys
+
+
+def _track_ledger(
+    ledger: _Ledger, batch: pa.Table, keys: list[str], report: DeliveryReport
+) -> None:
+    """Deletes the destination took leave the ledger at the commit."""
+    failed = {key_json(f.key) for f in report.failed}
+    ops = batch.column(OP_COLUMN).to_pylist()
+    ledger.deletes.extend(
+        k for k, op in zip(keys, ops, strict=True) if op == "delete" and k not in failed
+    )
 
 
 def _run_record(dest: Destination, result: CycleResult, started_wall: float) -> RunRecord:
@@ -436,9 +462,9 @@ def _commit(
             failed=[FailedRowUpdate(k, f.op, f.reason) for k, f in failed_now.items()],
             max_attempts=dest.max_attempts,
             resolved=resolved,
-            ledger_upserts=ledger.upserts,
+            # Upserted keys went into the ledger before they were sent (reserve_ledger);
+            # keys B no longer has were sent as deletes, so a full plan needs no rewrite.
             ledger_deletes=ledger.deletes,
-            ledger_replace=dest.mode == "mirror" and cs.plan == "full",
             clear_resync=work.resync_requested_at,
             clear_force=work.force_requested_at,
         )

@@ -275,6 +275,12 @@ class SqlStore(ABC):
 
     # --- ledger -----------------------------------------------------------------------
 
+    def reserve_ledger(self, destination: str, entries: Sequence[LedgerEntry]) -> None:
+        distinct = _last_per_key(entries)
+        if distinct:
+            with self.transaction() as cur:
+                cur.write_ledger(destination, distinct, emptied=False)
+
     def ledger_lookup(self, destination: str, key_jsons: Iterable[str]) -> dict[str, int]:
         keys = list(dict.fromkeys(key_jsons))
         if not keys:

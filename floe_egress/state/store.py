@@ -8,7 +8,7 @@ only way a checkpoint moves, and it writes everything of one cycle in one transa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -160,6 +160,12 @@ class StateStore(Protocol):
 
     def pending_force(self, destination: str) -> float | None:
         """When a force request was made, if one is pending."""
+
+    def reserve_ledger(self, destination: str, entries: Sequence[LedgerEntry]) -> None:
+        """Mirror mode, before a write: put the keys it may deliver (with the hash of the
+        row sent) in the ledger, in a transaction of their own. The ledger then holds
+        every key that may be at the destination, even after a crash before the commit,
+        so a full resync deletes what the table no longer has."""
 
     def ledger_lookup(self, destination: str, key_jsons: Iterable[str]) -> dict[str, int]: ...
 

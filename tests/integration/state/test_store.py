@@ -376,6 +376,22 @@ def test_ledger_last_upsert_of_a_key_wins(store: StateStore) -> None:
     assert store.ledger_lookup("crm", [key(1)]) == {key(1): 2}
 
 
+def test_reserved_ledger_entries_are_written_at_once_and_outlive_a_lost_cycle(
+    store: StateStore,
+) -> None:
+    store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 10)]))
+    # A cycle reserves what it is about to send, then dies before its commit.
+    store.reserve_ledger(
+        "crm", [LedgerEntry(key(1), 11), LedgerEntry(key(2), 20), LedgerEntry(key(2), 21)]
+    )
+    store.reserve_ledger("crm", [])
+    assert store.ledger_lookup("crm", [key(1), key(2)]) == {key(1): 11, key(2): 21}
+    assert store.ledger_size("crm") == 2 and store.ledger_size("erp") == 0
+    # The next cycle deletes key 2 and commits.
+    store.commit_cycle(commit(2, ledger_deletes=[key(2)]))
+    assert store.ledger_lookup("crm", [key(1), key(2)]) == {key(1): 11}
+
+
 # --- leases -------------------------------------------------------------------------------
 
 

@@ -8,7 +8,8 @@ Retry policy (per request):
   jitter: uniform(0, min(max_backoff, initial * 2**(attempt-1))).
 - A `Retry-After` beyond `max_backoff_seconds`, or `max_attempts` used up, raises
   TransientSinkError for the whole batch: the cycle retries it on a later run.
-- 401 and 403 raise PermanentSinkError naming the destination.
+- 401 and 403 raise PermanentSinkError naming the destination; with OAuth tokens
+  (oauth.py) a 401 first renews the token once and repeats the request.
 Everything else (2xx, other 4xx) goes back to the sink, which decides per record.
 """
 
@@ -30,6 +31,7 @@ from floe_egress.config.models import RateLimit, RetryConfig
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.http.ledger import Ledger
 from floe_egress.sinks.http.limits import Budget, BudgetSpec, account_key, budget_for
+from floe_egress.sinks.http.oauth import OAuthTokens
 
 USER_AGENT = "floe-egress/0.1"
 log = structlog.get_logger(__name__)
@@ -55,6 +57,8 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    sent_authorization: str | None = field(default=None, repr=False)
+    """The Authorization header the request went with (to tell a stale token)."""
 
     def json(self) -> Any:
         """The decoded JSON body, or None when the body is empty or not JSON."""
@@ -165,8 +169,10 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         params: Sequence[tuple[str, str]] = (),
         classifier: Classifier | None = None,
+        tokens: OAuthTokens | None = None,
     ) -> None:
         self.destination = destination
+        self.tokens = tokens
         self.retry = retry
         self.budget_spec = budget
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds or retry.timeout_seconds)
@@ -191,7 +197,10 @@ class HttpClient:
         headers = dict(request.headers)
         if request.body is not None:
             headers.setdefault("Content-Type", "application/json")
-        async with self._get_session().request(
+        session = self._get_session()
+        if self.tokens is not None:
+            headers["Authorization"] = f"Bearer {await self.tokens.current(session)}"
+        async with session.request(
             request.method,
             request.url,
             data=request.body,
@@ -199,7 +208,15 @@ class HttpClient:
             headers=headers,
         ) as resp:
             body = await resp.read()
-            return Response(resp.status, resp.headers, body)
+            return Response(resp.status, resp.headers, body, headers.get("Authorization"))
+
+    async def _renewed(self, response: Response, renewed: bool) -> bool:
+        """On a first 401 with OAuth tokens: renew the token; True to repeat the request."""
+        if response.status != 401 or self.tokens is None or renewed:
+            return False
+        stale = (response.sent_authorization or "").removeprefix("Bearer ")
+        await self.tokens.renew(stale, self._get_session())
+        return True
 
     def _backoff(self, attempt: int) -> float:
         cap = min(
@@ -213,6 +230,7 @@ class HttpClient:
         budget = budget_for(self.budget_spec)
         sent = len(request.body or b"")
         attempt = 0
+        renewed = False
         while True:
             attempt += 1
             outcome: Retry | SinkError | None
@@ -225,6 +243,10 @@ class HttpClient:
                     outcome = Retry(f"{type(exc).__name__}: {exc}".rstrip(": "))
                 else:
                     ledger.http(response.status, sent, waited)
+                    if await self._renewed(response, renewed):
+                        renewed = True
+                        attempt -= 1
+                        continue
                     outcome = self._classify(request, response)
                     if outcome is None:
                         return response
@@ -266,15 +288,20 @@ class HttpClient:
     async def probe(self, request: Request) -> Response:
         """One attempt, for `check()`: an unreachable API is a PermanentSinkError."""
         budget = budget_for(self.budget_spec)
-        async with budget.slot():
-            await budget.take()
-            try:
-                return await self._once(request)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise PermanentSinkError(
-                    f"destination {self.destination!r}: {request.label} is unreachable "
-                    f"({type(exc).__name__}: {exc})"
-                ) from exc
+        renewed = False
+        while True:
+            async with budget.slot():
+                await budget.take()
+                try:
+                    response = await self._once(request)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise PermanentSinkError(
+                        f"destination {self.destination!r}: {request.label} is unreachable "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from exc
+            if not await self._renewed(response, renewed):
+                return response
+            renewed = True
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -293,20 +320,26 @@ def bearer_client(
     retry: RetryConfig,
     *,
     base_url: str,
-    token: str,
+    token: str | None,
     rate_limit: RateLimit | None,
     timeout_seconds: float | None,
     verify_tls: bool,
     classifier: Classifier,
+    tokens: OAuthTokens | None = None,
+    account: str | None = None,
 ) -> HttpClient:
-    """A client for a SaaS API with a bearer token; its budget is the token's account."""
-    spec = BudgetSpec.from_rate_limit(account_key(rate_limit, base_url, token), rate_limit)
+    """A client for a SaaS API with a bearer token (fixed, or renewed by `tokens`); its
+    budget is the account of the token (or of `account`, an OAuth app's client id)."""
+    spec = BudgetSpec.from_rate_limit(
+        account_key(rate_limit, base_url, account or token), rate_limit
+    )
     return HttpClient(
         destination=destination,
         retry=retry,
         budget=spec,
         timeout_seconds=timeout_seconds,
         verify_tls=verify_tls,
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {token}"} if token is not None else None,
         classifier=classifier,
+        tokens=tokens,
     )

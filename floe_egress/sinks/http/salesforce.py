@@ -16,7 +16,9 @@ Modes and requests (under {instance_url}/services/data/{api_version}):
 
 Results are per record, in request order; a failed record becomes a FailedRow with
 `STATUS_CODE: message (fields: ...)`. A whole-request 400 is split in halves. 401
-INVALID_SESSION_ID fails fast. 403 REQUEST_LIMIT_EXCEEDED for the org's rolling 24-hour
+INVALID_SESSION_ID fails fast with a fixed `access_token`; with `oauth` (a connected app's
+refresh-token or client-credentials grant) the sink gets its own token and renews it on
+the first 401, then repeats the request. 403 REQUEST_LIMIT_EXCEEDED for the org's rolling 24-hour
 allocation (TotalRequests) fails the batch at once as transient (nothing can succeed
 until the window frees up); the concurrent-request variant and 503 are retried.
 Nested values are sent as JSON strings (sObject fields are scalars).
@@ -27,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
@@ -41,6 +43,7 @@ from floe_egress.sinks.http.client import (
 )
 from floe_egress.sinks.http.convert import as_text, dumps
 from floe_egress.sinks.http.ledger import Ledger, OrderKey
+from floe_egress.sinks.http.oauth import OAuthTokens
 from floe_egress.sinks.http.sink import (
     HttpSink,
     Rejected,
@@ -60,12 +63,39 @@ _SKIP = {"create": {"DUPLICATE_VALUE", "DUPLICATE_EXTERNAL_ID"}}
 _GONE = {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"}
 
 
+class SalesforceOAuth(BaseModel):
+    """A connected app's OAuth grant, for sessions that renew themselves."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grant_type: Literal["refresh_token", "client_credentials"] = "refresh_token"
+    client_id: Annotated[str, Field(min_length=1)]
+    """The connected app's consumer key."""
+    client_secret: Annotated[str, Field(min_length=1)] | None = None
+    """The consumer secret (required for client_credentials)."""
+    refresh_token: Annotated[str, Field(min_length=1)] | None = None
+    """Required for grant_type refresh_token."""
+    token_url: Annotated[str, Field(min_length=1)] | None = None
+    """Default: {instance_url}/services/oauth2/token (My Domain)."""
+
+    @model_validator(mode="after")
+    def _grant_has_what_it_needs(self) -> SalesforceOAuth:
+        if self.grant_type == "refresh_token" and self.refresh_token is None:
+            raise ValueError("grant_type refresh_token needs refresh_token")
+        if self.grant_type == "client_credentials" and self.client_secret is None:
+            raise ValueError("grant_type client_credentials needs client_secret")
+        return self
+
+
 class SalesforceConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     instance_url: Annotated[str, Field(min_length=1)]
     """https://MyDomainName.my.salesforce.com"""
-    access_token: Annotated[str, Field(min_length=1)]
+    access_token: Annotated[str, Field(min_length=1)] | None = None
+    """A session token as is; it fails once it expires. Or `oauth`."""
+    oauth: SalesforceOAuth | None = None
+    """A connected app grant: the sink gets a token and renews it when it expires."""
     sobject: Annotated[str, Field(pattern=_NAME)]
     """Account, Contact, Customer__c, ..."""
     external_id_field: Annotated[str, Field(pattern=_NAME)] | None = None
@@ -76,6 +106,12 @@ class SalesforceConfig(BaseModel):
     max_records_per_request: Annotated[int, Field(ge=1, le=MAX_RECORDS)] = MAX_RECORDS
     decimals: Literal["string", "number"] = "number"
     """Number, Currency and Percent fields take JSON numbers (float64: ~15 digits)."""
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> SalesforceConfig:
+        if (self.access_token is None) == (self.oauth is None):
+            raise ValueError("give either access_token or oauth (a connected app grant)")
+        return self
 
 
 class SalesforceSink(HttpSink):
@@ -275,7 +311,8 @@ def _classifier(destination: str) -> Any:
         if response.status == 401:
             return PermanentSinkError(
                 f"destination {destination!r}: Salesforce refused the access token "
-                f"({code or 'HTTP 401'}: {message}); refresh sink_config.access_token"
+                f"({code or 'HTTP 401'}: {message}); renew sink_config.access_token, or "
+                "configure sink_config.oauth so that the sink renews it"
             )
         return base(request, response)
 
@@ -286,15 +323,36 @@ def build(request: BuildRequest) -> SalesforceSink:
     config = request.sink_config
     if not isinstance(config, SalesforceConfig):
         config = SalesforceConfig.model_validate(config.model_dump())
+    tokens = None
+    if config.oauth is not None:
+        oauth = config.oauth
+        form = {"grant_type": oauth.grant_type, "client_id": oauth.client_id}
+        if oauth.client_secret is not None:
+            form["client_secret"] = oauth.client_secret
+        if oauth.refresh_token is not None:
+            form["refresh_token"] = oauth.refresh_token
+        tokens = OAuthTokens(
+            destination=request.destination,
+            vendor="Salesforce",
+            token_url=oauth.token_url or f"{config.instance_url.rstrip('/')}/services/oauth2/token",
+            form=form,
+            setting=(
+                "sink_config.oauth.refresh_token"
+                if oauth.grant_type == "refresh_token"
+                else "sink_config.oauth.client_id/client_secret"
+            ),
+        )
     client = bearer_client(
         request.destination,
         request.retry,
         base_url=config.instance_url,
         token=config.access_token,
+        account=config.oauth.client_id if config.oauth is not None else None,
         rate_limit=request.rate_limit,
         timeout_seconds=config.timeout_seconds,
         verify_tls=config.verify_tls,
         classifier=_classifier(request.destination),
+        tokens=tokens,
     )
     return SalesforceSink(request, config, client)
 

@@ -264,3 +264,110 @@ def test_mirror_mode_needs_the_external_id_field_to_be_a_key_field(
         make_sink(salesforce.SINK_TYPE, cfg, mode="mirror", mapping=MAPPING)
     make_sink(salesforce.SINK_TYPE, cfg, mode="upsert", mapping=MAPPING)
     make_sink(salesforce.SINK_TYPE, base, mode="mirror", mapping=MAPPING)
+
+
+# --- OAuth: sessions that renew themselves -------------------------------------------------
+
+
+def oauth_config(server: FakeSalesforce, **grant: Any) -> dict[str, Any]:
+    oauth = {
+        "client_id": server.client_id,
+        "client_secret": server.client_secret,
+        "refresh_token": server.refresh_token,
+        **grant,
+    }
+    return {"instance_url": server.url, "sobject": "Contact", "oauth": oauth}
+
+
+def token_requests(server: FakeSalesforce) -> list[Any]:
+    return [r for r in server.log if r.path == "/services/oauth2/token"]
+
+
+async def test_oauth_gets_a_token_and_renews_it_once_when_the_session_expires(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    sink = make_sink(
+        salesforce.SINK_TYPE,
+        oauth_config(salesforce_server),
+        mapping=MAPPING,
+        rate_limit=FAST,
+        batch_size=2,
+    )
+    await sink.check()
+    first = await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+    assert first.delivered == {"insert": 1}
+    assert len(token_requests(salesforce_server)) == 1, "one token for the check and the write"
+
+    salesforce_server.expire_session()
+    # Three requests in flight meet the expired session; one renewal serves them all.
+    rows = [row(f"C-{i}", "insert") for i in range(2, 8)]
+    second = await sink.write(changes(rows, SCHEMA), context(batch_index=1))
+    assert second.delivered == {"insert": 6} and second.failed == []
+    assert sorted(salesforce_server.table()) == [f"C-{i}" for i in range(1, 8)]
+    assert len(salesforce_server.tokens_issued) == 2
+    form = token_requests(salesforce_server)[-1].body.decode()
+    assert "grant_type=refresh_token" in form and "refresh_token=refresh-9c1e77" in form
+
+
+async def test_client_credentials_grant(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    config = oauth_config(salesforce_server, grant_type="client_credentials")
+    del config["oauth"]["refresh_token"]
+    sink = make_sink(salesforce.SINK_TYPE, config, mapping=MAPPING, rate_limit=FAST)
+    report = await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+    assert report.delivered == {"insert": 1}
+    assert "grant_type=client_credentials" in token_requests(salesforce_server)[0].body.decode()
+
+
+async def test_a_refused_grant_says_what_to_renew_and_leaks_nothing(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    from floe_egress.config.secrets import redact
+
+    config = oauth_config(salesforce_server, refresh_token="refresh-revoked-5b")
+    sink = make_sink(salesforce.SINK_TYPE, config, mapping=MAPPING, rate_limit=FAST)
+    with pytest.raises(PermanentSinkError) as info:
+        await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+    message = str(info.value)
+    assert "the Salesforce token endpoint refused the refresh_token grant" in message
+    assert "invalid_grant: expired access/refresh token" in message
+    assert "renew sink_config.oauth.refresh_token" in message
+    assert "refresh-revoked-5b" not in message and salesforce_server.client_secret not in message
+    assert salesforce_server.table() == {}
+    # Tokens the sink was given are masked wherever the redaction runs (logs, /status).
+    good = make_sink(
+        salesforce.SINK_TYPE, oauth_config(salesforce_server), mapping=MAPPING, rate_limit=FAST
+    )
+    await good.write(changes([row("C-2", "insert")], SCHEMA), context())
+    token = salesforce_server.tokens_issued[-1]
+    assert redact(f"Authorization: Bearer {token}") == "Authorization: Bearer ***"
+
+
+async def test_a_fixed_access_token_still_fails_fast_and_points_at_oauth(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    sink = make_sink(salesforce.SINK_TYPE, config(salesforce_server), mapping=MAPPING)
+    salesforce_server.expire_session()
+    with pytest.raises(PermanentSinkError, match=r"configure sink_config\.oauth"):
+        await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({}, "give either access_token or oauth"),
+        ({"access_token": "t", "oauth": {"client_id": "a", "refresh_token": "r"}}, "either"),
+        ({"oauth": {"client_id": "a"}}, "grant_type refresh_token needs refresh_token"),
+        (
+            {"oauth": {"client_id": "a", "grant_type": "client_credentials"}},
+            "client_credentials needs client_secret",
+        ),
+    ],
+)
+def test_oauth_settings_are_checked(config: dict[str, Any], message: str) -> None:
+    from pydantic import ValidationError
+
+    base = {"instance_url": "https://x.my.salesforce.com", "sobject": "Contact"}
+    with pytest.raises(ValidationError, match=message):
+        salesforce.SalesforceConfig.model_validate({**base, **config})

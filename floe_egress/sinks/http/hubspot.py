@@ -14,7 +14,9 @@ multi-status errors are matched back to rows (also by `context.ids`). A whole-re
 400/409/422 is split in halves to isolate bad records. A 429 waits out `Retry-After`
 (1 s for the SECONDLY and TEN_SECONDLY_ROLLING policies when absent); a DAILY policy
 429 fails the batch for a later run. Property values are sent as strings (null: "",
-which clears the property), as HubSpot stores them.
+which clears the property), as HubSpot stores them. Auth: a private app's
+`access_token`, or a public app's `oauth` refresh token, from which the sink gets
+30-minute access tokens and renews them on the first 401.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from floe_egress.config.models import RateLimit
 from floe_egress.errors import SinkError, TransientSinkError
@@ -39,6 +41,7 @@ from floe_egress.sinks.http.client import (
 )
 from floe_egress.sinks.http.convert import as_text, dumps
 from floe_egress.sinks.http.ledger import Ledger, OrderKey
+from floe_egress.sinks.http.oauth import OAuthTokens
 from floe_egress.sinks.http.sink import (
     HttpSink,
     Rejected,
@@ -61,19 +64,38 @@ _SKIP: dict[Action, tuple[str, int]] = {  # (category, status) that mean "nothin
 }
 
 
+class HubSpotOAuth(BaseModel):
+    """A public app's refresh token: the sink gets access tokens (30 minutes) itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: Annotated[str, Field(min_length=1)]
+    refresh_token: Annotated[str, Field(min_length=1)]
+    token_url: Annotated[str, Field(min_length=1)] | None = None
+    """Default: {base_url}/oauth/v1/token."""
+
+
 class HubSpotConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     object_type: Annotated[str, Field(min_length=1)]
     """contacts, companies, deals, tickets, ... or a custom objectTypeId (2-1234567)."""
-    access_token: Annotated[str, Field(min_length=1)]
-    """A private app token with the object's read and write scopes."""
+    access_token: Annotated[str, Field(min_length=1)] | None = None
+    """A private app token with the object's read and write scopes. Or `oauth`."""
+    oauth: HubSpotOAuth | None = None
     id_property: Annotated[str, Field(min_length=1)] | None = None
     """The unique property records are matched on (default: the mapped key field)."""
     base_url: str = "https://api.hubapi.com"
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     verify_tls: bool = True
     max_records_per_request: Annotated[int, Field(ge=1, le=MAX_INPUTS)] = MAX_INPUTS
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> HubSpotConfig:
+        if (self.access_token is None) == (self.oauth is None):
+            raise ValueError("give either access_token (a private app) or oauth (a public app)")
+        return self
 
 
 class HubSpotSink(HttpSink):
@@ -297,15 +319,31 @@ def build(request: BuildRequest) -> HubSpotSink:
     config = request.sink_config
     if not isinstance(config, HubSpotConfig):
         config = HubSpotConfig.model_validate(config.model_dump())
+    tokens = None
+    if config.oauth is not None:
+        tokens = OAuthTokens(
+            destination=request.destination,
+            vendor="HubSpot",
+            token_url=config.oauth.token_url or f"{config.base_url.rstrip('/')}/oauth/v1/token",
+            form={
+                "grant_type": "refresh_token",
+                "client_id": config.oauth.client_id,
+                "client_secret": config.oauth.client_secret,
+                "refresh_token": config.oauth.refresh_token,
+            },
+            setting="sink_config.oauth.refresh_token",
+        )
     client = bearer_client(
         request.destination,
         request.retry,
         base_url=config.base_url,
         token=config.access_token,
+        account=config.oauth.refresh_token if config.oauth is not None else None,
         rate_limit=request.rate_limit or DEFAULT_RATE,
         timeout_seconds=config.timeout_seconds,
         verify_tls=config.verify_tls,
         classifier=_classifier(request.destination),
+        tokens=tokens,
     )
     return HubSpotSink(request, config, client)
 

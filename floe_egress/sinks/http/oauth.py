@@ -92,9 +92,13 @@ class OAuthTokens:
         data = _json(body)
         if status >= 500 or status == 429:
             raise TransientSinkError(f"{where} answered HTTP {status}; the batch is left for later")
+        # HubSpot's newer token endpoints answer in camelCase.
+        if "access_token" not in data and "accessToken" in data:
+            data = {"access_token": data["accessToken"], "refresh_token": data.get("refreshToken")}
         if status != 200 or not isinstance(data.get("access_token"), str):
-            error = data.get("error") or f"HTTP {status}"
-            detail = data.get("error_description") or ""
+            # RFC 6749: error/error_description; HubSpot: status/message.
+            error = data.get("error") or data.get("status") or f"HTTP {status}"
+            detail = data.get("error_description") or data.get("message") or ""
             raise PermanentSinkError(
                 f"{where} refused the {self.grant_type} grant ({error}"
                 f"{': ' + str(detail) if detail else ''}); renew {self._setting}"

@@ -275,3 +275,54 @@ async def test_rows_the_mode_leaves_alone_are_logged_as_skipped(
             "log_level": "info",
         }
     ]
+
+
+# --- OAuth (public apps): 30-minute access tokens renewed from the refresh token ----------
+
+
+def oauth_config(server: FakeHubSpot, **oauth: Any) -> dict[str, Any]:
+    grant = {
+        "client_id": server.client_id,
+        "client_secret": server.client_secret,
+        "refresh_token": server.refresh_token,
+        **oauth,
+    }
+    return {"object_type": "contacts", "base_url": server.url, "oauth": grant}
+
+
+async def test_oauth_access_tokens_are_fetched_and_renewed_when_they_expire(
+    make_sink: SinkFactory, hubspot_server: FakeHubSpot
+) -> None:
+    sink = make_sink(
+        hubspot.SINK_TYPE, oauth_config(hubspot_server), mapping=MAPPING, rate_limit=FAST
+    )
+    await sink.check()
+    await sink.write(changes([row(1, "insert")], SCHEMA), context())
+    hubspot_server.expire_token()
+    report = await sink.write(changes([row(2, "insert"), row(3, "insert")], SCHEMA), context())
+    assert report.delivered == {"insert": 2} and report.failed == []
+    assert sorted(hubspot_server.table()) == ["1", "2", "3"]
+    assert len(hubspot_server.tokens_issued) == 2
+    expired = [r for r in hubspot_server.log if r.status == 401]
+    assert len(expired) == 1, "one request met the expired token and was repeated"
+
+
+async def test_a_bad_refresh_token_names_the_setting(
+    make_sink: SinkFactory, hubspot_server: FakeHubSpot
+) -> None:
+    config = oauth_config(hubspot_server, refresh_token="hs-refresh-revoked")
+    sink = make_sink(hubspot.SINK_TYPE, config, mapping=MAPPING, rate_limit=FAST)
+    with pytest.raises(PermanentSinkError) as info:
+        await sink.check()
+    message = str(info.value)
+    assert "the HubSpot token endpoint refused the refresh_token grant" in message
+    assert "(BAD_REFRESH_TOKEN: missing or unknown refresh token)" in message
+    assert "renew sink_config.oauth.refresh_token" in message
+    assert "hs-refresh-revoked" not in message and hubspot_server.client_secret not in message
+
+
+def test_hubspot_needs_one_credential() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="give either access_token"):
+        hubspot.HubSpotConfig.model_validate({"object_type": "contacts"})

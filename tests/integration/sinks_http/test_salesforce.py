@@ -371,3 +371,18 @@ def test_oauth_settings_are_checked(config: dict[str, Any], message: str) -> Non
     base = {"instance_url": "https://x.my.salesforce.com", "sobject": "Contact"}
     with pytest.raises(ValidationError, match=message):
         salesforce.SalesforceConfig.model_validate({**base, **config})
+
+
+async def test_a_token_endpoint_outage_is_transient(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    salesforce_server.fail(
+        Fault(503, body={"error": "unavailable"}, path_prefix="/services/oauth2")
+    )
+    sink = make_sink(
+        salesforce.SINK_TYPE, oauth_config(salesforce_server), mapping=MAPPING, rate_limit=FAST
+    )
+    with pytest.raises(TransientSinkError, match="token endpoint answered HTTP 503"):
+        await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+    report = await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
+    assert report.delivered == {"insert": 1}, "the next write gets a token"

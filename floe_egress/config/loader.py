@@ -25,7 +25,7 @@ from floe_egress.config.problems import (
     Problem,
     describe,
 )
-from floe_egress.config.secrets import literal_secrets, mask_values
+from floe_egress.config.secrets import LITERAL_MASK_LENGTH, literal_secrets, mask_values
 from floe_egress.config.yamlsource import LineMap, YamlProblem, parse_yaml
 from floe_egress.errors import ConfigError
 
@@ -113,7 +113,7 @@ LITERAL_SECRET = (
 
 def _literal_secrets(raw: Any, lines: LineMap, prefix: KeyPath = ()) -> tuple[Problem, ...]:
     found = literal_secrets(raw, prefix)
-    mask_values([value for _, value in found])
+    mask_values([value for _, value in found], min_length=LITERAL_MASK_LENGTH)
     return tuple(
         Problem(path, LITERAL_SECRET, lines.line_of(path[len(prefix) :])) for path, _ in found
     )

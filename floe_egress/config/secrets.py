@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -209,6 +209,14 @@ def _secret_name(name: str) -> bool:
     return flat in _SECRET_NAMES or flat.endswith(_SECRET_SUFFIXES)
 
 
+# Subtrees whose keys are column names, not settings.
+_NOT_SETTINGS = frozenset({"field_mapping", "primary_key"})
+LITERAL_MASK_LENGTH = 8
+"""Plain-text secrets shorter than this are reported but not masked in every message
+(a 4-letter password would mask that word everywhere); URL passwords are masked in any
+URL regardless."""
+
+
 def literal_secrets(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]:
     """Secrets written in the configuration as plain text: values of secret-named keys
     (tokens, passwords, API keys, Authorization headers) and URL passwords that hold no
@@ -220,7 +228,11 @@ def literal_secrets(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]
         api_key = str(value.get("type", "")).lower() in ("api_key", "apikey")
         for k, v in value.items():
             at = (*path, str(k))
+            if str(k) in _NOT_SETTINGS:
+                continue
             secretish = _secret_name(str(k)) or (api_key and str(k) == "value")
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                v = str(v)
             if secretish and isinstance(v, str) and v.strip() and not has_references(v):
                 found.append((at, v))
             else:
@@ -235,15 +247,21 @@ def literal_secrets(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]
     return found
 
 
-def mask_values(values: Iterator[str] | list[str]) -> None:
+def mask_values(values: Iterable[str], *, min_length: int = _MIN_MASKED_LENGTH) -> None:
     """Mask these values wherever `redact` runs (logs, errors, /status) from now on."""
     for v in values:
-        if len(v) >= _MIN_MASKED_LENGTH:
+        if len(v) >= min_length:
             _known_values.add(v)
             # "Bearer abc123": the credential itself, wherever it shows up alone.
             scheme, _, rest = v.partition(" ")
             if scheme.lower() in ("bearer", "basic", "token") and len(rest) >= 8:
                 _known_values.add(rest)
+
+
+def unmask_values(values: Iterable[str]) -> None:
+    """Stop masking values that are no longer in use (a renewed token's predecessor)."""
+    for v in values:
+        _known_values.discard(v)
 
 
 def redact(value: T) -> T:
@@ -279,5 +297,6 @@ __all__ = [
     "mask_values",
     "redact",
     "resolve",
+    "unmask_values",
     "unresolvable",
 ]

@@ -210,11 +210,15 @@ class HttpClient:
             body = await resp.read()
             return Response(resp.status, resp.headers, body, headers.get("Authorization"))
 
-    async def _renewed(self, response: Response, renewed: bool) -> bool:
-        """On a first 401 with OAuth tokens: renew the token; True to repeat the request."""
-        if response.status != 401 or self.tokens is None or renewed:
+    async def _renewed(self, response: Response, renewed: set[str]) -> bool:
+        """On a 401 with OAuth tokens: renew the token the request went with (once per
+        token, so a refused fresh token is an error, not a loop); True to repeat it."""
+        if response.status != 401 or self.tokens is None:
             return False
         stale = (response.sent_authorization or "").removeprefix("Bearer ")
+        if stale in renewed:
+            return False
+        renewed.add(stale)
         await self.tokens.renew(stale, self._get_session())
         return True
 
@@ -230,7 +234,7 @@ class HttpClient:
         budget = budget_for(self.budget_spec)
         sent = len(request.body or b"")
         attempt = 0
-        renewed = False
+        renewed: set[str] = set()
         while True:
             attempt += 1
             outcome: Retry | SinkError | None
@@ -244,7 +248,6 @@ class HttpClient:
                 else:
                     ledger.http(response.status, sent, waited)
                     if await self._renewed(response, renewed):
-                        renewed = True
                         attempt -= 1
                         continue
                     outcome = self._classify(request, response)
@@ -288,7 +291,7 @@ class HttpClient:
     async def probe(self, request: Request) -> Response:
         """One attempt, for `check()`: an unreachable API is a PermanentSinkError."""
         budget = budget_for(self.budget_spec)
-        renewed = False
+        renewed: set[str] = set()
         while True:
             async with budget.slot():
                 await budget.take()
@@ -301,7 +304,6 @@ class HttpClient:
                     ) from exc
             if not await self._renewed(response, renewed):
                 return response
-            renewed = True
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from floe_egress.config.secrets import mask_values
+from floe_egress.config.secrets import mask_values, unmask_values
 from floe_egress.errors import PermanentSinkError, TransientSinkError
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,7 @@ class OAuthTokens:
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.renewals = 0
+        self._masked: list[str] = []
 
     @property
     def grant_type(self) -> str:
@@ -105,6 +106,12 @@ class OAuthTokens:
             )
         token: str = data["access_token"]
         mask_values([token])
+        # The current token and its predecessor (requests may still be in flight with
+        # it) stay masked; older ones are forgotten, or a daemon renewing every 30
+        # minutes would grow the mask set, and the cost of every redaction, for ever.
+        self._masked.append(token)
+        if len(self._masked) > 2:
+            unmask_values([self._masked.pop(0)])
         rotated = data.get("refresh_token")
         if isinstance(rotated, str) and rotated != self._form.get("refresh_token"):
             mask_values([rotated])

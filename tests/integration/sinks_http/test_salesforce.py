@@ -386,3 +386,19 @@ async def test_a_token_endpoint_outage_is_transient(
         await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
     report = await sink.write(changes([row("C-1", "insert")], SCHEMA), context())
     assert report.delivered == {"insert": 1}, "the next write gets a token"
+
+
+async def test_only_the_live_tokens_stay_masked(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    from floe_egress.config.secrets import redact
+
+    sink = make_sink(
+        salesforce.SINK_TYPE, oauth_config(salesforce_server), mapping=MAPPING, rate_limit=FAST
+    )
+    for i in range(4):
+        await sink.write(changes([row(f"C-{i}", "insert")], SCHEMA), context(batch_index=i))
+        salesforce_server.expire_session()
+    issued = salesforce_server.tokens_issued
+    assert len(issued) == 4
+    assert [redact(t) == "***" for t in issued] == [False, False, True, True]

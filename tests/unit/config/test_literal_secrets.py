@@ -47,7 +47,11 @@ def test_secret_named_keys_and_url_passwords_are_found() -> None:
             "auth": {"type": "api_key", "name": "X-Key", "value": "v-1234"},
             "password": "",
             "url": "https://api.example.com/v1",
+            "db_password": 12345678,
         },
+        # Column names, not settings.
+        "field_mapping": {"reset_token": "ResetToken__c", "api_key": "ApiKey__c"},
+        "primary_key": ["token"],
     }
     found = {".".join(map(str, path)): value for path, value in literal_secrets(raw)}
     assert found == {
@@ -57,6 +61,7 @@ def test_secret_named_keys_and_url_passwords_are_found() -> None:
         "sink_config.client-secret": "s-1234",
         "sink_config.headers.X-Api-Key": "k-1234",
         "sink_config.auth.value": "v-1234",
+        "sink_config.db_password": "12345678",
     }
 
 
@@ -72,6 +77,17 @@ def test_loading_reports_them_with_lines_and_masks_them(
     assert redact(f"401 for {LITERAL_TOKEN}") == "401 for ***"
     assert redact("token walrus-5d1e-literal expired") == "token *** expired"
     assert "narwhal-77" not in redact("connect failed: narwhal-77")
+    assert "narwhal-77" not in redact("postgresql://egress:narwhal-77@db:5432/x")
+
+
+def test_short_literals_are_reported_but_do_not_mask_common_words(
+    write_config: Callable[[str], Path],
+) -> None:
+    text = edit(BASE_YAML, "url: sqlite:///state.db", "url: postgresql://floe:floe@db:5432/x")
+    loaded = load_config(write_config(text))
+    assert [p.key for p in loaded.literal_secrets] == ["state.url"]
+    assert redact("table floe.events of floe_egress") == "table floe.events of floe_egress"
+    assert redact("postgresql://floe:floe@db:5432/x") == "postgresql://floe:***@db:5432/x"
 
     out = io.StringIO()
     logs.configure(stream=out, json=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,15 +50,25 @@ def apply_field_mapping(
             f"(table columns: {[c for c in changes.column_names if c not in keep]})"
         )
     names = [*mapping, *(k for k in keep if k in changes.column_names and k not in mapping)]
-    targets = [mapping.get(n, n) for n in names]
+    clash = mapping_clash(mapping, [k for k in keep if k in changes.column_names])
+    if clash is not None:
+        raise KeyError(clash)
+    selected = changes.select(names)
+    return selected.rename_columns([mapping.get(n, n) for n in names])
+
+
+def mapping_clash(mapping: Mapping[str, str] | None, kept: Iterable[str]) -> str | None:
+    """What is wrong when a mapped field takes the name of a column that is kept under
+    its own name (a key column not in field_mapping); None when nothing is."""
+    if mapping is None:
+        return None
     clashes = sorted(
         f"{src!r} -> {mapping[src]!r} is also the field of key column {own!r}, which is "
         "not in field_mapping and so keeps its own name"
         for src in mapping
-        for own in keep
-        if own not in mapping and own in changes.column_names and mapping[src] == own
+        for own in kept
+        if own not in mapping and mapping[src] == own
     )
-    if clashes:
-        raise KeyError(f"field_mapping {'; '.join(clashes)}: map the key column as well")
-    selected = changes.select(names)
-    return selected.rename_columns(targets)
+    if not clashes:
+        return None
+    return f"field_mapping {'; '.join(clashes)}: map the key column as well"

@@ -16,7 +16,7 @@ import pyarrow as pa
 import structlog
 
 from floe_egress.changes.model import OP_COLUMN
-from floe_egress.errors import PermanentSinkError, SinkError
+from floe_egress.errors import ConfigError, PermanentSinkError, SinkError
 from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.database import failures
 from floe_egress.sinks.database.dlt_db import DltDb, RunStats
@@ -24,7 +24,7 @@ from floe_egress.sinks.database.frames import build_frame, event_identity, paylo
 from floe_egress.sinks.database.models import DEFAULT_BATCH_SIZE
 from floe_egress.sinks.database.plan import Fresh, WritePlan, plan_write
 from floe_egress.sinks.database.targets import target_for
-from floe_egress.sinks.mapping import apply_field_mapping
+from floe_egress.sinks.mapping import apply_field_mapping, mapping_clash
 from floe_egress.sinks.registry import BuildRequest
 
 log = structlog.get_logger(__name__)
@@ -48,6 +48,8 @@ class DatabaseSink:
         self.mode = request.mode
         self.source_key = request.key
         self.key = tuple((request.field_mapping or {}).get(k, k) for k in request.key)
+        if (clash := mapping_clash(request.field_mapping, request.key)) is not None:
+            raise ConfigError(f"destination {request.destination!r}: {clash}")
         self.db = DltDb(request.destination, self.target, request.work_dir)
         self.batch_size = request.batch_size or DEFAULT_BATCH_SIZE
         """Rows per dlt run (one load package, one COPY or MERGE); a write may take several."""

@@ -18,7 +18,7 @@ from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.http.client import HttpClient, Response, error_message
 from floe_egress.sinks.http.convert import DecimalMode, JsonRecord, to_records
 from floe_egress.sinks.http.ledger import Ledger, OrderKey
-from floe_egress.sinks.mapping import apply_field_mapping
+from floe_egress.sinks.mapping import apply_field_mapping, mapping_clash
 from floe_egress.sinks.registry import BuildRequest
 
 log = structlog.get_logger(__name__)
@@ -116,6 +116,8 @@ class HttpSink(ABC):
         self.key = request.key
         self.mapping = request.field_mapping
         self.key_fields = tuple((self.mapping or {}).get(k, k) for k in request.key)
+        if (clash := mapping_clash(self.mapping, request.key)) is not None:
+            raise ConfigError(f"destination {self._name!r}: {clash}")
         self.client = client
         self.bridge = DltBridge(request.destination, request.work_dir)
 

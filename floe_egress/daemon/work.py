@@ -183,7 +183,10 @@ def plan_work(rt: Runtime, dest: Destination) -> Work:
         ledger_size = store.ledger_size(dest.name)
         held = max(held, ledger_size)
         if change_set.plan == "full" and ledger_size:
-            ledger_deletes = _ledger_deletes(store, dest, table, change_set, key, schema)
+            # Keys resent this cycle (as rows or deletes) are not deleted a second time.
+            ledger_deletes = _ledger_deletes(
+                store, dest, table, change_set, key, schema, resent=list(wanted)
+            )
     return Work(
         change_set,
         key,
@@ -275,8 +278,10 @@ def _ledger_deletes(
     cs: ChangeSet,
     key: tuple[str, ...],
     schema: pa.Schema,
+    resent: list[str],
 ) -> pa.Table:
-    """Keys the destination was sent that B no longer has (a full resync in mirror mode).
+    """Keys the destination was sent that B no longer has (a full resync in mirror mode),
+    but for those in `resent`.
 
     B's keys and the ledger's meet in DuckDB, which spills to disk rather than hold a
     table's worth of keys in Python; only the keys that are gone come back."""
@@ -288,6 +293,7 @@ def _ledger_deletes(
             scan = table.scan(snapshot_id=cs.to_snapshot, selected_fields=key)
             for batch in scan.to_arrow_batch_reader():
                 _insert_keys(con, "live", key_jsons(batch, key))
+        _insert_keys(con, "live", resent)
         for entries in store.ledger_scan(dest.name):
             _insert_keys(con, "sent", [e.key_json for e in entries])
         rows = con.execute("SELECT k FROM sent ANTI JOIN live USING (k) ORDER BY k").fetchall()

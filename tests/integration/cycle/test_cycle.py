@@ -224,3 +224,29 @@ async def test_state_folder_and_file_are_private(tmp_path: Any, runtimes: list[R
     runtime.store.ping()
     assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "fresh" / "state.db").stat().st_mode) == 0o600
+
+
+async def test_a_failed_row_gone_before_a_full_resync_is_deleted_once(
+    world: World, api: FakeRestApi, runtimes: list[Runtime]
+) -> None:
+    world.table.append(customers([(1, "a@example.com", "pro"), (2, "no-address", "pro")]))
+    loaded = world.load([rest_destination(api.url + "/v1/contacts", batch_size=10)])
+    first = await cycle(runtimes, loaded)
+    assert (first.inserted, first.failed) == (1, 1)
+    synced = world.reload().current_snapshot()
+    assert synced is not None
+    world.table.delete("customer_id = 2")
+    world.reload().maintenance.expire_snapshots().by_id(synced.snapshot_id).commit()
+    before = len(posts(api))
+    result = await cycle(runtimes, loaded)
+    assert result.plan == "full" and result.status == "ok"
+    assert result.deleted == 1, "one delete: the retry of the failed key, not the ledger too"
+    deletes = [
+        rec["external_id"]
+        for body in (r.json() for r in posts(api)[before:])
+        if body["op"] == "delete"
+        for rec in body["records"]
+    ]
+    assert deletes == [2]
+    assert runtimes[-1].store.failed_rows("crm") == []
+    assert api.records == expected_records(world)

@@ -137,8 +137,14 @@ def plan_work(rt: Runtime, dest: Destination) -> Work:
             ),
         )
         attempts = [a for a in attempts if a not in lost]
+    # Only append mode sends what a deleted row held; every other mode deletes by key.
     change_set = capture(
-        table, ref=dest.ref, from_snapshot=from_snapshot, key=key, full_reason=full_reason
+        table,
+        ref=dest.ref,
+        from_snapshot=from_snapshot,
+        key=key,
+        full_reason=full_reason,
+        old_rows=dest.mode == "append",
     )
     schema = change_set.schema
 
@@ -229,6 +235,7 @@ def _keys_of_range(
         from_snapshot=attempt.from_snapshot,
         key=key,
         to_snapshot=attempt.to_snapshot,
+        old_rows=False,
     )
     return {k for b in touched.batches() for k in key_jsons(b, key)}
 

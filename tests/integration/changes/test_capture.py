@@ -420,3 +420,14 @@ def test_deletion_vectors_are_applied_by_the_reader(table: Table, tmp_path: Path
     kept = reader.read(FileScanTask(data_file, delete_files={dv})).column("id").to_pylist()
     assert kept == [k for i, k in enumerate(whole) if i not in (0, 4)]
     assert reader.native_compacts([[FileScanTask(data_file, delete_files={dv})]], KEY) is None
+
+
+def test_deletes_without_old_rows_carry_only_the_key(table: Table) -> None:
+    a, before = sync_point(table)
+    table.delete(delete_filter=GreaterThanOrEqual("id", 9))
+    table.overwrite(people([2], suffix="-v2"), overwrite_filter=EqualTo("id", 2))
+    cs = capture(table, from_snapshot=a, key=KEY, old_rows=False)
+    rows = {r["id"]: r for r in change_rows(cs)}
+    assert rows[9] == {"id": 9, "email": None, "score": None, "_floe_op": "delete"}
+    assert rows[2]["email"] == "u2-v2@example.com", "inserts and updates keep their rows"
+    assert apply(before, cs) == table_state(table, KEY)

@@ -250,3 +250,20 @@ async def test_a_failed_row_gone_before_a_full_resync_is_deleted_once(
     assert deletes == [2]
     assert runtimes[-1].store.failed_rows("crm") == []
     assert api.records == expected_records(world)
+
+
+async def test_append_mode_sends_every_change_as_an_event_with_the_old_row_of_a_delete(
+    world: World, api: FakeRestApi, runtimes: list[Runtime]
+) -> None:
+    world.table.append(customers(initial_rows(5)))
+    loaded = world.load([rest_destination(api.url + "/v1/contacts", mode="append")])
+    first = await cycle(runtimes, loaded)
+    assert first.inserted == 5 and len(api.events) == 5
+    world.table.upsert(customers([(3, "three@example.com", "team")]), join_cols=["customer_id"])
+    world.reload().delete("customer_id = 4")
+    await cycle(runtimes, loaded)
+    events = {(e["op"], e["record"]["external_id"]): e["record"] for e in api.events[5:]}
+    assert set(events) == {("update", 3), ("delete", 4)}
+    assert events[("update", 3)]["email"] == "three@example.com"
+    _, email, plan = initial_rows(5)[3]
+    assert events[("delete", 4)] == {"external_id": 4, "email": email, "plan_tier": plan}

@@ -132,10 +132,10 @@ def _compact_two_files(table: Any) -> None:
     commit_files(table, Operation.REPLACE, added_data_files=added, removed_files=removed)
 
 
-def _detect(table: Any, a: int) -> int:
+def _detect(table: Any, a: int, old_rows: bool = True) -> int:
     from floe_egress.changes import capture
 
-    change_set = capture(table, from_snapshot=a, key=("id",))
+    change_set = capture(table, from_snapshot=a, key=("id",), old_rows=old_rows)
     return sum(batch.num_rows for batch in change_set.batches())
 
 
@@ -170,7 +170,12 @@ def measure(directory: Path, mode: str, a: int, repeat: int) -> dict[str, Any]:
     """
     table = _catalog(directory).load_table("gold.facts")
     b = table.current_snapshot().snapshot_id
-    work = (lambda: _detect(table, a)) if mode == "detect" else (lambda: _full_diff(table, a, b))
+    if mode == "detect":
+        work = lambda: _detect(table, a)  # noqa: E731
+    elif mode == "detect_keys":
+        work = lambda: _detect(table, a, old_rows=False)  # noqa: E731
+    else:
+        work = lambda: _full_diff(table, a, b)  # noqa: E731
     idle_mb = _rss_mb()
     started = time.perf_counter()
     changes = work()
@@ -238,6 +243,10 @@ def main() -> None:
             a = table.current_snapshot().snapshot_id
             apply(directory, scenario, n, args.k)
             detect = _child(directory, "detect", a, args.repeat)
+            # What the daemon runs for every mode but append: deletes carry only the key.
+            keys_only = (
+                _child(directory, "detect_keys", a, args.repeat) if "delete" in scenario else None
+            )
             full = _child(directory, "fulldiff", a, args.baseline_repeat)
             row = {
                 "n": n,
@@ -249,6 +258,12 @@ def main() -> None:
                 "fulldiff_peak_mb": full["peak_mb"],
                 "idle_mb": detect["idle_mb"],
                 "speedup": round(full["median_s"] / max(detect["median_s"], 1e-9), 1),
+                "detect_keys_s": round(keys_only["median_s"], 4) if keys_only else None,
+                "speedup_keys": (
+                    round(full["median_s"] / max(keys_only["median_s"], 1e-9), 1)
+                    if keys_only
+                    else None
+                ),
                 "changes": detect["changes"],
                 "fulldiff_changes": full["changes"],
             }
@@ -258,14 +273,19 @@ def main() -> None:
     args.json_out.write_text(json.dumps(results, indent=1) + "\n")
     print(
         "\n| N | scenario | detect (median) | detect peak RSS | full diff (median) | "
-        "full diff peak RSS | speedup | rows out | idle RSS |"
+        "full diff peak RSS | speedup | keys-only deletes (speedup) | rows out | idle RSS |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        keys = (
+            f"{r['detect_keys_s'] * 1000:.0f} ms ({r['speedup_keys']}x)"
+            if r.get("detect_keys_s") is not None
+            else "-"
+        )
         print(
             f"| {r['n']:,} | {r['scenario']} | {r['detect_s'] * 1000:.0f} ms | "
             f"{r['detect_peak_mb']:.0f} MB | {r['fulldiff_s'] * 1000:.0f} ms | "
-            f"{r['fulldiff_peak_mb']:.0f} MB | {r['speedup']}x | {r['changes']} | "
+            f"{r['fulldiff_peak_mb']:.0f} MB | {r['speedup']}x | {keys} | {r['changes']} | "
             f"{r['idle_mb']:.0f} MB |"
         )
 

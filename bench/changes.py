@@ -170,12 +170,12 @@ def measure(directory: Path, mode: str, a: int, repeat: int) -> dict[str, Any]:
     """
     table = _catalog(directory).load_table("gold.facts")
     b = table.current_snapshot().snapshot_id
-    if mode == "detect":
-        work = lambda: _detect(table, a)  # noqa: E731
-    elif mode == "detect_keys":
-        work = lambda: _detect(table, a, old_rows=False)  # noqa: E731
-    else:
-        work = lambda: _full_diff(table, a, b)  # noqa: E731
+
+    def work() -> int:
+        if mode == "fulldiff":
+            return _full_diff(table, a, b)
+        return _detect(table, a, old_rows=mode != "detect_keys")
+
     idle_mb = _rss_mb()
     started = time.perf_counter()
     changes = work()

@@ -32,13 +32,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
+from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import FileFormat
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
+from pyiceberg.types import UUIDType
 
 from floe_egress.changes.duck import cursor
-from floe_egress.changes.source import arrow_schema, has_uuid, uuid_as_text, uuids_as_text
+from floe_egress.changes.source import arrow_schema, uuid_as_text, uuids_as_text
 
 _FIELD_ID = b"PARQUET:field_id"
 _GLOB = set("*?[]{}")
@@ -106,9 +107,7 @@ class RowReader:
         self.duck_types = _duck_types(self.target)
         # UUID columns are sent as text; DuckDB reads them from Parquet as UUID and
         # casts them to the same canonical text.
-        self._uuid = {
-            f.name for f in schema_to_pyarrow(schema, include_field_ids=False) if has_uuid(f.type)
-        }
+        self._uuid = {f.name for f in schema.fields if isinstance(f.field_type, UUIDType)}
         self.native_types = tuple(
             "UUID" if n in self._uuid else t
             for n, t in zip(self.names, self.duck_types, strict=True)

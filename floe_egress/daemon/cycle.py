@@ -199,7 +199,7 @@ async def run_cycle(
             await asyncio.to_thread(
                 store.begin_attempt, dest.name, cs.from_snapshot, cs.to_snapshot
             )
-        ledger = await _deliver(rt, dest, work, report, still_held)
+        delivered_deletes = await _deliver(rt, dest, work, report, still_held)
         result.inserted = report.delivered.get("insert", 0)
         result.updated = report.delivered.get("update", 0)
         result.deleted = report.delivered.get("delete", 0)
@@ -213,7 +213,9 @@ async def run_cycle(
                 "was not moved (the next holder resends this range)"
             )
         await asyncio.shield(
-            asyncio.to_thread(_commit, rt, dest, work, report, ledger, result, started_wall)
+            asyncio.to_thread(
+                _commit, rt, dest, work, report, delivered_deletes, result, started_wall
+            )
         )
         bound.info(
             "cycle_finished",
@@ -307,18 +309,15 @@ class _GuardError(EgressError):
     """The delete guard stopped the cycle before anything was sent."""
 
 
-@dataclass(slots=True)
-class _Ledger:
-    deletes: list[str] = field(default_factory=list)
-
-
 async def _deliver(
     rt: Runtime,
     dest: Destination,
     work: Work,
     report: DeliveryReport,
     still_held: Callable[[], bool] | None,
-) -> _Ledger:
+) -> list[str]:
+    """Deliver the work batch by batch; returns the keys of the deletes the destination
+    took (mirror mode: they leave the ledger at the commit)."""
     cs = work.change_set
     sink = await rt.sink(dest, work.key)
     sink_type = get_sink_type(dest.sink_type)
@@ -327,7 +326,7 @@ async def _deliver(
     # load), which the sink applies; a write hands it many batches at once because every
     # dlt run costs 0.1-0.2 s of its own.
     size = max(batch_size, MIN_ROWS_PER_WRITE)
-    ledger = _Ledger()
+    delivered_deletes: list[str] = []
     value_columns = [n for n in cs.schema.names if n != OP_COLUMN]
     filtered = (filter_for_mode(t, dest.mode) for t in work.batches())
     batches = _rebatch((t for t in filtered if t.num_rows), size)
@@ -372,9 +371,9 @@ async def _deliver(
             raise
         report.merge(batch_report)
         if mirror:
-            _track_ledger(ledger, batch, keys, batch_report)
+            delivered_deletes.extend(_delivered_deletes(batch, keys, batch_report))
         upcoming = await following
-    return ledger
+    return delivered_deletes
 
 
 def _reserve_ledger(
@@ -395,15 +394,10 @@ def _reserve_ledger(
     return keys
 
 
-def _track_ledger(
-    ledger: _Ledger, batch: pa.Table, keys: list[str], report: DeliveryReport
-) -> None:
-    """Deletes the destination took leave the ledger at the commit."""
+def _delivered_deletes(batch: pa.Table, keys: list[str], report: DeliveryReport) -> list[str]:
     failed = {key_json(f.key) for f in report.failed}
     ops = batch.column(OP_COLUMN).to_pylist()
-    ledger.deletes.extend(
-        k for k, op in zip(keys, ops, strict=True) if op == "delete" and k not in failed
-    )
+    return [k for k, op in zip(keys, ops, strict=True) if op == "delete" and k not in failed]
 
 
 def _run_record(dest: Destination, result: CycleResult, started_wall: float) -> RunRecord:
@@ -429,7 +423,7 @@ def _commit(
     dest: Destination,
     work: Work,
     report: DeliveryReport,
-    ledger: _Ledger,
+    delivered_deletes: list[str],
     result: CycleResult,
     started_wall: float,
 ) -> None:
@@ -464,7 +458,7 @@ def _commit(
             resolved=resolved,
             # Upserted keys went into the ledger before they were sent (reserve_ledger);
             # keys B no longer has were sent as deletes, so a full plan needs no rewrite.
-            ledger_deletes=ledger.deletes,
+            ledger_deletes=delivered_deletes,
             clear_resync=work.resync_requested_at,
             clear_force=work.force_requested_at,
         )

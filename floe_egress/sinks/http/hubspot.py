@@ -325,13 +325,10 @@ def build(request: BuildRequest) -> HubSpotSink:
             destination=request.destination,
             vendor="HubSpot",
             token_url=config.oauth.token_url or f"{config.base_url.rstrip('/')}/oauth/v1/token",
-            form={
-                "grant_type": "refresh_token",
-                "client_id": config.oauth.client_id,
-                "client_secret": config.oauth.client_secret,
-                "refresh_token": config.oauth.refresh_token,
-            },
-            setting="sink_config.oauth.refresh_token",
+            grant_type="refresh_token",
+            client_id=config.oauth.client_id,
+            client_secret=config.oauth.client_secret,
+            refresh_token=config.oauth.refresh_token,
         )
     client = bearer_client(
         request.destination,

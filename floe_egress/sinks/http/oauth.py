@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import structlog
@@ -38,18 +37,28 @@ class OAuthTokens:
         destination: str,
         vendor: str,
         token_url: str,
-        form: Mapping[str, str],
-        setting: str,
+        grant_type: Literal["refresh_token", "client_credentials"],
+        client_id: str,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
     ) -> None:
         self.destination = destination
         self.vendor = vendor
         self.token_url = token_url
-        self._form = dict(form)
-        self._setting = setting
+        self._form = {"grant_type": grant_type, "client_id": client_id}
+        if client_secret is not None:
+            self._form["client_secret"] = client_secret
+        if refresh_token is not None:
+            self._form["refresh_token"] = refresh_token
+        # The setting a refused grant asks the user to renew.
+        self._setting = (
+            "sink_config.oauth.refresh_token"
+            if grant_type == "refresh_token"
+            else "sink_config.oauth.client_id/client_secret"
+        )
         self._token: str | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self.renewals = 0
         self._masked: list[str] = []
 
     @property
@@ -74,7 +83,6 @@ class OAuthTokens:
             if self._token is not None and self._token != stale:
                 return self._token
             self._token = await self._request(session)
-            self.renewals += 1
             return self._token
 
     async def _request(self, session: aiohttp.ClientSession) -> str:

@@ -326,21 +326,14 @@ def build(request: BuildRequest) -> SalesforceSink:
     tokens = None
     if config.oauth is not None:
         oauth = config.oauth
-        form = {"grant_type": oauth.grant_type, "client_id": oauth.client_id}
-        if oauth.client_secret is not None:
-            form["client_secret"] = oauth.client_secret
-        if oauth.refresh_token is not None:
-            form["refresh_token"] = oauth.refresh_token
         tokens = OAuthTokens(
             destination=request.destination,
             vendor="Salesforce",
             token_url=oauth.token_url or f"{config.instance_url.rstrip('/')}/services/oauth2/token",
-            form=form,
-            setting=(
-                "sink_config.oauth.refresh_token"
-                if oauth.grant_type == "refresh_token"
-                else "sink_config.oauth.client_id/client_secret"
-            ),
+            grant_type=oauth.grant_type,
+            client_id=oauth.client_id,
+            client_secret=oauth.client_secret,
+            refresh_token=oauth.refresh_token,
         )
     client = bearer_client(
         request.destination,

@@ -180,14 +180,14 @@ def _print_results(results: Sequence[Any], *, as_json: bool, verb: str) -> None:
 async def _cycles(
     loaded: LoadedConfig, names: list[Destination], *, send: bool, force: bool = False
 ) -> list[Any]:
-    from floe_egress.daemon.cycle import plan_cycle, run_cycle
+    from floe_egress.daemon.cycle import preview_cycle, run_cycle
     from floe_egress.daemon.runtime import Runtime
 
     runtime = Runtime(loaded.spec)
     try:
         if send:
             return list(await asyncio.gather(*(run_cycle(runtime, d, force=force) for d in names)))
-        return list(await asyncio.gather(*(plan_cycle(runtime, d) for d in names)))
+        return list(await asyncio.gather(*(preview_cycle(runtime, d) for d in names)))
     finally:
         await runtime.close()
 

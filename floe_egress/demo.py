@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from floe_egress.config import load_config
-from floe_egress.daemon.cycle import CycleResult, plan_cycle, run_cycle
+from floe_egress.daemon.cycle import CycleResult, preview_cycle, run_cycle
 from floe_egress.daemon.runtime import Runtime, catalog_properties
 from floe_egress.errors import ConfigError
 from floe_egress.sinks.contract import IngestionConfig
@@ -187,7 +187,7 @@ async def _demo(directory: Path) -> int:
         table = runtime.load_table(dest)
         await asyncio.to_thread(table.delete, "customer_id = 5")
 
-        planned = await plan_cycle(runtime, dest)
+        planned = await preview_cycle(runtime, dest)
         print(f"\n== plan: what sync 2 will send (plan {planned.plan})")
         for op, rows in planned.sample.items():
             for row in rows:

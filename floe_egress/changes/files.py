@@ -28,14 +28,6 @@ class FileDiff:
     untouched: int
     """Number of data files live in both snapshots (never read)."""
 
-    @property
-    def removed_rows(self) -> int:
-        return sum(t.file.record_count for t in self.removed)
-
-    @property
-    def added_rows(self) -> int:
-        return sum(t.file.record_count for t in self.added)
-
 
 def _task_identity(task: FileScanTask) -> tuple[str, frozenset[str]]:
     return task.file.file_path, frozenset(d.file_path for d in task.delete_files)

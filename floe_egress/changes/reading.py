@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -118,7 +117,6 @@ class RowReader:
             f"CAST({q(n)} AS {t})" for n, t in zip(self.names, self.duck_types, strict=True)
         )
         self.hash_sql = f"hash({cast})"
-        self._local = threading.local()
 
     # -- whole rows ---------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 The CLI calls `load_config(path, check_secrets=...)` (raises `ConfigValidationError`
 listing every problem), `compile_spec(loaded)` and `json_schema()`; sinks call
-`resolve_secrets(value)` when they build a destination.
+`resolve(value)` when they build a destination.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from floe_egress.config.secrets import (
     resolve,
 )
 
-resolve_secrets = resolve
-
 __all__ = [
     "ARTIFACT_VERSION",
     "CONFIG_ENV_VAR",
@@ -48,6 +46,5 @@ __all__ = [
     "load_config",
     "redact",
     "resolve",
-    "resolve_secrets",
     "validate_document",
 ]

@@ -29,7 +29,7 @@ from floe_egress.changes.keys import key_json, key_jsons, row_hashes
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.runtime import Runtime
-from floe_egress.daemon.work import Work, plan_work
+from floe_egress.daemon.work import Workload, prepare_work
 from floe_egress.errors import CheckpointError, EgressError
 from floe_egress.sinks.base import MIN_ROWS_PER_WRITE, DeliveryReport, WriteContext
 from floe_egress.sinks.mapping import filter_for_mode, ops_for_mode
@@ -110,17 +110,17 @@ def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(pending).combine_chunks()
 
 
-def _count_deletes(work: Work, dest: Destination) -> int:
+def _count_deletes(work: Workload, dest: Destination) -> int:
     if "delete" not in ops_for_mode(dest.mode) or dest.mode == "append":
         return 0
     return work.change_set.counts.deleted + int(work.ledger_deletes.num_rows)
 
 
-async def plan_cycle(rt: Runtime, dest: Destination) -> CycleResult:
+async def preview_cycle(rt: Runtime, dest: Destination) -> CycleResult:
     """What a cycle would send, with a sample per op; nothing is sent or written."""
     started = time.monotonic()
     try:
-        work = await asyncio.to_thread(plan_work, rt, dest)
+        work = await asyncio.to_thread(prepare_work, rt, dest)
     except EgressError as exc:
         return CycleResult(
             dest.name, "failed", error=redact(str(exc)), duration_seconds=time.monotonic() - started
@@ -187,7 +187,7 @@ async def run_cycle(
             return result
         if release_lease:
             keeper = asyncio.create_task(_keep_lease(store, dest.name, owner, lease_seconds))
-        work = await asyncio.to_thread(plan_work, rt, dest)
+        work = await asyncio.to_thread(prepare_work, rt, dest)
         cs = work.change_set
         result.plan, result.reason = cs.plan, cs.reason
         result.from_snapshot, result.to_snapshot = cs.from_snapshot, cs.to_snapshot
@@ -291,7 +291,7 @@ async def _keep_lease(store: StateStore, destination: str, owner: str, ttl: floa
             log.warning("lease_renewal_failed", destination=destination, error=redact(str(exc)))
 
 
-def _check_delete_guard(work: Work, dest: Destination, force: bool) -> None:
+def _check_delete_guard(work: Workload, dest: Destination, force: bool) -> None:
     deletes = _count_deletes(work, dest)
     if force or not work.held_rows or not deletes:
         return
@@ -312,7 +312,7 @@ class _GuardError(EgressError):
 async def _deliver(
     rt: Runtime,
     dest: Destination,
-    work: Work,
+    work: Workload,
     report: DeliveryReport,
     still_held: Callable[[], bool] | None,
 ) -> list[str]:
@@ -421,7 +421,7 @@ def _run_record(dest: Destination, result: CycleResult, started_wall: float) -> 
 def _commit(
     rt: Runtime,
     dest: Destination,
-    work: Work,
+    work: Workload,
     report: DeliveryReport,
     delivered_deletes: list[str],
     result: CycleResult,
@@ -465,4 +465,4 @@ def _commit(
     )
 
 
-__all__ = ["CycleResult", "plan_cycle", "run_cycle"]
+__all__ = ["CycleResult", "preview_cycle", "run_cycle"]

@@ -42,7 +42,7 @@ log = structlog.get_logger("floe_egress.cycle")
 
 
 @dataclass(slots=True)
-class Work:
+class Workload:
     change_set: ChangeSet
     key: tuple[str, ...]
     checkpoint: Checkpoint | None
@@ -114,7 +114,7 @@ def _start(
     return checkpoint.snapshot_id, ""
 
 
-def plan_work(rt: Runtime, dest: Destination) -> Work:
+def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     store = rt.store
     table = rt.load_table(dest)
     head = snapshot_of_ref(table, dest.ref)
@@ -193,7 +193,7 @@ def plan_work(rt: Runtime, dest: Destination) -> Work:
             ledger_deletes = _ledger_deletes(
                 store, dest, table, change_set, key, schema, resent=list(wanted)
             )
-    return Work(
+    return Workload(
         change_set,
         key,
         store.get_checkpoint(dest.name),

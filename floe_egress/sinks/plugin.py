@@ -39,7 +39,6 @@ from floe_egress.sinks.mapping import filter_for_mode
 from floe_egress.sinks.registry import BuildRequest, get_sink_type, sink_types
 
 T = TypeVar("T")
-RESERVED_KEYS = ("destination", "mode", "primary_key")
 _CATALOG_SECRET_KEYS = ("credential", "token", "password", "secret", "key")
 
 
@@ -52,7 +51,6 @@ class SinkHandle:
         self.request = request
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._batches = 0
 
     @property
     def name(self) -> str:

@@ -81,10 +81,6 @@ class SqlStore(ABC):
             self._prepare_migration(cur)
             migrations.apply(cur, self.dialect, self.url_redacted)
 
-    def schema_version(self) -> int:
-        with self.transaction(write=False) as cur:
-            return migrations.current_version(cur)
-
     def ping(self) -> None:
         with self.transaction(write=False) as cur:
             cur.execute("SELECT 1")

@@ -1,4 +1,4 @@
-"""The Sink of the database types: field mapping, the mode's plan, the dlt run, the report.
+"""The Sink of the database types: field mapping, what the mode sends, the dlt run, the report.
 
 A batch the database refuses for a row-level reason (a constraint, a value it cannot
 store) is split in halves until the refused rows are alone; they become FailedRows with
@@ -22,7 +22,7 @@ from floe_egress.sinks.database import failures
 from floe_egress.sinks.database.dlt_db import DltDb, RunStats
 from floe_egress.sinks.database.frames import build_frame, event_identity, payload_digest
 from floe_egress.sinks.database.models import DEFAULT_BATCH_SIZE
-from floe_egress.sinks.database.plan import Fresh, WritePlan, plan_write
+from floe_egress.sinks.database.shaping import Fresh, ShapedWrite, shape_write
 from floe_egress.sinks.database.targets import target_for
 from floe_egress.sinks.mapping import apply_field_mapping, mapping_clash
 from floe_egress.sinks.registry import BuildRequest
@@ -56,7 +56,7 @@ class DatabaseSink:
         self.runs: deque[RunStats] = deque(maxlen=100)
         """The latest dlt runs of this sink, for benchmarks and tests."""
         self._next: tuple[Range, int] | None = None
-        """The write that would continue an initial load (plan.py): its range and index."""
+        """The write that would continue an initial load (shaping.py): its range and index."""
         self._indexed = False
 
     @property
@@ -118,19 +118,19 @@ class DatabaseSink:
             fresh = self._freshness(follows)
             if fresh is None:
                 self._ensure_index()
-            plan = plan_write(
+            shaped = shape_write(
                 self.mode, mapped, self.key, fresh, self.db.existing, context.to_snapshot
             )
-            for start in range(0, plan.rows.num_rows, self.batch_size):
-                rows = plan.rows.slice(start, self.batch_size)
-                self._send(rows, plan, context, report, [isolation_budget(rows.num_rows)])
+            for start in range(0, shaped.rows.num_rows, self.batch_size):
+                rows = shaped.rows.slice(start, self.batch_size)
+                self._send(rows, shaped, context, report, [isolation_budget(rows.num_rows)])
         except SinkError:
             raise
         except Exception as exc:
             raise failures.sink_error(
                 exc, f"{self._where()}: writing {mapped.num_rows} rows", self.target.masked
             ) from None
-        report.delivered = dict(plan.delivered)
+        report.delivered = dict(shaped.delivered)
         for row in report.failed:
             report.delivered[row.op] = report.delivered.get(row.op, 0) - 1
         report.delivered = {op: n for op, n in report.delivered.items() if n > 0}
@@ -156,13 +156,13 @@ class DatabaseSink:
     def _send(
         self,
         rows: pa.Table,
-        plan: WritePlan,
+        shaped: ShapedWrite,
         context: WriteContext,
         report: DeliveryReport,
         budget: list[int],
     ) -> None:
         try:
-            self._load(rows, plan, context)
+            self._load(rows, shaped, context)
         except Exception as exc:
             if not failures.is_row_error(exc) or budget[0] <= 0:
                 raise
@@ -173,8 +173,8 @@ class DatabaseSink:
                 return
             budget[0] -= 2
             half = rows.num_rows // 2
-            self._send(rows.slice(0, half), plan, context, report, budget)
-            self._send(rows.slice(half), plan, context, report, budget)
+            self._send(rows.slice(0, half), shaped, context, report, budget)
+            self._send(rows.slice(half), shaped, context, report, budget)
 
     def _failed_row(self, row: pa.Table, exc: BaseException) -> FailedRow:
         values = row.select(list(self.key)).to_pylist()[0]
@@ -184,7 +184,7 @@ class DatabaseSink:
         log.warning("db_row_refused", destination=self.name, key=key, op=op, reason=reason)
         return FailedRow(key=key, op=op, reason=reason)
 
-    def _load(self, rows: pa.Table, plan: WritePlan, context: WriteContext) -> None:
+    def _load(self, rows: pa.Table, shaped: ShapedWrite, context: WriteContext) -> None:
         frame = build_frame(
             rows,
             mode=self.mode,
@@ -193,7 +193,7 @@ class DatabaseSink:
             synced_at=dt.datetime.now(dt.UTC),
             text_only=self.target.text_only,
         )
-        stats = self.db.load(frame, plan.disposition)
+        stats = self.db.load(frame, shaped.disposition)
         self.runs.append(stats)
         log.debug(
             "db_rows_loaded",

@@ -29,9 +29,9 @@ import structlog
 
 from floe_egress.config.models import RateLimit, RetryConfig
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
-from floe_egress.sinks.http.ledger import Ledger
 from floe_egress.sinks.http.limits import Budget, BudgetSpec, account_key, budget_for
 from floe_egress.sinks.http.oauth import OAuthTokens
+from floe_egress.sinks.http.receipts import Receipts
 
 USER_AGENT = "floe-egress/0.1"
 log = structlog.get_logger(__name__)
@@ -229,7 +229,7 @@ class HttpClient:
         )
         return random.uniform(0, cap)
 
-    async def send(self, request: Request, ledger: Ledger) -> Response:
+    async def send(self, request: Request, receipts: Receipts) -> Response:
         """Send with retries; returns 2xx and per-record 4xx responses, raises the rest."""
         budget = budget_for(self.budget_spec)
         sent = len(request.body or b"")
@@ -243,10 +243,10 @@ class HttpClient:
                 try:
                     response = await self._once(request)
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    ledger.http(None, sent, waited)
+                    receipts.http(None, sent, waited)
                     outcome = Retry(f"{type(exc).__name__}: {exc}".rstrip(": "))
                 else:
-                    ledger.http(response.status, sent, waited)
+                    receipts.http(response.status, sent, waited)
                     if await self._renewed(response, renewed):
                         attempt -= 1
                         continue
@@ -255,10 +255,10 @@ class HttpClient:
                         return response
             if isinstance(outcome, SinkError):
                 raise outcome
-            await self._wait(outcome, attempt, request, budget, ledger)
+            await self._wait(outcome, attempt, request, budget, receipts)
 
     async def _wait(
-        self, outcome: Retry, attempt: int, request: Request, budget: Budget, ledger: Ledger
+        self, outcome: Retry, attempt: int, request: Request, budget: Budget, receipts: Receipts
     ) -> None:
         if attempt >= self.retry.max_attempts:
             raise TransientSinkError(
@@ -285,7 +285,7 @@ class HttpClient:
         )
         if outcome.rate_limited:
             budget.hold(delay)
-            ledger.waited(delay)
+            receipts.waited(delay)
         await asyncio.sleep(delay)
 
     async def probe(self, request: Request) -> Response:

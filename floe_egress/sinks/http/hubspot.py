@@ -40,8 +40,8 @@ from floe_egress.sinks.http.client import (
     retry_after,
 )
 from floe_egress.sinks.http.convert import as_text, dumps
-from floe_egress.sinks.http.ledger import Ledger, OrderKey
 from floe_egress.sinks.http.oauth import OAuthTokens
+from floe_egress.sinks.http.receipts import OrderKey, Receipts
 from floe_egress.sinks.http.sink import (
     HttpSink,
     Rejected,
@@ -129,12 +129,12 @@ class HubSpotSink(HttpSink):
             return "create"
         return "upsert"
 
-    async def deliver(self, rows: list[Row], ledger: Ledger) -> None:
+    async def deliver(self, rows: list[Row], receipts: Receipts) -> None:
         groups: dict[Action, list[Row]] = {}
         for row in rows:
             if row.record.get(self.id_property) is None:
                 reason = f"no value for the id property {self.id_property!r}"
-                ledger.failed(FailedRow(row.key, row.op, reason))
+                receipts.failed(FailedRow(row.key, row.op, reason))
                 continue
             groups.setdefault(self._action(row), []).append(row)
         size = self.config.max_records_per_request
@@ -142,11 +142,11 @@ class HubSpotSink(HttpSink):
         for action, members in groups.items():
             for part in chunks(members, size):
                 if action == "archive":
-                    orders = (ledger.next_order(), ledger.next_order())
-                    sends.append(self._archive(part, ledger, orders))
+                    orders = (receipts.next_order(), receipts.next_order())
+                    sends.append(self._archive(part, receipts, orders))
                 else:
-                    attempt = self._writer(action, ledger)
-                    sends.append(send_splitting(part, ledger.next_order(), attempt, ledger))
+                    attempt = self._writer(action, receipts)
+                    sends.append(send_splitting(part, receipts.next_order(), attempt, receipts))
         await run_all(sends)
 
     def _input(self, action: Action, index: int, row: Row) -> dict[str, Any]:
@@ -162,19 +162,19 @@ class HubSpotSink(HttpSink):
             "objectWriteTraceId": trace,
         }
 
-    def _writer(self, action: Action, ledger: Ledger) -> Any:
+    def _writer(self, action: Action, receipts: Receipts) -> Any:
         url = f"{self.objects}/batch/{action}"
 
         async def attempt(rows: Sequence[Row], order: OrderKey) -> Rejected | None:
             body = dumps({"inputs": [self._input(action, i, r) for i, r in enumerate(rows)]})
-            key = ledger.register(order, body)
+            key = receipts.register(order, body)
             request = Request("POST", url, body, headers={"Idempotency-Key": key})
-            response = await self.client.send(request, ledger)
+            response = await self.client.send(request, receipts)
             if response.ok:
-                self._account(action, rows, order, response, ledger)
+                self._account(action, rows, order, response, receipts)
                 return None
             if len(rows) == 1 and _nothing_to_do(action, response):
-                ledger.skip(rows[0].op)
+                receipts.skip(rows[0].op)
                 return None
             if response.status == 404 and action != "update":
                 raise self.refused(f"batch/{action} on {self.config.object_type!r}", response)
@@ -183,7 +183,7 @@ class HubSpotSink(HttpSink):
         return attempt
 
     def _account(
-        self, action: Action, rows: Sequence[Row], order: OrderKey, r: Response, ledger: Ledger
+        self, action: Action, rows: Sequence[Row], order: OrderKey, r: Response, receipts: Receipts
     ) -> None:
         data = _body(r)
         ids: dict[str, str] = {}
@@ -204,18 +204,18 @@ class HubSpotSink(HttpSink):
             if error is None and loose and not any(ref in ids for ref in refs):
                 error = loose[0]
             if error is None:
-                ledger.delivered(row.op)
+                receipts.delivered(row.op)
                 hit = next((ids[ref] for ref in refs if ref in ids), None)
                 if hit is not None:
                     found.append(hit)
             elif error[0] == skip_category:
-                ledger.skip(row.op)
+                receipts.skip(row.op)
             else:
-                ledger.failed(FailedRow(row.key, row.op, error[1], r.status))
-        ledger.record_ids(order, found)
+                receipts.failed(FailedRow(row.key, row.op, error[1], r.status))
+        receipts.record_ids(order, found)
 
     async def _archive(
-        self, rows: Sequence[Row], ledger: Ledger, orders: tuple[OrderKey, OrderKey]
+        self, rows: Sequence[Row], receipts: Receipts, orders: tuple[OrderKey, OrderKey]
     ) -> None:
         """Look up HubSpot's internal ids by id property, then archive those found."""
         body = dumps(
@@ -226,11 +226,11 @@ class HubSpotSink(HttpSink):
             }
         )
         read_order, archive_order = orders
-        key = ledger.register(read_order, body)
+        key = receipts.register(read_order, body)
         request = Request(
             "POST", f"{self.objects}/batch/read", body, headers={"Idempotency-Key": key}
         )
-        response = await self.client.send(request, ledger)
+        response = await self.client.send(request, receipts)
         if not response.ok:
             raise self.refused(f"batch/read on {self.config.object_type!r}", response)
         data = _body(response)
@@ -239,23 +239,23 @@ class HubSpotSink(HttpSink):
             for res in data.get("results") or []
         }
         present = [r for r in rows if self._id(r) in internal]
-        ledger.delivered("delete", len(rows) - len(present))
+        receipts.delivered("delete", len(rows) - len(present))
 
         async def attempt(part: Sequence[Row], order: OrderKey) -> Rejected | None:
             inputs = [{"id": internal[self._id(r)]} for r in part]
             body = dumps({"inputs": inputs})
-            key = ledger.register(order, body)
+            key = receipts.register(order, body)
             url = f"{self.objects}/batch/archive"
             response = await self.client.send(
-                Request("POST", url, body, headers={"Idempotency-Key": key}), ledger
+                Request("POST", url, body, headers={"Idempotency-Key": key}), receipts
             )
             if response.ok:
-                ledger.delivered("delete", len(part))
+                receipts.delivered("delete", len(part))
                 return None
             return rejected(response)
 
         if present:
-            await send_splitting(present, archive_order, attempt, ledger)
+            await send_splitting(present, archive_order, attempt, receipts)
 
 
 def _nothing_to_do(action: Action, response: Response) -> bool:

@@ -29,8 +29,8 @@ from floe_egress.errors import PermanentSinkError
 from floe_egress.sinks.base import FailedRow
 from floe_egress.sinks.http.client import HttpClient, Request, Response
 from floe_egress.sinks.http.convert import JsonRecord, dumps
-from floe_egress.sinks.http.ledger import Ledger, OrderKey
 from floe_egress.sinks.http.limits import BudgetSpec, account_key
+from floe_egress.sinks.http.receipts import OrderKey, Receipts
 from floe_egress.sinks.http.rest_config import (
     PLACEHOLDER,
     RestApiConfig,
@@ -78,7 +78,7 @@ class RestApiSink(HttpSink):
             return "update"
         return "upsert"
 
-    async def deliver(self, rows: list[Row], ledger: Ledger) -> None:
+    async def deliver(self, rows: list[Row], receipts: Receipts) -> None:
         groups: dict[RouteName, list[Row]] = {}
         for row in rows:
             groups.setdefault(self._route_name(row), []).append(row)
@@ -86,17 +86,17 @@ class RestApiSink(HttpSink):
         for name, members in groups.items():
             size = 1 if self.config.single else self.batch_size
             for part in chunks(members, size):
-                attempt = self._attempt(name, ledger)
-                sends.append(send_splitting(part, ledger.next_order(), attempt, ledger))
+                attempt = self._attempt(name, receipts)
+                sends.append(send_splitting(part, receipts.next_order(), attempt, receipts))
         await run_all(sends)
 
-    def _attempt(self, name: RouteName, ledger: Ledger) -> Any:
+    def _attempt(self, name: RouteName, receipts: Receipts) -> Any:
         route = self.config.route(name)
 
         async def attempt(rows: Sequence[Row], order: OrderKey) -> Rejected | None:
-            request = self._request(name, route, rows, order, ledger)
-            response = await self.client.send(request, ledger)
-            return self._account(name, rows, order, response, ledger)
+            request = self._request(name, route, rows, order, receipts)
+            response = await self.client.send(request, receipts)
+            return self._account(name, rows, order, response, receipts)
 
         return attempt
 
@@ -108,9 +108,14 @@ class RestApiSink(HttpSink):
         return row.record
 
     def _request(
-        self, name: RouteName, route: Route, rows: Sequence[Row], order: OrderKey, ledger: Ledger
+        self,
+        name: RouteName,
+        route: Route,
+        rows: Sequence[Row],
+        order: OrderKey,
+        receipts: Receipts,
     ) -> Request:
-        snapshot = ledger.context.to_snapshot
+        snapshot = receipts.context.to_snapshot
         url = route.url or self.config.url
         body: bytes | None
         if self.config.single:
@@ -119,13 +124,13 @@ class RestApiSink(HttpSink):
             body = None if no_body else dumps(self._payload(name, rows[0], snapshot))
         else:
             envelope = {
-                "destination": ledger.context.destination,
+                "destination": receipts.context.destination,
                 "snapshot_id": snapshot,
                 "op": "append" if self.mode == "append" else name,
                 "records": [self._payload(name, r, snapshot) for r in rows],
             }
             body = dumps(envelope)
-        key = ledger.register(order, body if body is not None else url.encode())
+        key = receipts.register(order, body if body is not None else url.encode())
         return Request(route.method, url, body, headers={"Idempotency-Key": key})
 
     def _fill(self, template: str, row: Row) -> str:
@@ -150,32 +155,32 @@ class RestApiSink(HttpSink):
         rows: Sequence[Row],
         order: OrderKey,
         response: Response,
-        ledger: Ledger,
+        receipts: Receipts,
     ) -> Rejected | None:
         status = response.status
         if response.ok:
-            self._account_ok(rows, order, response, ledger)
+            self._account_ok(rows, order, response, receipts)
             return None
         if name == "delete" and status in (404, 410):
-            ledger.delivered("delete", len(rows))
+            receipts.delivered("delete", len(rows))
             return None
         if status in _SHAPE_STATUSES or (status == 404 and not self.config.single):
             raise self.refused(f"{response.status} to {name} request", response)
         return rejected(response)
 
     def _account_ok(
-        self, rows: Sequence[Row], order: OrderKey, response: Response, ledger: Ledger
+        self, rows: Sequence[Row], order: OrderKey, response: Response, receipts: Receipts
     ) -> None:
         data = response.json()
         errors = per_record_errors(data, len(rows), response.status)
         for index, row in enumerate(rows):
             if index in errors:
                 message, status = errors[index]
-                ledger.failed(FailedRow(row.key, row.op, message, status))
+                receipts.failed(FailedRow(row.key, row.op, message, status))
             else:
-                ledger.delivered(row.op)
+                receipts.delivered(row.op)
         if self.config.record_ids_path and data is not None:
-            ledger.record_ids(order, extract_ids(data, self.config.record_ids_path))
+            receipts.record_ids(order, extract_ids(data, self.config.record_ids_path))
 
 
 def per_record_errors(data: Any, count: int, status: int) -> dict[int, tuple[str, int]]:

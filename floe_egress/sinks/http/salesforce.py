@@ -42,8 +42,8 @@ from floe_egress.sinks.http.client import (
     default_classifier,
 )
 from floe_egress.sinks.http.convert import as_text, dumps
-from floe_egress.sinks.http.ledger import Ledger, OrderKey
 from floe_egress.sinks.http.oauth import OAuthTokens
+from floe_egress.sinks.http.receipts import OrderKey, Receipts
 from floe_egress.sinks.http.sink import (
     HttpSink,
     Rejected,
@@ -151,22 +151,24 @@ class SalesforceSink(HttpSink):
             return "update"
         return "upsert"
 
-    async def deliver(self, rows: list[Row], ledger: Ledger) -> None:
+    async def deliver(self, rows: list[Row], receipts: Receipts) -> None:
         groups: dict[Action, list[Row]] = {}
         for row in rows:
             if row.record.get(self.ext) is None:
                 reason = f"no value for the external id field {self.ext!r}"
-                ledger.failed(FailedRow(row.key, row.op, reason))
+                receipts.failed(FailedRow(row.key, row.op, reason))
                 continue
             groups.setdefault(self._action(row), []).append(row)
         sends = []
         for action, members in groups.items():
             for part in chunks(members, self.config.max_records_per_request):
-                order = ledger.next_order()
+                order = receipts.next_order()
                 if action in ("update", "delete"):
-                    sends.append(self._by_id(action, part, order, ledger))
+                    sends.append(self._by_id(action, part, order, receipts))
                 else:
-                    sends.append(send_splitting(part, order, self._writer(action, ledger), ledger))
+                    sends.append(
+                        send_splitting(part, order, self._writer(action, receipts), receipts)
+                    )
         await run_all(sends)
 
     def _record(self, row: Row, sf_id: str | None = None) -> dict[str, Any]:
@@ -185,32 +187,32 @@ class SalesforceSink(HttpSink):
         rows: Sequence[Row],
         order: OrderKey,
         ids: dict[str, str],
-        ledger: Ledger,
+        receipts: Receipts,
     ) -> Request:
         if action == "delete":
             id_list = ",".join(ids[self._id(r)] for r in rows)
             # No body: the ids in the query are what this request sends.
-            key = ledger.register(order, f"DELETE {self.collection}?ids={id_list}".encode())
+            key = receipts.register(order, f"DELETE {self.collection}?ids={id_list}".encode())
             params = (("ids", id_list), ("allOrNone", "false"))
             return Request(
                 "DELETE", self.collection, params=params, headers={"Idempotency-Key": key}
             )
         records = [self._record(r, ids.get(self._id(r))) for r in rows]
         body = dumps({"allOrNone": False, "records": records})
-        key = ledger.register(order, body)
+        key = receipts.register(order, body)
         if action == "upsert":
             method, url = "PATCH", f"{self.collection}/{self.config.sobject}/{self.ext}"
         else:
             method, url = ("POST" if action == "create" else "PATCH"), self.collection
         return Request(method, url, body, headers={"Idempotency-Key": key})
 
-    def _writer(self, action: Action, ledger: Ledger, ids: dict[str, str] | None = None) -> Any:
+    def _writer(self, action: Action, receipts: Receipts, ids: dict[str, str] | None = None) -> Any:
         async def attempt(rows: Sequence[Row], order: OrderKey) -> Rejected | None:
-            request = self._request(action, rows, order, ids or {}, ledger)
-            response = await self.client.send(request, ledger)
+            request = self._request(action, rows, order, ids or {}, receipts)
+            response = await self.client.send(request, receipts)
             if not response.ok:
                 return rejected(response)
-            self._account(action, rows, order, response, ledger)
+            self._account(action, rows, order, response, receipts)
             return None
 
         return attempt
@@ -219,7 +221,7 @@ class SalesforceSink(HttpSink):
         return as_text(row.record.get(self.ext))
 
     def _account(
-        self, action: Action, rows: Sequence[Row], order: OrderKey, r: Response, ledger: Ledger
+        self, action: Action, rows: Sequence[Row], order: OrderKey, r: Response, receipts: Receipts
     ) -> None:
         results = r.json()
         if not isinstance(results, list) or len(results) != len(rows):
@@ -232,37 +234,37 @@ class SalesforceSink(HttpSink):
             errors = result.get("errors") or []
             codes = {str(e.get("statusCode")) for e in errors}
             if result.get("success") or (action == "delete" and codes & _GONE):
-                ledger.delivered(row.op)
+                receipts.delivered(row.op)
                 if result.get("id") and action != "delete":
                     ids.append(str(result["id"]))
             elif codes & _SKIP.get(action, set()):
-                ledger.skip(row.op)
+                receipts.skip(row.op)
             else:
-                ledger.failed(FailedRow(row.key, row.op, _describe(errors), r.status))
-        ledger.record_ids(order, ids)
+                receipts.failed(FailedRow(row.key, row.op, _describe(errors), r.status))
+        receipts.record_ids(order, ids)
 
     async def _by_id(
-        self, action: Action, rows: Sequence[Row], order: OrderKey, ledger: Ledger
+        self, action: Action, rows: Sequence[Row], order: OrderKey, receipts: Receipts
     ) -> None:
-        ids = await self._lookup(rows, ledger)
+        ids = await self._lookup(rows, receipts)
         present = [r for r in rows if self._id(r) in ids]
         if action == "delete":
-            ledger.delivered("delete", len(rows) - len(present))
+            receipts.delivered("delete", len(rows) - len(present))
         else:
             for row in rows:
                 if self._id(row) not in ids:
-                    ledger.skip(row.op)
+                    receipts.skip(row.op)
         if present:
-            await send_splitting(present, order, self._writer(action, ledger, ids), ledger)
+            await send_splitting(present, order, self._writer(action, receipts, ids), receipts)
 
-    async def _lookup(self, rows: Sequence[Row], ledger: Ledger) -> dict[str, str]:
+    async def _lookup(self, rows: Sequence[Row], receipts: Receipts) -> dict[str, str]:
         """External id value -> Salesforce id, by SOQL."""
         literals = ",".join(_soql_literal(r.record[self.ext]) for r in rows)
         soql = f"SELECT Id, {self.ext} FROM {self.config.sobject} WHERE {self.ext} IN ({literals})"
         found: dict[str, str] = {}
         request = Request("GET", f"{self.base}/query", params=(("q", soql),))
         while True:
-            response = await self.client.send(request, ledger)
+            response = await self.client.send(request, receipts)
             if not response.ok:
                 raise self.refused(f"the id lookup on {self.config.sobject!r}", response)
             data = response.json() or {}

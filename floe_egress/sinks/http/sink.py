@@ -17,7 +17,7 @@ from floe_egress.errors import ConfigError, PermanentSinkError
 from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.http.client import HttpClient, Response, error_message
 from floe_egress.sinks.http.convert import DecimalMode, JsonRecord, to_records
-from floe_egress.sinks.http.ledger import Ledger, OrderKey
+from floe_egress.sinks.http.receipts import OrderKey, Receipts
 from floe_egress.sinks.mapping import apply_field_mapping, mapping_clash
 from floe_egress.sinks.registry import BuildRequest
 
@@ -75,7 +75,7 @@ def chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
 
 
 async def send_splitting(
-    rows: Sequence[Row], order: OrderKey, attempt: Attempt, ledger: Ledger
+    rows: Sequence[Row], order: OrderKey, attempt: Attempt, receipts: Receipts
 ) -> None:
     """Send `rows` with `attempt`; on a whole-request 4xx, halve and retry each half.
 
@@ -87,13 +87,13 @@ async def send_splitting(
         return
     if len(rows) == 1:
         row = rows[0]
-        ledger.failed(FailedRow(row.key, row.op, outcome.message, outcome.status))
+        receipts.failed(FailedRow(row.key, row.op, outcome.message, outcome.status))
         return
     mid = len(rows) // 2
     await run_all(
         [
-            send_splitting(rows[:mid], (*order, 0), attempt, ledger),
-            send_splitting(rows[mid:], (*order, 1), attempt, ledger),
+            send_splitting(rows[:mid], (*order, 0), attempt, receipts),
+            send_splitting(rows[mid:], (*order, 1), attempt, receipts),
         ]
     )
 
@@ -131,18 +131,18 @@ class HttpSink(ABC):
 
     async def write(self, changes: pa.Table, context: WriteContext) -> DeliveryReport:
         mapped = self._map(changes)
-        ledger = Ledger(context)
+        receipts = Receipts(context)
 
         async def handle(table: pa.Table) -> None:
             # Value conversion is CPU work: keep it off the event loop.
             rows = await asyncio.to_thread(self.rows, table)
-            await self.deliver(rows, ledger)
+            await self.deliver(rows, receipts)
 
         if mapped.num_rows:
             await self.bridge.run(mapped, handle)
-        report = ledger.finish()
-        if ledger.skipped:
-            log.info("rows_skipped", destination=self.name, mode=self.mode, **ledger.skipped)
+        report = receipts.finish()
+        if receipts.skipped:
+            log.info("rows_skipped", destination=self.name, mode=self.mode, **receipts.skipped)
         return report
 
     def matching_field(self, option: str, chosen: str | None, vendor: str, matches: str) -> str:
@@ -175,8 +175,8 @@ class HttpSink(ABC):
         return {f: row.record.get(f) for f in self.key_fields}
 
     @abstractmethod
-    async def deliver(self, rows: list[Row], ledger: Ledger) -> None:
-        """Send `rows` (one dlt load file) and account for each in `ledger`."""
+    async def deliver(self, rows: list[Row], receipts: Receipts) -> None:
+        """Send `rows` (one dlt load file) and account for each in `receipts`."""
 
     @abstractmethod
     async def check(self) -> None: ...

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from floe_egress.config import LoadedConfig
-from floe_egress.daemon.cycle import CycleResult, plan_cycle, run_cycle
+from floe_egress.daemon.cycle import CycleResult, preview_cycle, run_cycle
 from floe_egress.daemon.runtime import Runtime
 from tests.fixtures.fake_apis import FakeRestApi
 from tests.fixtures.world import World, customers, initial_rows, rest_destination
@@ -78,7 +78,7 @@ async def test_plan_sends_nothing_and_writes_nothing(
     loaded = world.load([rest_destination(api.url + "/v1/contacts")])
     runtime = Runtime(loaded.spec)
     runtimes.append(runtime)
-    planned = await plan_cycle(runtime, loaded.spec.ingestion.destinations[0])
+    planned = await preview_cycle(runtime, loaded.spec.ingestion.destinations[0])
     assert (planned.plan, planned.inserted) == ("full", 5)
     assert [r["customer_id"] for r in planned.sample["insert"]] == [1, 2, 3, 4, 5]
     assert posts(api) == []

@@ -30,4 +30,3 @@ def test_entry_points_the_cli_calls() -> None:
         "environ",
     ]
     assert list(inspect.signature(config.compile_spec).parameters) == ["loaded", "now"]
-    assert config.resolve_secrets is config.resolve

@@ -16,7 +16,7 @@ OrderKey = tuple[int, ...]
 
 
 @dataclass(slots=True)
-class Ledger:
+class Receipts:
     context: WriteContext
     report: DeliveryReport = field(default_factory=DeliveryReport)
     _bodies: dict[OrderKey, bytes] = field(default_factory=dict)

@@ -45,7 +45,7 @@ Existing = Callable[[pa.Table], pa.Array]
 
 
 @dataclass(frozen=True, slots=True)
-class WritePlan:
+class ShapedWrite:
     rows: pa.Table
     """Mapped rows to send, with their op column."""
     disposition: Literal["merge", "append"]
@@ -61,25 +61,25 @@ def _merge_counts(*parts: dict[str, int]) -> dict[str, int]:
     return total
 
 
-def plan_write(
+def shape_write(
     mode: SyncMode,
     rows: pa.Table,
     key: tuple[str, ...],
     fresh: Fresh,
     existing: Existing,
     to_snapshot: int | None,
-) -> WritePlan:
+) -> ShapedWrite:
     rows = filter_for_mode(rows, mode)
     keys = list(key)
     if mode == "upsert":
         if fresh and unique_keys(rows, key):
-            return WritePlan(rows, "append", op_counts(rows))
-        return WritePlan(rows, "merge", op_counts(rows))
+            return ShapedWrite(rows, "append", op_counts(rows))
+        return ShapedWrite(rows, "merge", op_counts(rows))
     if mode == "update":
         if fresh or not rows.num_rows:
-            return WritePlan(rows.slice(0, 0), "merge", skipped=rows.num_rows)
+            return ShapedWrite(rows.slice(0, 0), "merge", skipped=rows.num_rows)
         kept = rows.filter(existing(rows.select(keys)))
-        return WritePlan(kept, "merge", op_counts(kept), rows.num_rows - kept.num_rows)
+        return ShapedWrite(kept, "merge", op_counts(kept), rows.num_rows - kept.num_rows)
     if mode == "insert":
         if not fresh and rows.num_rows:
             new = rows.filter(pc.invert(existing(rows.select(keys))))
@@ -87,8 +87,8 @@ def plan_write(
             new = rows
         skipped = rows.num_rows - new.num_rows
         if unique_keys(new, key):
-            return WritePlan(new, "append", op_counts(new), skipped)
-        return WritePlan(new, "merge", op_counts(new), skipped)
+            return ShapedWrite(new, "append", op_counts(new), skipped)
+        return ShapedWrite(new, "merge", op_counts(new), skipped)
     if mode == "mirror":
         upserts = only_ops(rows, "insert", "update")
         deletes = only_ops(rows, "delete")
@@ -98,14 +98,14 @@ def plan_write(
             present = deletes.filter(existing(deletes.select(keys)))
         delivered = _merge_counts(op_counts(upserts), op_counts(deletes))
         if fresh and not present.num_rows and unique_keys(upserts, key):
-            return WritePlan(upserts, "append", delivered)
-        return WritePlan(pa.concat_tables([upserts, present]), "merge", delivered)
+            return ShapedWrite(upserts, "append", delivered)
+        return ShapedWrite(pa.concat_tables([upserts, present]), "merge", delivered)
     # append
     if fresh or not rows.num_rows:
-        return WritePlan(rows, "append", op_counts(rows))
+        return ShapedWrite(rows, "append", op_counts(rows))
     identity = with_snapshot(rows.select(keys), to_snapshot).select(list(event_identity(key)))
     new = rows.filter(pc.invert(existing(identity)))
-    return WritePlan(new, "append", op_counts(rows))
+    return ShapedWrite(new, "append", op_counts(rows))
 
 
-__all__ = ["Existing", "Fresh", "WritePlan", "plan_write"]
+__all__ = ["Existing", "Fresh", "ShapedWrite", "shape_write"]

@@ -20,8 +20,8 @@ from floe_egress.config import load_config
 from floe_egress.daemon.cycle import CycleResult, preview_cycle, run_cycle
 from floe_egress.daemon.runtime import Runtime, catalog_properties
 from floe_egress.errors import ConfigError
-from floe_egress.sinks.contract import IngestionConfig
-from floe_egress.sinks.plugin import DltIngestionPlugin
+from floe_egress.platform.contract import IngestionConfig
+from floe_egress.platform.plugin import DltIngestionPlugin
 
 MARKER = ".floe-egress-demo"
 DESTINATION = "demo_customers"

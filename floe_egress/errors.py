@@ -1,24 +1,47 @@
 """The one exception hierarchy of floe-egress.
 
-    EgressError
-    ├── ConfigError            bad floe.yaml or compiled artifacts; never retried
-    │   └── SecretError        a secret reference that cannot be resolved
-    ├── SourceError            the Iceberg side: catalog, table, snapshot, unreadable files
-    │   └── UnsupportedSourceError   e.g. equality delete files
-    ├── SinkError              the destination side
-    │   ├── TransientSinkError     retry with backoff (5xx, 429, timeouts, connection resets)
-    │   └── PermanentSinkError     do not retry (bad credentials, unknown object, a 4xx)
-    └── CheckpointError        the state store could not record progress
+    EgressError                    T/P: what a failed cycle does next (see below)
+    ├── ConfigError                P  bad floe.yaml, compiled artifacts or command input
+    │   ├── ConfigValidationError  P  every problem of a file, with key paths and lines
+    │   │                             (config/problems.py)
+    │   ├── YamlProblem            P  text that is not usable YAML (config/yamlsource.py;
+    │   │                             the loader turns it into a ConfigValidationError)
+    │   └── SecretError            P  a secret reference that cannot be resolved
+    ├── SourceError                T  the catalog or the table's files could not be read
+    │   └── InvalidSourceError     P  no such table, ref or key column; a snapshot gone
+    │       └── UnsupportedSourceError  P  a feature the reader cannot apply exactly
+    │                                      (equality delete files)
+    ├── SinkError                  T  the destination side
+    │   ├── TransientSinkError     T  5xx, 429, timeouts, resets; may carry retry_after
+    │   └── PermanentSinkError     P  401/403, a refused grant, a batch refused for good
+    ├── DeleteGuardError           P  a cycle would delete more than max_delete_fraction
+    ├── CheckpointError            T  the state store could not read or record progress
+    │   └── LeaseLostError         T  another daemon may hold the destination now
+    └── ServiceError               P  the daemon itself cannot run (its port is taken)
+
+T: transient. The daemon retries the destination with exponential backoff, never
+sooner than `retry_after` when the destination asked for a pause.
+P: permanent. Retrying the same thing cannot succeed until someone acts: the daemon
+marks the destination failing with the message and retries only slowly (or at once
+after a reload or a nudge).
+Any other exception (a driver error, an OSError) is unexpected and counts as transient.
 
 Every error names where it happened (destination, table, key path) in its message.
-Only the transient branch is retried.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
+FailureKind = Literal["transient", "permanent"]
+
 
 class EgressError(Exception):
     """Base class of every error floe-egress raises on purpose."""
+
+    transient: ClassVar[bool] = False
+    retry_after: float | None = None
+    """Seconds the destination asked us to wait before trying again, when it said."""
 
 
 class ConfigError(EgressError):
@@ -30,15 +53,27 @@ class SecretError(ConfigError):
 
 
 class SourceError(EgressError):
-    """The source Iceberg table could not be read as required."""
+    """The source Iceberg table could not be read as required (the catalog or the
+    storage did not answer): it may work on a later try."""
+
+    transient = True
 
 
-class UnsupportedSourceError(SourceError):
+class InvalidSourceError(SourceError):
+    """The table cannot be synced as configured: it, its ref or its key column does not
+    exist, or a snapshot the sync needs is gone."""
+
+    transient = False
+
+
+class UnsupportedSourceError(InvalidSourceError):
     """The table uses a feature the reader cannot apply exactly (e.g. equality deletes)."""
 
 
 class SinkError(EgressError):
     """Delivery to a destination failed."""
+
+    transient = True
 
 
 class TransientSinkError(SinkError):
@@ -52,19 +87,50 @@ class TransientSinkError(SinkError):
 class PermanentSinkError(SinkError):
     """A failure that will not succeed by retrying the same request."""
 
+    transient = False
+
+
+class DeleteGuardError(EgressError):
+    """The delete guard stopped the cycle before anything was sent: it would delete more
+    of the destination than `max_delete_fraction` allows (`sync --force` confirms)."""
+
 
 class CheckpointError(EgressError):
     """The state store could not read or record progress."""
+
+    transient = True
+
+
+class LeaseLostError(CheckpointError):
+    """This process no longer holds the destination's lease: it stopped before the next
+    write or before moving the checkpoint, and the holder resends the range."""
+
+
+class ServiceError(EgressError):
+    """The daemon cannot run as configured (e.g. its port is taken)."""
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """Whether retrying after `exc` may succeed without anyone acting."""
+    if isinstance(exc, EgressError) and not exc.transient:
+        return "permanent"
+    return "transient"
 
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DeleteGuardError",
     "EgressError",
+    "FailureKind",
+    "InvalidSourceError",
+    "LeaseLostError",
     "PermanentSinkError",
     "SecretError",
+    "ServiceError",
     "SinkError",
     "SourceError",
     "TransientSinkError",
     "UnsupportedSourceError",
+    "failure_kind",
 ]

@@ -12,6 +12,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from floe_egress.config.problems import KeyPath, Problem
+from floe_egress.errors import ConfigError
 
 _DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)" with value')
 
@@ -36,7 +37,7 @@ class YamlDocument:
     lines: LineMap
 
 
-class YamlProblem(Exception):
+class YamlProblem(ConfigError):
     """The text is not a YAML document this loader can use; carries one `Problem`."""
 
     def __init__(self, problem: Problem) -> None:

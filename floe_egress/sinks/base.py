@@ -34,11 +34,13 @@ class WriteContext:
     to_snapshot: int | None
     batch_index: int = 0
 
-    def idempotency_key(self, payload_digest: str) -> str:
-        """Deterministic: the same destination, range, batch and content give the same key."""
+    def idempotency_key(self, payload_digest: str, part: str | None = None) -> str:
+        """The one idempotency-key rule: the same destination, snapshot range, part and
+        content give the same key. `part` names what the key covers: by default this
+        write (its batch index); "all" for a whole delivery."""
+        covers = str(self.batch_index) if part is None else part
         raw = (
-            f"{self.destination}|{self.from_snapshot}|{self.to_snapshot}|"
-            f"{self.batch_index}|{payload_digest}"
+            f"{self.destination}|{self.from_snapshot}|{self.to_snapshot}|{covers}|{payload_digest}"
         )
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 

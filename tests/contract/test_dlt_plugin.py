@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from floe_egress.errors import ConfigError, SinkError
-from floe_egress.sinks.contract import EgressResult, IngestionConfig, SinkConfig
-from floe_egress.sinks.plugin import DltIngestionPlugin, SinkHandle
+from floe_egress.platform.contract import EgressResult, IngestionConfig, SinkConfig
+from floe_egress.platform.plugin import DltIngestionPlugin, SinkHandle
 from tests.fixtures.fake_apis import FakeRestApi
 
 

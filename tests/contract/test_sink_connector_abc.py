@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from floe_egress.sinks.contract import (
+from floe_egress.platform.contract import (
     EgressResult,
     IngestionConfig,
     IngestionPlugin,
@@ -16,7 +16,7 @@ from floe_egress.sinks.contract import (
     SinkConfig,
     SinkConnector,
 )
-from floe_egress.sinks.plugin import DltIngestionPlugin
+from floe_egress.platform.plugin import DltIngestionPlugin
 
 
 def test_sink_connector_has_exactly_the_four_abstract_methods() -> None:

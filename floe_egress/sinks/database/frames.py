@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,35 +30,6 @@ class Frame:
     primary_key: tuple[str, ...] = ()
     empty_strings: bool = False
     """A nullable text column holds "": dlt's PostgreSQL COPY would load it as NULL."""
-
-
-class _HashingSink:
-    """A write-only file object that hashes and counts instead of keeping the bytes."""
-
-    def __init__(self) -> None:
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.closed = False
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.sha.update(view)
-        self.size += view.nbytes
-        return view.nbytes
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def payload_digest(table: pa.Table) -> tuple[str, int]:
-    """sha256 hex digest and size of `table` as an Arrow IPC stream (never held whole)."""
-    sink = _HashingSink()
-    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
-        writer.write_table(table)
-    return sink.sha.hexdigest(), sink.size
 
 
 def unique_keys(table: pa.Table, key: tuple[str, ...]) -> bool:
@@ -226,7 +196,6 @@ __all__ = [
     "event_identity",
     "only_ops",
     "op_counts",
-    "payload_digest",
     "unique_keys",
     "with_snapshot",
 ]

@@ -20,7 +20,8 @@ from floe_egress.errors import ConfigError, PermanentSinkError, SinkError
 from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.database import failures
 from floe_egress.sinks.database.dlt_db import DltDb, RunStats
-from floe_egress.sinks.database.frames import build_frame, event_identity, payload_digest
+from floe_egress.sinks.database.frames import build_frame, event_identity
+from floe_egress.sinks.delivery import payload_digest
 from floe_egress.sinks.database.models import DEFAULT_BATCH_SIZE
 from floe_egress.sinks.database.shaping import Fresh, ShapedWrite, shape_write
 from floe_egress.sinks.database.targets import target_for

@@ -16,7 +16,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.table import Table
 
-from floe_egress.sinks.contract import IngestionConfig, IngestionResult
+from floe_egress.platform.contract import IngestionConfig, IngestionResult
 
 WRITE_MODES = ("append", "replace", "merge")
 SOURCE_TYPES = ("arrow", "dlt")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import threading
 import time
 from collections.abc import Coroutine
@@ -25,9 +24,8 @@ from floe_egress.changes.model import OP_COLUMN
 from floe_egress.config.models import SYNC_MODES, RetryConfig
 from floe_egress.config.secrets import redact, resolve
 from floe_egress.errors import ConfigError, EgressError
-from floe_egress.sinks import ingest
-from floe_egress.sinks.base import MIN_ROWS_PER_WRITE, DeliveryReport, Sink, WriteContext
-from floe_egress.sinks.contract import (
+from floe_egress.platform import ingest
+from floe_egress.platform.contract import (
     EgressResult,
     IngestionConfig,
     IngestionPlugin,
@@ -35,6 +33,8 @@ from floe_egress.sinks.contract import (
     SinkConfig,
     SinkConnector,
 )
+from floe_egress.sinks.base import DeliveryReport, Sink, WriteContext
+from floe_egress.sinks.delivery import Delivery, payload_digest
 from floe_egress.sinks.mapping import filter_for_mode
 from floe_egress.sinks.registry import BuildRequest, get_sink_type, sink_types
 
@@ -45,10 +45,14 @@ _CATALOG_SECRET_KEYS = ("credential", "token", "password", "secret", "key")
 class SinkHandle:
     """A built, checked destination plus the event loop its I/O lives on."""
 
-    def __init__(self, sink: Sink, config: SinkConfig, request: BuildRequest) -> None:
+    def __init__(
+        self, sink: Sink, config: SinkConfig, request: BuildRequest, batch_size: int
+    ) -> None:
         self.sink = sink
         self.config = config
         self.request = request
+        self.batch_size = batch_size
+        """The destination's batch size: `batch_size`, else the sink type's default."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -80,13 +84,6 @@ class SinkHandle:
             self._thread.join(timeout=5)
         self._loop.close()
         self._loop = None
-
-
-def _arrow_digest(table: pa.Table) -> str:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
 class DltIngestionPlugin(IngestionPlugin, SinkConnector):
@@ -177,7 +174,8 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
             work_dir=self._work_dir / destination,
         )
         request.work_dir.mkdir(parents=True, exist_ok=True)
-        handle = SinkHandle(sink_type.build(request), config, request)
+        batch_size = config.batch_size or sink_type.default_batch_size
+        handle = SinkHandle(sink_type.build(request), config, request, batch_size)
         try:
             handle.call(handle.sink.check())
         except BaseException:
@@ -192,53 +190,36 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
 
     async def write_async(self, sink: SinkHandle, data: pa.Table, **kwargs: Any) -> EgressResult:
         """Deliver `data`: rows with a `_floe_op` column (insert/update/delete), or plain
-        rows (upserts). Batches are cut at `batch_size`."""
+        rows (upserts), through the same delivery path as a sync cycle. `from_snapshot`
+        and `to_snapshot` (keyword arguments) go into the idempotency keys."""
         started = time.monotonic()
         if OP_COLUMN not in data.column_names:
             data = data.append_column(OP_COLUMN, pa.array(["insert"] * data.num_rows, pa.string()))
         request = sink.request
-        data = filter_for_mode(data, request.mode)
-        from_snapshot = kwargs.get("from_snapshot")
-        to_snapshot = kwargs.get("to_snapshot")
-        digest = _arrow_digest(data)
-        idempotency_key = hashlib.sha256(
-            f"{request.destination}|{from_snapshot}|{to_snapshot}|{digest}".encode()
-        ).hexdigest()[:32]
-        size = max(request.batch_size or 0, MIN_ROWS_PER_WRITE)
-        report = DeliveryReport()
-        checksums: list[str] = []
-        errors: list[str] = []
-        for index, offset in enumerate(range(0, data.num_rows, size)):
-            batch = data.slice(offset, size)
-            context = WriteContext(
-                destination=request.destination,
-                mode=request.mode,
-                key=request.key,
-                from_snapshot=from_snapshot,
-                to_snapshot=to_snapshot,
-                batch_index=index,
-            )
-            try:
-                part = await sink.sink.write(batch, context)
-            except EgressError as exc:
-                errors.append(redact(str(exc)))
-                break
-            report.merge(part)
-            checksums.append(part.checksum)
-        errors.extend(f"{f.op} {f.key}: {f.reason}" for f in report.failed)
-        checksum = (
-            checksums[0]
-            if len(checksums) == 1
-            else ("sha256:" + hashlib.sha256("".join(checksums).encode()).hexdigest())
+        context = WriteContext(
+            destination=request.destination,
+            mode=request.mode,
+            key=request.key,
+            from_snapshot=kwargs.get("from_snapshot"),
+            to_snapshot=kwargs.get("to_snapshot"),
         )
+        report = DeliveryReport()
+        errors: list[str] = []
+        delivery: Delivery[None] = Delivery(sink.sink, context, sink.batch_size)
+        try:
+            await delivery.run([data], report)
+        except EgressError as exc:
+            errors.append(redact(str(exc)))
+        errors.extend(f"{f.op} {f.key}: {f.reason}" for f in report.failed)
+        digest, _ = payload_digest(filter_for_mode(data, request.mode))
         return EgressResult(
             success=not errors,
             rows_delivered=report.rows_delivered,
             bytes_transmitted=report.bytes_transmitted,
             duration_seconds=time.monotonic() - started,
-            checksum=checksum,
+            checksum=report.checksum,
             delivery_timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            idempotency_key=idempotency_key,
+            idempotency_key=context.idempotency_key(digest, part="all"),
             destination_record_ids=list(report.record_ids),
             errors=errors,
         )

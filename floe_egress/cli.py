@@ -236,7 +236,7 @@ def _exit_code(results: Sequence[Any]) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from floe_egress.daemon.status import collect_status
+    from floe_egress.daemon.health import collect_status
 
     loaded = _load(args)
     statuses = collect_status(loaded.spec)

@@ -13,11 +13,8 @@ resent.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,10 +25,12 @@ from floe_egress.changes import OP_COLUMN
 from floe_egress.changes.keys import key_json, key_jsons, row_hashes
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
+from floe_egress.daemon.leases import CycleLease, StandaloneLease
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.daemon.work import Workload, prepare_work
-from floe_egress.errors import CheckpointError, EgressError
-from floe_egress.sinks.base import MIN_ROWS_PER_WRITE, DeliveryReport, WriteContext
+from floe_egress.errors import DeleteGuardError, EgressError, FailureKind, failure_kind
+from floe_egress.sinks.base import DeliveryReport, WriteContext
+from floe_egress.sinks.delivery import Delivery
 from floe_egress.sinks.mapping import filter_for_mode, ops_for_mode
 from floe_egress.sinks.registry import get_sink_type
 from floe_egress.state.store import (
@@ -40,15 +39,12 @@ from floe_egress.state.store import (
     FailedRowUpdate,
     LedgerEntry,
     RunRecord,
-    StateStore,
 )
 
 log = structlog.get_logger("floe_egress.cycle")
 
 Status = Literal["ok", "noop", "failed", "skipped"]
 SAMPLE_ROWS = 5
-LEASE_SECONDS = 60.0
-OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(slots=True)
@@ -65,6 +61,11 @@ class CycleResult:
     failed: int = 0
     retried: int = 0
     error: str | None = None
+    error_kind: FailureKind | None = None
+    """Whether a failed cycle may succeed when retried (see errors.py)."""
+    error_type: str | None = None
+    retry_after: float | None = None
+    """Seconds the destination asked to be left alone (Retry-After), when it said."""
     reason: str = ""
     duration_seconds: float = 0.0
     rate_limit_wait_seconds: float = 0.0
@@ -85,29 +86,14 @@ class CycleResult:
             "failed": self.failed,
             "retried": self.retried,
             "error": self.error,
+            "error_kind": self.error_kind,
+            "retry_after_seconds": self.retry_after,
             "reason": self.reason,
             "duration_seconds": round(self.duration_seconds, 3),
         }
         if self.sample:
             data["sample"] = self.sample
         return data
-
-
-def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
-    pending: list[pa.Table] = []
-    rows = 0
-    for table in tables:
-        offset = 0
-        while offset < table.num_rows:
-            take = min(size - rows, table.num_rows - offset)
-            pending.append(table.slice(offset, take))
-            rows += take
-            offset += take
-            if rows == size:
-                yield pa.concat_tables(pending).combine_chunks()
-                pending, rows = [], 0
-    if rows:
-        yield pa.concat_tables(pending).combine_chunks()
 
 
 def _count_deletes(work: Workload, dest: Destination) -> int:
@@ -123,7 +109,12 @@ async def preview_cycle(rt: Runtime, dest: Destination) -> CycleResult:
         work = await asyncio.to_thread(prepare_work, rt, dest)
     except EgressError as exc:
         return CycleResult(
-            dest.name, "failed", error=redact(str(exc)), duration_seconds=time.monotonic() - started
+            dest.name,
+            "failed",
+            error=redact(str(exc)),
+            error_kind=failure_kind(exc),
+            error_type=type(exc).__name__,
+            duration_seconds=time.monotonic() - started,
         )
     cs = work.change_set
     counts = {"insert": 0, "update": 0, "delete": 0}
@@ -156,50 +147,46 @@ async def run_cycle(
     rt: Runtime,
     dest: Destination,
     *,
+    lease: CycleLease | None = None,
     force: bool = False,
-    owner: str = OWNER,
-    lease_seconds: float = LEASE_SECONDS,
-    release_lease: bool = True,
-    still_held: Callable[[], bool] | None = None,
 ) -> CycleResult:
     """One full cycle of `dest`; never raises for destination errors (they are results).
 
-    The lease on `dest` is taken (or renewed) first and renewed while the cycle runs;
-    `still_held` (the daemon's own view of its leases) is asked between writes.
-    `release_lease=False` keeps the lease after the cycle (the daemon holds it).
+    It runs under `lease` (default: a `StandaloneLease`, what `floe-egress sync` takes),
+    asked between writes and renewed before the checkpoint moves. The destination and a
+    cycle id are bound to every log line of the cycle, in threads too.
     """
+    with structlog.contextvars.bound_contextvars(
+        destination=dest.name, table=dest.source_table, cycle=uuid.uuid4().hex[:12]
+    ):
+        return await _run_cycle(rt, dest, lease or StandaloneLease(dest.name), force)
+
+
+async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: bool) -> CycleResult:
     started_wall, started = time.time(), time.monotonic()
-    bound = log.bind(destination=dest.name, table=dest.source_table)
     result = CycleResult(dest.name, "failed")
     report = DeliveryReport()
-    acquired = False
-    keeper: asyncio.Task[None] | None = None
     try:
         store = rt.store
-        acquired = await asyncio.to_thread(_take_lease, store, dest.name, owner, lease_seconds)
-        if not acquired:
-            holder = await asyncio.to_thread(store.lease_holder, dest.name)
-            result.status = "skipped"
-            result.error = (
-                f"destination {dest.name} is being synced by {holder or 'another process'} "
-                f"(its lease lasts up to {lease_seconds:.0f} s); nothing was done"
-            )
+        refused = await lease.take(store)
+        if refused is not None:
+            result.status, result.error = "skipped", refused
             return result
-        if release_lease:
-            keeper = asyncio.create_task(_keep_lease(store, dest.name, owner, lease_seconds))
         work = await asyncio.to_thread(prepare_work, rt, dest)
         cs = work.change_set
         result.plan, result.reason = cs.plan, cs.reason
         result.from_snapshot, result.to_snapshot = cs.from_snapshot, cs.to_snapshot
         result.invalid = cs.counts.invalid
         result.retried = int(work.resend.num_rows)
-        bound = bound.bind(plan=cs.plan, from_snapshot=cs.from_snapshot, to_snapshot=cs.to_snapshot)
+        structlog.contextvars.bind_contextvars(
+            plan=cs.plan, from_snapshot=cs.from_snapshot, to_snapshot=cs.to_snapshot
+        )
         _check_delete_guard(work, dest, force or work.force_requested_at is not None)
         if work.has_rows and cs.to_snapshot is not None:
             await asyncio.to_thread(
                 store.begin_attempt, dest.name, cs.from_snapshot, cs.to_snapshot
             )
-        delivered_deletes = await _deliver(rt, dest, work, report, still_held)
+        delivered_deletes = await _deliver(rt, dest, work, report, lease)
         result.inserted = report.delivered.get("insert", 0)
         result.updated = report.delivered.get("update", 0)
         result.deleted = report.delivered.get("delete", 0)
@@ -207,17 +194,13 @@ async def run_cycle(
         sent = result.inserted + result.updated + result.deleted + result.failed
         result.status = "ok" if sent else "noop"
         result.duration_seconds = time.monotonic() - started
-        if not await asyncio.to_thread(store.acquire_lease, dest.name, owner, lease_seconds):
-            raise CheckpointError(
-                f"destination {dest.name}: the lease was lost during the cycle; the checkpoint "
-                "was not moved (the next holder resends this range)"
-            )
+        await lease.confirm()
         await asyncio.shield(
             asyncio.to_thread(
                 _commit, rt, dest, work, report, delivered_deletes, result, started_wall
             )
         )
-        bound.info(
+        log.info(
             "cycle_finished",
             status=result.status,
             inserted=result.inserted,
@@ -232,63 +215,27 @@ async def run_cycle(
         expected = isinstance(exc, EgressError | OSError)
         result.status = "failed"
         result.error = redact(str(exc) if expected else f"{type(exc).__name__}: {exc}")
+        result.error_kind = failure_kind(exc)
+        result.error_type = type(exc).__name__
+        result.retry_after = exc.retry_after if isinstance(exc, EgressError) else None
         result.duration_seconds = time.monotonic() - started
-        bound.error(
+        log.error(
             "cycle_failed",
             error=result.error,
-            error_type=type(exc).__name__,
+            error_type=result.error_type,
+            error_kind=result.error_kind,
+            retry_after_seconds=result.retry_after,
             exc_info=not expected,
         )
         try:
             await asyncio.to_thread(rt.store.record_run, _run_record(dest, result, started_wall))
         except Exception as record_exc:  # the store may be what failed
-            bound.error("run_record_failed", error=redact(str(record_exc)))
+            log.error("run_record_failed", error=redact(str(record_exc)))
     finally:
         result.rate_limit_wait_seconds = report.rate_limit_wait_seconds
         result.http_statuses = dict(report.http_statuses)
-        if keeper is not None:
-            keeper.cancel()
-        if acquired and release_lease:
-            try:
-                await asyncio.to_thread(rt.store.release_lease, dest.name, owner)
-            except Exception as exc:  # it expires on its own
-                bound.warning("lease_release_failed", error=redact(str(exc)))
+        await lease.release()
     return result
-
-
-def _take_lease(store: StateStore, destination: str, owner: str, ttl: float) -> bool:
-    """Take the lease; also from a process of this host that no longer exists (a sync
-    killed before it could release it)."""
-    if store.acquire_lease(destination, owner, ttl):
-        return True
-    holder = store.lease_holder(destination)
-    if holder is None or not _is_dead_local_process(holder):
-        return False
-    log.warning("lease_taken_from_dead_process", destination=destination, dead_owner=holder)
-    return store.take_over_lease(destination, holder, owner, ttl)
-
-
-def _is_dead_local_process(owner: str) -> bool:
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, owned by another user
-        return False
-    return False
-
-
-async def _keep_lease(store: StateStore, destination: str, owner: str, ttl: float) -> None:
-    while True:
-        await asyncio.sleep(ttl / 3)
-        try:
-            await asyncio.to_thread(store.acquire_lease, destination, owner, ttl)
-        except Exception as exc:  # the commit re-checks the lease
-            log.warning("lease_renewal_failed", destination=destination, error=redact(str(exc)))
 
 
 def _check_delete_guard(work: Workload, dest: Destination, force: bool) -> None:
@@ -296,7 +243,7 @@ def _check_delete_guard(work: Workload, dest: Destination, force: bool) -> None:
     if force or not work.held_rows or not deletes:
         return
     if deletes > dest.max_delete_fraction * work.held_rows:
-        raise _GuardError(
+        raise DeleteGuardError(
             f"destination {dest.name}: this cycle would delete {deletes} of the "
             f"{work.held_rows} rows the destination holds (more than "
             f"max_delete_fraction={dest.max_delete_fraction}); nothing was sent. "
@@ -305,74 +252,42 @@ def _check_delete_guard(work: Workload, dest: Destination, force: bool) -> None:
         )
 
 
-class _GuardError(EgressError):
-    """The delete guard stopped the cycle before anything was sent."""
-
-
 async def _deliver(
-    rt: Runtime,
-    dest: Destination,
-    work: Workload,
-    report: DeliveryReport,
-    still_held: Callable[[], bool] | None,
+    rt: Runtime, dest: Destination, work: Workload, report: DeliveryReport, lease: CycleLease
 ) -> list[str]:
-    """Deliver the work batch by batch; returns the keys of the deletes the destination
-    took (mirror mode: they leave the ledger at the commit)."""
+    """Deliver the work; returns the keys of the deletes the destination took (mirror
+    mode: they leave the ledger at the commit)."""
     cs = work.change_set
     sink = await rt.sink(dest, work.key)
     sink_type = get_sink_type(dest.sink_type)
-    batch_size = dest.batch_size or (sink_type.default_batch_size if sink_type else 1000)
-    # batch_size is what the destination takes at once (records per request, rows per
-    # load), which the sink applies; a write hands it many batches at once because every
-    # dlt run costs 0.1-0.2 s of its own.
-    size = max(batch_size, MIN_ROWS_PER_WRITE)
+    context = WriteContext(
+        destination=dest.name,
+        mode=dest.mode,
+        key=work.key,
+        from_snapshot=cs.from_snapshot,
+        to_snapshot=cs.to_snapshot,
+    )
     delivered_deletes: list[str] = []
     value_columns = [n for n in cs.schema.names if n != OP_COLUMN]
-    filtered = (filter_for_mode(t, dest.mode) for t in work.batches())
-    batches = _rebatch((t for t in filtered if t.num_rows), size)
+
+    def reserve(batch: pa.Table) -> list[str]:
+        # Mirror mode: the keys go into the ledger before they can be sent (see
+        # StateStore.reserve_ledger), so a crash cannot hide one.
+        return _reserve_ledger(rt, dest, batch, work.key, value_columns)
+
+    def took(batch: pa.Table, keys: list[str] | None, part: DeliveryReport) -> None:
+        delivered_deletes.extend(_delivered_deletes(batch, keys or [], part))
+
     mirror = dest.mode == "mirror"
-
-    def prepare() -> tuple[pa.Table, list[str]] | None:
-        # Reading the next rows may read Parquet files (a full plan streams the table);
-        # in mirror mode their keys go into the ledger before they can be sent (see
-        # StateStore.reserve_ledger). On a worker thread: the event loop also serves
-        # health checks, leases and the watchdog.
-        batch = next(batches, None)
-        if batch is None:
-            return None
-        keys = _reserve_ledger(rt, dest, batch, work.key, value_columns) if mirror else []
-        return batch, keys
-
-    upcoming = await asyncio.to_thread(prepare)
-    index = -1
-    while upcoming is not None:
-        batch, keys = upcoming
-        index += 1
-        if still_held is not None and not still_held():
-            raise CheckpointError(
-                f"destination {dest.name}: this daemon no longer holds its lease; stopped "
-                "before the next write"
-            )
-        context = WriteContext(
-            destination=dest.name,
-            mode=dest.mode,
-            key=work.key,
-            from_snapshot=cs.from_snapshot,
-            to_snapshot=cs.to_snapshot,
-            batch_index=index,
-        )
-        # The next batch is read (and reserved) while this one is written.
-        following = asyncio.ensure_future(asyncio.to_thread(prepare))
-        try:
-            batch_report = await sink.write(batch, context)
-        except BaseException:
-            # The reader thread runs on: let it finish before the error ends the cycle.
-            await asyncio.gather(following, return_exceptions=True)
-            raise
-        report.merge(batch_report)
-        if mirror:
-            delivered_deletes.extend(_delivered_deletes(batch, keys, batch_report))
-        upcoming = await following
+    delivery = Delivery(
+        sink,
+        context,
+        dest.batch_size or (sink_type.default_batch_size if sink_type else 1000),
+        prepare=reserve if mirror else None,
+        before_write=lease.check,
+        after_write=took if mirror else None,
+    )
+    await delivery.run(work.batches(), report)
     return delivered_deletes
 
 

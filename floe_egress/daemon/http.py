@@ -17,12 +17,16 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from floe_egress.config.models import ServerConfig
+from floe_egress.config.secrets import resolve
 from floe_egress.daemon.metrics import CONTENT_TYPE
+from floe_egress.errors import ConfigError, ServiceError
 
 # What `request_sync` answered -> HTTP status of the nudge.
 _SYNC_STATUS = {
     "started": 202,
     "coalesced": 202,
+    "deferred": 202,
     "held_elsewhere": 409,
     "stopping": 503,
 }
@@ -38,8 +42,10 @@ class DaemonView(Protocol):
     def metrics_text(self) -> bytes: ...
 
     def request_sync(self, name: str, reason: str) -> str | None:
-        """'started' or 'coalesced'; 'held_elsewhere' when another daemon holds the
-        destination, 'stopping' during shutdown or reload; None for an unknown name."""
+        """'started' or 'coalesced'; 'deferred' when the destination asked for a pause
+        (Retry-After: the cycle starts when it ends); 'held_elsewhere' when another daemon
+        holds the destination, 'stopping' during shutdown or reload; None for an unknown
+        name."""
 
     @property
     def token(self) -> str | None: ...
@@ -53,6 +59,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def server_token(server: ServerConfig) -> str | None:
+    """The bearer token nudges need (resolved now), or None; a server reachable beyond
+    this machine must have one."""
+    token = resolve(server.token, path=("server", "token")) if server.token else None
+    if not is_loopback(server.host) and not token:
+        raise ConfigError(
+            f"server.host is {server.host!r}, which is reachable beyond this machine: "
+            "set server.token (a secret reference such as ${credential:floe-token}) "
+            "so that POST /v1/destinations/{name}/sync needs a bearer token, "
+            "or bind server.host to 127.0.0.1"
+        )
+    return str(token) if token else None
 
 
 def _authorized(request: web.Request, token: str) -> bool:
@@ -102,3 +122,18 @@ def make_app(daemon: DaemonView) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/destinations/{name}/sync", sync)
     return app
+
+
+async def start_server(view: DaemonView, host: str, port: int) -> web.AppRunner:
+    """The endpoints, listening on host:port (the daemon cleans the runner up)."""
+    runner = web.AppRunner(make_app(view), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ServiceError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "another process may hold the port (change server.port or stop it)"
+        ) from None
+    return runner

@@ -6,7 +6,10 @@ floe_egress_failed_rows{destination}, floe_egress_invalid_rows{destination},
 floe_egress_cycle_duration_seconds{destination} (histogram),
 floe_egress_lag_seconds{destination}, floe_egress_rate_limit_wait_seconds{destination},
 floe_egress_destination_http_responses{destination,status},
-floe_egress_lease_held{destination}, floe_egress_ready.
+floe_egress_lease_held{destination}, floe_egress_ready,
+floe_egress_cycle_errors{destination,kind} (kind: transient or permanent),
+floe_egress_destination_state{destination,state} (1 for the current state),
+floe_egress_destination_retry_at_timestamp_seconds{destination}.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from prometheus_client import (
 )
 
 from floe_egress.daemon.cycle import CycleResult
+from floe_egress.daemon.runner import STATES, Runner
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # One `*_created` series per counter doubles the output and no dashboard reads it.
@@ -81,6 +85,25 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("floe_egress_ready", "1 when /readyz answers 200.", registry=r)
+        self.cycle_errors = Counter(
+            "floe_egress_cycle_errors",
+            "Failed cycles by error kind: transient (retried with backoff) or permanent "
+            "(the destination is failing until someone acts).",
+            ["destination", "kind"],
+            registry=r,
+        )
+        self.state = Gauge(
+            "floe_egress_destination_state",
+            "1 for the destination's current state: pending, healthy, backing_off, failing.",
+            ["destination", "state"],
+            registry=r,
+        )
+        self.retry_at = Gauge(
+            "floe_egress_destination_retry_at_timestamp_seconds",
+            "Unix time before which the schedule does not retry the destination (0: none).",
+            ["destination"],
+            registry=r,
+        )
 
     def observe(self, result: CycleResult) -> None:
         name = result.destination
@@ -98,6 +121,16 @@ class Metrics:
         self.rate_limit_wait.labels(name).inc(result.rate_limit_wait_seconds)
         for status, n in result.http_statuses.items():
             self.http_responses.labels(name, str(status)).inc(n)
+        if result.status == "failed" and result.error_kind is not None:
+            self.cycle_errors.labels(name, result.error_kind).inc()
+
+    def observe_runner(self, runner: Runner, now: float) -> None:
+        """The destination's state and backoff, as its runner sees them."""
+        name = runner.dest.name
+        for state in STATES:
+            self.state.labels(name, state).set(1 if state == runner.state else 0)
+        retry_in = runner.seconds_to_next_attempt()
+        self.retry_at.labels(name).set(now + retry_in if retry_in else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

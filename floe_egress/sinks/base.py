@@ -98,7 +98,8 @@ class Sink(Protocol):
     def sink_type(self) -> str: ...
 
     async def check(self) -> None:
-        """Fail fast (PermanentSinkError) on bad credentials or an unreachable destination."""
+        """Fail fast: PermanentSinkError on refused credentials, TransientSinkError on a
+        destination that does not answer."""
 
     async def write(self, changes: pa.Table, context: WriteContext) -> DeliveryReport:
         """Deliver one batch of changes and report per row what failed."""

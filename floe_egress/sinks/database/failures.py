@@ -89,12 +89,10 @@ def mask(text: str, masked: tuple[str, ...]) -> str:
     return str(redact(text))
 
 
-def sink_error(
-    exc: BaseException, what: str, masked: tuple[str, ...], *, permanent: bool = False
-) -> SinkError:
+def sink_error(exc: BaseException, what: str, masked: tuple[str, ...]) -> SinkError:
     """`what` (which names the destination) with the database's reason, classified."""
     message = mask(f"{what}: {root_message(exc)}", masked)
-    if permanent or not is_transient(exc):
+    if not is_transient(exc):
         return PermanentSinkError(message)
     return TransientSinkError(message)
 

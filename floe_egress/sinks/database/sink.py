@@ -21,10 +21,10 @@ from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.database import failures
 from floe_egress.sinks.database.dlt_db import DltDb, RunStats
 from floe_egress.sinks.database.frames import build_frame, event_identity
-from floe_egress.sinks.delivery import payload_digest
 from floe_egress.sinks.database.models import DEFAULT_BATCH_SIZE
 from floe_egress.sinks.database.shaping import Fresh, ShapedWrite, shape_write
 from floe_egress.sinks.database.targets import target_for
+from floe_egress.sinks.delivery import payload_digest
 from floe_egress.sinks.mapping import apply_field_mapping, mapping_clash
 from floe_egress.sinks.registry import BuildRequest
 
@@ -79,7 +79,7 @@ class DatabaseSink:
             self.db.ping()
         except Exception as exc:
             raise failures.sink_error(
-                exc, f"{self._where()}: cannot connect", self.target.masked, permanent=True
+                exc, f"{self._where()}: cannot connect", self.target.masked
             ) from None
 
     async def write(self, changes: pa.Table, context: WriteContext) -> DeliveryReport:

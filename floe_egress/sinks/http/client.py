@@ -289,7 +289,8 @@ class HttpClient:
         await asyncio.sleep(delay)
 
     async def probe(self, request: Request) -> Response:
-        """One attempt, for `check()`: an unreachable API is a PermanentSinkError."""
+        """One attempt, for `check()`: an unreachable API is a TransientSinkError (it may
+        answer on the next try); refused credentials are permanent (the classifier)."""
         budget = budget_for(self.budget_spec)
         renewed: set[str] = set()
         while True:
@@ -298,7 +299,7 @@ class HttpClient:
                 try:
                     response = await self._once(request)
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise PermanentSinkError(
+                    raise TransientSinkError(
                         f"destination {self.destination!r}: {request.label} is unreachable "
                         f"({type(exc).__name__}: {exc})"
                     ) from exc

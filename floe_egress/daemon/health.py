@@ -1,0 +1,244 @@
+"""What the daemon and the CLI say about health: readiness, lag and per-destination status.
+
+Readiness is probed in the background (the state store and the catalog answer, the
+scheduler runs) and read by `/readyz` without waiting; a probe older than
+`READY_STALE` seconds makes the daemon not ready. `destination_status` is the JSON of
+one destination for `floe-egress status` and `/status`; the daemon adds what its runner
+knows (state, backoff, the last error and its kind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+
+from floe_egress.config.models import Destination, FloeSpec
+from floe_egress.config.secrets import redact
+from floe_egress.daemon.metrics import Metrics
+from floe_egress.daemon.runner import Runner
+from floe_egress.daemon.runtime import Runtime
+from floe_egress.daemon.tasks import Housework
+from floe_egress.errors import EgressError
+from floe_egress.state.store import Checkpoint
+
+log = structlog.get_logger("floe_egress.daemon")
+
+PROBE_EVERY = 2.0
+PROBE_TIMEOUT = 5.0
+READY_STALE = 10.0
+LAG_EVERY = 5.0
+
+
+def lag_seconds(table: Table, ref: str, checkpoint: Checkpoint | None, now: float) -> float | None:
+    """Age of the oldest commit on `ref` the destination has not received (0: up to date)."""
+    head = table.snapshot_by_name(ref)
+    if head is None:
+        return 0.0
+    synced = checkpoint.snapshot_id if checkpoint else None
+    if head.snapshot_id == synced:
+        return 0.0
+    oldest_unsynced = head
+    for snapshot in ancestors_of(head, table.metadata):
+        if snapshot.snapshot_id == synced:
+            break
+        oldest_unsynced = snapshot
+    return max(0.0, now - oldest_unsynced.timestamp_ms / 1000)
+
+
+def destination_status(rt: Runtime, dest: Destination, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    store = rt.store
+    checkpoint = store.get_checkpoint(dest.name)
+    last = store.last_run(dest.name)
+    status: dict[str, Any] = {
+        "destination": dest.name,
+        "source_table": dest.source_table,
+        "ref": dest.ref,
+        "sink_type": dest.sink_type,
+        "mode": dest.mode,
+        "enabled": dest.enabled,
+        "checkpoint": None
+        if checkpoint is None
+        else {
+            "snapshot_id": checkpoint.snapshot_id,
+            "snapshot_timestamp_ms": checkpoint.snapshot_timestamp_ms,
+            "updated_at": checkpoint.updated_at,
+        },
+        "lag_seconds": None,
+        "last_run": None
+        if last is None
+        else {k: v for k, v in asdict(last).items() if k != "destination"}
+        | {"duration_seconds": round(last.duration_seconds, 3)},
+        "failed_rows": store.failed_row_count(dest.name),
+        "error": None,
+    }
+    try:
+        status["lag_seconds"] = lag_seconds(rt.load_table(dest), dest.ref, checkpoint, now)
+    except EgressError as exc:
+        status["error"] = redact(str(exc))
+    return status
+
+
+def collect_status(spec: FloeSpec, rt: Runtime | None = None) -> list[dict[str, Any]]:
+    if rt is not None:
+        return [destination_status(rt, d) for d in spec.ingestion.destinations]
+    runtime = Runtime(spec)
+    try:
+        return [destination_status(runtime, d) for d in spec.ingestion.destinations]
+    finally:
+        asyncio.run(runtime.close())
+
+
+def runner_status(runner: Runner, next_run: datetime | None, held_here: bool) -> dict[str, Any]:
+    """What the daemon knows of a destination beyond the state store."""
+    failure = runner.failure
+    retry_in = runner.seconds_to_next_attempt()
+    return {
+        "state": runner.state,
+        "running": runner.running,
+        "held_here": held_here,
+        "consecutive_failures": runner.failures,
+        "error": failure.error if failure else None,
+        "error_kind": failure.error_kind if failure else None,
+        "retry_after_seconds": failure.retry_after if failure else None,
+        "next_attempt_at": _iso(time.time() + retry_in) if retry_in else None,
+        "next_run": next_run.isoformat() if next_run else None,
+        "last_result": runner.last.to_json() if runner.last else None,
+    }
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
+
+
+class HealthHost(Protocol):
+    """What health needs from the daemon."""
+
+    owner: str
+    runners: dict[str, Runner]
+    scheduler: AsyncIOScheduler | None
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def token(self) -> str | None: ...
+
+    def holds(self, name: str) -> bool: ...
+
+
+class Health:
+    """Readiness as last probed, lag, status and metrics: what the endpoints show
+    (http.DaemonView), and the nudge they pass on."""
+
+    def __init__(self, host: HealthHost, metrics: Metrics, housework: Housework) -> None:
+        self._host = host
+        self._metrics = metrics
+        self._housework = housework
+        self._ready: tuple[float, bool, dict[str, str]] = (0.0, False, {"startup": "pending"})
+
+    @property
+    def token(self) -> str | None:
+        return self._host.token
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        checked, ready, checks = self._ready
+        age = asyncio.get_running_loop().time() - checked
+        if checked and age > READY_STALE:
+            return False, {**checks, "probe": f"no answer for {age:.0f} s"}
+        return ready, checks
+
+    async def status(self) -> dict[str, Any]:
+        host = self._host
+
+        async def one(name: str, runner: Runner) -> dict[str, Any]:
+            try:
+                item = await asyncio.to_thread(destination_status, host.runtime, runner.dest)
+            except Exception as exc:  # the store may be down: say so, keep answering
+                item = {"destination": name, "error": redact(str(exc))}
+            job = host.scheduler.get_job(name) if host.scheduler else None
+            next_run = job.next_run_time if job else None
+            item["daemon"] = runner_status(runner, next_run, host.holds(name))
+            return item
+
+        items = await asyncio.gather(*(one(n, r) for n, r in host.runners.items()))
+        ready, _ = await self.readiness()
+        return {"owner": host.owner, "ready": ready, "destinations": list(items)}
+
+    def metrics_text(self) -> bytes:
+        now = time.time()
+        for runner in self._host.runners.values():
+            self._metrics.observe_runner(runner, now)
+        return self._metrics.render()
+
+    def request_sync(self, name: str, reason: str) -> str | None:
+        runner = self._host.runners.get(name)
+        if runner is None:
+            return None
+        if not self._host.holds(name):
+            return "held_elsewhere"
+        return runner.request(reason)
+
+    async def probe(self) -> None:
+        runtime = self._host.runtime
+        scheduler = self._host.scheduler
+        checks: dict[str, str] = {}
+
+        def probe() -> None:
+            try:
+                runtime.store.ping()
+                checks["state_store"] = "ok"
+            except Exception as exc:
+                checks["state_store"] = redact(str(exc)) or type(exc).__name__
+            try:
+                runtime.catalog.list_namespaces()
+                checks["catalog"] = "ok"
+            except Exception as exc:
+                checks["catalog"] = redact(f"{type(exc).__name__}: {exc}")
+
+        try:
+            await asyncio.wait_for(self._housework.run(probe), PROBE_TIMEOUT)
+        except TimeoutError:
+            checks.setdefault("state_store", f"no answer within {PROBE_TIMEOUT:.0f} s")
+            checks.setdefault("catalog", f"no answer within {PROBE_TIMEOUT:.0f} s")
+        running = scheduler is not None and scheduler.running
+        checks["scheduler"] = "ok" if running else "not running"
+        ready = all(v == "ok" for v in checks.values())
+        checked_before, was_ready, _ = self._ready
+        self._ready = (asyncio.get_running_loop().time(), ready, checks)
+        self._metrics.ready.set(1 if ready else 0)
+        if ready and not was_ready:
+            log.info("ready")
+        elif not ready and (was_ready or not checked_before):
+            log.warning("not_ready", checks={k: v for k, v in checks.items() if v != "ok"})
+
+    async def update_lag(self) -> None:
+        runtime = self._host.runtime
+        for name, runner in list(self._host.runners.items()):
+            try:
+                status = await asyncio.to_thread(destination_status, runtime, runner.dest)
+            except Exception as exc:  # status errors show on /status; lag simply waits
+                log.debug("lag_unavailable", destination=name, error=redact(str(exc)))
+                continue
+            if status.get("lag_seconds") is not None:
+                self._metrics.lag.labels(name).set(status["lag_seconds"])
+
+
+__all__ = [
+    "LAG_EVERY",
+    "PROBE_EVERY",
+    "Health",
+    "HealthHost",
+    "collect_status",
+    "destination_status",
+    "lag_seconds",
+    "runner_status",
+]

@@ -193,6 +193,7 @@ class PostgresStore(SqlStore):
     now_sql = "extract(epoch from clock_timestamp())::double precision"
 
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
+        super().__init__()
         self._url = url
         self._redacted = redact_url(url)
         dsn, self.schema = postgres_dsn(url)

@@ -82,6 +82,7 @@ class SqliteStore(SqlStore):
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path | str) -> None:
+        super().__init__()
         self.path = str(path)
         self._lock = threading.RLock()
         self._closed = False

@@ -260,9 +260,9 @@ def test_runs_newest_first_with_last_run(store: StateStore) -> None:
 def test_runs_keep_the_newest_per_destination(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from floe_egress.state import sql
+    from floe_egress.state import queries
 
-    monkeypatch.setattr(sql, "RUNS_KEPT", 5)
+    monkeypatch.setattr(queries, "RUNS_KEPT", 5)
     for i in range(8):
         store.record_run(run("crm", started=float(i)))
         store.record_run(run("erp", started=100.0 + i))

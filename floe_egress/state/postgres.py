@@ -19,6 +19,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from floe_egress.clock import SYSTEM_CLOCK, Clock
 from floe_egress.errors import CheckpointError
 from floe_egress.state.cursor import Cursor, KeyTable
 from floe_egress.state.sql import SqlStore
@@ -192,8 +193,8 @@ class PostgresStore(SqlStore):
     dialect = "postgresql"
     now_sql = "extract(epoch from clock_timestamp())::double precision"
 
-    def __init__(self, url: str, *, max_connections: int = 8) -> None:
-        super().__init__()
+    def __init__(self, url: str, *, max_connections: int = 8, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(clock=clock)
         self._url = url
         self._redacted = redact_url(url)
         dsn, self.schema = postgres_dsn(url)

@@ -8,11 +8,11 @@ with them is in queries.py.
 from __future__ import annotations
 
 import json
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 
+from floe_egress.clock import Clock
 from floe_egress.state import migrations
 from floe_egress.state.cursor import Cursor
 from floe_egress.state.leases import Leases
@@ -42,14 +42,16 @@ from floe_egress.state.store import (
 class SqlStore(ABC):
     """A `StateStore` over any `Cursor`; subclasses open transactions.
 
-    A subclass calls `super().__init__()` first, then migrates.
+    A subclass calls `super().__init__(clock=...)` first, then migrates. `clock` stamps
+    what the store records (requests, attempts, failed rows); leases use the database's.
     """
 
     dialect: Dialect
     now_sql: str
     """The database's clock as Unix seconds (a float)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Clock) -> None:
+        self._clock = clock
         self._ledger = Ledger(self)
         self._leases = Leases(self, self.now_sql)
 
@@ -76,7 +78,7 @@ class SqlStore(ABC):
     def migrate(self) -> None:
         with self.transaction() as cur:
             self._prepare_migration(cur)
-            migrations.apply(cur, self.dialect, self.url_redacted)
+            migrations.apply(cur, self.dialect, self.url_redacted, self._clock)
 
     def ping(self) -> None:
         with self.transaction(write=False) as cur:
@@ -126,7 +128,7 @@ class SqlStore(ABC):
 
     def commit_cycle(self, commit: CycleCommit) -> None:
         cp = commit.checkpoint
-        now = time.time()
+        now = self._clock.time()
         failed = last_per_key(commit.failed)
         upserts = last_per_key(commit.ledger_upserts)
         limit = commit.max_attempts
@@ -185,7 +187,7 @@ class SqlStore(ABC):
             cur.execute(
                 "INSERT INTO attempts (destination, from_snapshot, to_snapshot, started_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (destination, to_snapshot) DO NOTHING",
-                (destination, from_snapshot, to_snapshot, time.time()),
+                (destination, from_snapshot, to_snapshot, self._clock.time()),
             )
 
     def request_force(self, destination: str) -> None:
@@ -193,7 +195,7 @@ class SqlStore(ABC):
             cur.execute(
                 "INSERT INTO force_requests (destination, requested_at) VALUES (?, ?) "
                 "ON CONFLICT (destination) DO UPDATE SET requested_at = excluded.requested_at",
-                (destination, time.time()),
+                (destination, self._clock.time()),
             )
 
     def pending_force(self, destination: str) -> float | None:
@@ -251,7 +253,7 @@ class SqlStore(ABC):
                 "INSERT INTO resync_requests (destination, from_snapshot, requested_at) "
                 "VALUES (?, ?, ?) ON CONFLICT (destination) DO UPDATE SET "
                 "from_snapshot = excluded.from_snapshot, requested_at = excluded.requested_at",
-                (destination, from_snapshot, time.time()),
+                (destination, from_snapshot, self._clock.time()),
             )
 
     def pending_resync(self, destination: str) -> ResyncRequest | None:

@@ -45,6 +45,19 @@ class Backend:
             pg.close()
 
 
+@dataclass(frozen=True)
+class ClockAhead:
+    """A Clock `seconds` ahead of this host's (another daemon's, set wrong)."""
+
+    seconds: float
+
+    def time(self) -> float:
+        return time.time() + self.seconds
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
 def run(destination: str, *, started: float = 1.0, to_snapshot: int | None = 1) -> RunRecord:
     return RunRecord(destination, started, started + 0.5, "ok", "append", None, to_snapshot)
 

@@ -31,6 +31,7 @@ from floe_egress.state.postgres import PostgresStore
 from floe_egress.state.urls import redact_url
 from tests.integration.state.helpers import (
     Backend,
+    ClockAhead,
     contend,
     lose_connection,
     open_in_processes,
@@ -428,15 +429,39 @@ def test_only_the_holder_releases_a_lease(store: StateStore) -> None:
     assert store.acquire_lease("crm", "daemon-b", 30)
 
 
-def test_lease_expiry_uses_the_database_clock(
-    store: StateStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_lease_expiry_uses_the_database_clock(store: StateStore, backend: Backend) -> None:
     assert store.acquire_lease("crm", "daemon-a", 30)
-    real_time = time.time
-    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+    ahead = open_store(backend.url, clock=ClockAhead(3600))
+    try:
+        assert not ahead.acquire_lease("crm", "daemon-b-clock-an-hour-ahead", 30)
+        assert ahead.lease_holder("crm") == "daemon-a"
+    finally:
+        ahead.close()
 
-    assert not store.acquire_lease("crm", "daemon-b-clock-an-hour-ahead", 30)
-    assert store.lease_holder("crm") == "daemon-a"
+
+def test_the_store_stamps_what_it_records_with_its_clock(backend: Backend) -> None:
+    ahead = open_store(backend.url, clock=ClockAhead(3600))
+    try:
+        ahead.request_resync("crm", None)
+        ahead.request_force("crm")
+        ahead.begin_attempt("crm", None, 1)
+        resync, attempts = ahead.pending_resync("crm"), ahead.pending_attempts("crm")
+        ahead.commit_cycle(commit(1, failed=[FailedRowUpdate(key(1), "upsert", "422")]))
+        failed = ahead.failed_rows("crm")
+        assert resync is not None
+        stamps = {
+            "resync": resync.requested_at,
+            "force": ahead.pending_force("crm"),
+            "attempt": attempts[0].started_at,
+            "failed first_seen": failed[0].first_seen,
+            "failed last_seen": failed[0].last_seen,
+            "migration": backend.raw("SELECT min(applied_at) FROM schema_migrations")[0][0],
+        }
+    finally:
+        ahead.close()
+
+    hours_ahead = {name: round((at - time.time()) / 3600) for name, at in stamps.items()}
+    assert hours_ahead == dict.fromkeys(stamps, 1)
 
 
 @pytest.fixture(params=["one shared store", "a store per thread"])

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from floe_egress.state.cursor import Cursor, Transactions
+from floe_egress.state.faults import Faults
 from floe_egress.state.queries import count_rows, last_per_key
 from floe_egress.state.store import LedgerEntry
 
 
 class Ledger:
-    """The ledger table of one store."""
+    """The ledger table of one store; `faults` is called before each write (faults.py)."""
 
-    def __init__(self, db: Transactions) -> None:
+    def __init__(self, db: Transactions, faults: Faults | None) -> None:
         self._db = db
+        self._faults = faults
 
     def apply(
         self,
@@ -34,13 +36,20 @@ class Ledger:
             cur.execute("DELETE FROM ledger WHERE destination = ?", (destination,))
         else:
             cur.delete_keys("ledger", destination, deletes)
-        cur.write_ledger(destination, upserts, emptied=replace)
+        self._write(cur, destination, upserts, emptied=replace)
 
     def reserve(self, destination: str, entries: Sequence[LedgerEntry]) -> None:
         distinct = last_per_key(entries)
         if distinct:
             with self._db.transaction() as cur:
-                cur.write_ledger(destination, distinct, emptied=False)
+                self._write(cur, destination, distinct, emptied=False)
+
+    def _write(
+        self, cur: Cursor, destination: str, entries: Sequence[LedgerEntry], *, emptied: bool
+    ) -> None:
+        if self._faults is not None:
+            self._faults("ledger_write", cur)
+        cur.write_ledger(destination, entries, emptied=emptied)
 
     def lookup(self, destination: str, key_jsons: Iterable[str]) -> dict[str, int]:
         keys = list(dict.fromkeys(key_jsons))

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from floe_egress.clock import Clock
 from floe_egress.state import migrations
 from floe_egress.state.cursor import Cursor
+from floe_egress.state.faults import Faults
 from floe_egress.state.leases import Leases
 from floe_egress.state.ledger import Ledger
 from floe_egress.state.migrations import Dialect
@@ -42,17 +43,18 @@ from floe_egress.state.store import (
 class SqlStore(ABC):
     """A `StateStore` over any `Cursor`; subclasses open transactions.
 
-    A subclass calls `super().__init__(clock=...)` first, then migrates. `clock` stamps
-    what the store records (requests, attempts, failed rows); leases use the database's.
+    A subclass calls `super().__init__(clock=..., faults=...)` first, then migrates.
+    `clock` stamps what the store records (requests, attempts, failed rows); leases use
+    the database's. `faults` (tests only, see faults.py) breaks transactions on purpose.
     """
 
     dialect: Dialect
     now_sql: str
     """The database's clock as Unix seconds (a float)."""
 
-    def __init__(self, *, clock: Clock) -> None:
+    def __init__(self, *, clock: Clock, faults: Faults | None) -> None:
         self._clock = clock
-        self._ledger = Ledger(self)
+        self._ledger = Ledger(self, faults)
         self._leases = Leases(self, self.now_sql)
 
     @abstractmethod

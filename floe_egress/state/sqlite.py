@@ -18,6 +18,7 @@ from typing import Any
 from floe_egress.clock import SYSTEM_CLOCK, Clock
 from floe_egress.errors import CheckpointError
 from floe_egress.state.cursor import Cursor, KeyTable
+from floe_egress.state.faults import Faults
 from floe_egress.state.sql import SqlStore
 from floe_egress.state.store import LedgerEntry
 from floe_egress.state.urls import SQLITE_MEMORY
@@ -82,8 +83,10 @@ class SqliteStore(SqlStore):
     # julianday has millisecond resolution; unixepoch('subsec') needs SQLite 3.42.
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
-    def __init__(self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        super().__init__(clock=clock)
+    def __init__(
+        self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK, faults: Faults | None = None
+    ) -> None:
+        super().__init__(clock=clock, faults=faults)
         self.path = str(path)
         self._lock = threading.RLock()
         self._closed = False

@@ -33,9 +33,9 @@ from tests.integration.state.helpers import (
     Backend,
     ClockAhead,
     contend,
-    lose_connection,
     open_in_processes,
     open_in_threads,
+    open_losing_connection,
     run,
 )
 
@@ -100,9 +100,7 @@ def test_commit_moves_the_checkpoint_of_its_destination_only(store: StateStore) 
 
 
 @pytest.mark.parametrize("failure", ["row_hash_out_of_range", "connection_lost"])
-def test_a_failing_commit_writes_nothing(
-    backend: Backend, store: StateStore, monkeypatch: pytest.MonkeyPatch, failure: str
-) -> None:
+def test_a_failing_commit_writes_nothing(backend: Backend, store: StateStore, failure: str) -> None:
     store.commit_cycle(
         commit(
             1,
@@ -114,10 +112,11 @@ def test_a_failing_commit_writes_nothing(
     before = (store.failed_rows("crm"), ledger_of(store), store.runs("crm"))
 
     upserts = [LedgerEntry(key(i), -i) for i in range(5, 20)]
+    committer = store
     if failure == "row_hash_out_of_range":
         upserts.insert(7, LedgerEntry(key(99), 2**64))
     else:
-        lose_connection(backend, monkeypatch)
+        committer = open_losing_connection(backend)
     failing = commit(
         2,
         failed=[
@@ -130,9 +129,10 @@ def test_a_failing_commit_writes_nothing(
         clear_resync=1.0,
     )
     with pytest.raises(CheckpointError, match="state store"):
-        store.commit_cycle(failing)
+        committer.commit_cycle(failing)
 
-    monkeypatch.undo()
+    if committer is not store:
+        committer.close()
     after = open_store(backend.url)
     try:
         assert after.get_checkpoint("crm") == checkpoint("crm", 1)
@@ -143,14 +143,10 @@ def test_a_failing_commit_writes_nothing(
 
 
 @pytest.mark.postgres
-def test_postgres_store_reconnects_after_losing_a_connection(
-    pg_database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = open_store(pg_database)
-    lose_connection(Backend("postgres", pg_database), monkeypatch)
+def test_postgres_store_reconnects_after_losing_a_connection(pg_database: str) -> None:
+    store = open_losing_connection(Backend("postgres", pg_database))
     with pytest.raises(CheckpointError):
         store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1)]))
-    monkeypatch.undo()
 
     store.commit_cycle(commit(2, ledger_upserts=[LedgerEntry(key(1), 1)]))
     assert store.get_checkpoint("crm") == checkpoint("crm", 2)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol
 
 from floe_egress.state.store import LedgerEntry
 
@@ -45,3 +46,10 @@ class Cursor(ABC):
     ) -> None:
         """Upsert `entries` (distinct keys). `emptied`: the destination has no ledger rows
         left in this transaction, so plain inserts suffice."""
+
+
+class Transactions(Protocol):
+    """What the store's parts (the ledger, the leases) need back from the store."""
+
+    def transaction(self, *, write: bool = True) -> AbstractContextManager[Cursor]:
+        """A cursor in one transaction: committed on exit, rolled back on any error."""

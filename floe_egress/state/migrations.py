@@ -8,11 +8,11 @@ Add a migration by appending a `Migration`; never edit one that has shipped.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from floe_egress.clock import Clock
 from floe_egress.errors import CheckpointError
 from floe_egress.state.cursor import Cursor
 
@@ -129,7 +129,7 @@ def current_version(cur: Cursor) -> int:
     return 0 if row is None or row[0] is None else int(row[0])
 
 
-def apply(cur: Cursor, dialect: Dialect, where: str) -> int:
+def apply(cur: Cursor, dialect: Dialect, where: str, clock: Clock) -> int:
     """Bring the schema to LATEST and return the version it was at before.
 
     Raises CheckpointError when the store was written by a newer floe-egress.
@@ -148,6 +148,6 @@ def apply(cur: Cursor, dialect: Dialect, where: str) -> int:
             cur.execute(statement)
         cur.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-            (migration.version, time.time()),
+            (migration.version, clock.time()),
         )
     return before

@@ -19,8 +19,10 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from floe_egress.clock import SYSTEM_CLOCK, Clock
 from floe_egress.errors import CheckpointError
 from floe_egress.state.cursor import Cursor, KeyTable
+from floe_egress.state.faults import Faults
 from floe_egress.state.sql import SqlStore
 from floe_egress.state.store import LedgerEntry
 from floe_egress.state.urls import postgres_dsn, redact_url, scrub
@@ -192,7 +194,15 @@ class PostgresStore(SqlStore):
     dialect = "postgresql"
     now_sql = "extract(epoch from clock_timestamp())::double precision"
 
-    def __init__(self, url: str, *, max_connections: int = 8) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 8,
+        clock: Clock = SYSTEM_CLOCK,
+        faults: Faults | None = None,
+    ) -> None:
+        super().__init__(clock=clock, faults=faults)
         self._url = url
         self._redacted = redact_url(url)
         dsn, self.schema = postgres_dsn(url)

@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from floe_egress.clock import SYSTEM_CLOCK, Clock
 from floe_egress.errors import CheckpointError
 from floe_egress.state.cursor import Cursor, KeyTable
+from floe_egress.state.faults import Faults
 from floe_egress.state.sql import SqlStore
 from floe_egress.state.store import LedgerEntry
 from floe_egress.state.urls import SQLITE_MEMORY
@@ -81,7 +83,10 @@ class SqliteStore(SqlStore):
     # julianday has millisecond resolution; unixepoch('subsec') needs SQLite 3.42.
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK, faults: Faults | None = None
+    ) -> None:
+        super().__init__(clock=clock, faults=faults)
         self.path = str(path)
         self._lock = threading.RLock()
         self._closed = False
@@ -113,7 +118,7 @@ class SqliteStore(SqlStore):
             ) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            _switch_to_wal(conn)
+            _switch_to_wal(conn, self._clock)
             # In WAL mode NORMAL survives an application crash; a power cut may lose the
             # last commits, which only makes the next cycle resend (at-least-once).
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -177,18 +182,18 @@ def _create_private_file(file: Path, where: str) -> None:
         ) from exc
 
 
-def _switch_to_wal(conn: sqlite3.Connection) -> None:
+def _switch_to_wal(conn: sqlite3.Connection, clock: Clock) -> None:
     """Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is
     locked" at once (without its busy handler) while another process holds the file
     during its own switch or first migration: wait for it like the busy timeout would."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    deadline = clock.monotonic() + BUSY_TIMEOUT_MS / 1000
     pause = 0.01
     while True:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if "locked" not in str(exc) or clock.monotonic() > deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.25)

@@ -84,6 +84,13 @@ class Retry:
 
 
 Classifier = Callable[[Request, Response], "Retry | SinkError | None"]
+Jitter = Callable[[float], float]
+"""Picks the wait before a retry (seconds) from the backoff cap, between 0 and the cap."""
+
+
+def full_jitter(cap: float) -> float:
+    """Any wait up to `cap`, uniformly: clients that failed together retry apart."""
+    return random.uniform(0, cap)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -170,9 +177,11 @@ class HttpClient:
         params: Sequence[tuple[str, str]] = (),
         classifier: Classifier | None = None,
         tokens: OAuthTokens | None = None,
+        jitter: Jitter = full_jitter,
     ) -> None:
         self.destination = destination
         self.tokens = tokens
+        self.jitter = jitter
         self.retry = retry
         self.budget_spec = budget
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds or retry.timeout_seconds)
@@ -227,7 +236,7 @@ class HttpClient:
             self.retry.max_backoff_seconds,
             self.retry.initial_backoff_seconds * 2 ** (attempt - 1),
         )
-        return random.uniform(0, cap)
+        return self.jitter(cap)
 
     async def send(self, request: Request, receipts: Receipts) -> Response:
         """Send with retries; returns 2xx and per-record 4xx responses, raises the rest."""

@@ -70,12 +70,13 @@ async def test_503_is_retried_and_the_row_delivered(
 
 
 async def test_server_errors_back_off_exponentially(
-    make_sink: SinkFactory, server: FakeRestApi, monkeypatch: pytest.MonkeyPatch
+    make_sink: SinkFactory, server: FakeRestApi
 ) -> None:
-    monkeypatch.setattr("floe_egress.sinks.http.client.random.uniform", lambda low, high: high)
     server.fail(Fault(500), Fault(502), Fault(500))
     retry = RetryConfig(max_attempts=5, initial_backoff_seconds=0.1, max_backoff_seconds=10)
     sink = make_sink(rest_api.SINK_TYPE, config(server), mapping=MAPPING, retry=retry)
+    assert isinstance(sink, rest_api.RestApiSink)
+    sink.client.jitter = lambda cap: cap  # the longest wait the backoff allows
 
     await sink.write(one_row(), context())
 

@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg2
-import pytest
 
-from floe_egress.state import RunRecord, StateStore, open_store
-from floe_egress.state.postgres import _PgCursor
-from floe_egress.state.sqlite import _SqliteCursor
+from floe_egress.state import FaultPoint, RunRecord, StateStore, open_store
+from floe_egress.state.cursor import Cursor
 from floe_egress.state.urls import sqlite_path
 
 PG_SCHEMA = "egress_state"
@@ -45,6 +43,19 @@ class Backend:
             pg.close()
 
 
+@dataclass(frozen=True)
+class ClockAhead:
+    """A Clock `seconds` ahead of this host's (another daemon's, set wrong)."""
+
+    seconds: float
+
+    def time(self) -> float:
+        return time.time() + self.seconds
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
 def run(destination: str, *, started: float = 1.0, to_snapshot: int | None = 1) -> RunRecord:
     return RunRecord(destination, started, started + 0.5, "ok", "append", None, to_snapshot)
 
@@ -59,24 +70,32 @@ def open_and_record(url: str, barrier: Any, destination: str) -> None:
         store.close()
 
 
-def lose_connection(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the connection die just before the ledger is written (after other steps)."""
-    if backend.kind == "sqlite":
-        original_sqlite = _SqliteCursor.write_ledger
+class LoseConnection:
+    """A `Faults` hook: the connection dies once, just before the ledger is written
+    (inside commit_cycle: after the checkpoint, run, failed rows and ledger deletes)."""
 
-        def close_first(self: _SqliteCursor, *args: Any, **kwargs: Any) -> None:
-            self._cursor.connection.close()
-            original_sqlite(self, *args, **kwargs)
+    def __init__(self, kind: Literal["sqlite", "postgres"]) -> None:
+        self.kind = kind
+        self.store: StateStore | None = None
+        """SQLite: the store to close (its one connection goes with it)."""
+        self.armed = True
 
-        monkeypatch.setattr(_SqliteCursor, "write_ledger", close_first)
-    else:
-        original_pg = _PgCursor.write_ledger
+    def __call__(self, point: FaultPoint, cur: Cursor) -> None:
+        if point != "ledger_write" or not self.armed:
+            return
+        self.armed = False
+        if self.kind == "postgres":
+            cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        else:
+            assert self.store is not None
+            self.store.close()
 
-        def terminate_first(self: _PgCursor, *args: Any, **kwargs: Any) -> None:
-            self._cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-            original_pg(self, *args, **kwargs)
 
-        monkeypatch.setattr(_PgCursor, "write_ledger", terminate_first)
+def open_losing_connection(backend: Backend) -> StateStore:
+    """A store at `backend.url` whose connection dies at its first ledger write."""
+    fault = LoseConnection(backend.kind)
+    fault.store = open_store(backend.url, faults=fault)
+    return fault.store
 
 
 def contend(stores: list[StateStore], destination: str, ttl: float) -> list[str]:

@@ -31,10 +31,11 @@ from floe_egress.state.postgres import PostgresStore
 from floe_egress.state.urls import redact_url
 from tests.integration.state.helpers import (
     Backend,
+    ClockAhead,
     contend,
-    lose_connection,
     open_in_processes,
     open_in_threads,
+    open_losing_connection,
     run,
 )
 
@@ -99,9 +100,7 @@ def test_commit_moves_the_checkpoint_of_its_destination_only(store: StateStore) 
 
 
 @pytest.mark.parametrize("failure", ["row_hash_out_of_range", "connection_lost"])
-def test_a_failing_commit_writes_nothing(
-    backend: Backend, store: StateStore, monkeypatch: pytest.MonkeyPatch, failure: str
-) -> None:
+def test_a_failing_commit_writes_nothing(backend: Backend, store: StateStore, failure: str) -> None:
     store.commit_cycle(
         commit(
             1,
@@ -113,10 +112,11 @@ def test_a_failing_commit_writes_nothing(
     before = (store.failed_rows("crm"), ledger_of(store), store.runs("crm"))
 
     upserts = [LedgerEntry(key(i), -i) for i in range(5, 20)]
+    committer = store
     if failure == "row_hash_out_of_range":
         upserts.insert(7, LedgerEntry(key(99), 2**64))
     else:
-        lose_connection(backend, monkeypatch)
+        committer = open_losing_connection(backend)
     failing = commit(
         2,
         failed=[
@@ -129,9 +129,10 @@ def test_a_failing_commit_writes_nothing(
         clear_resync=1.0,
     )
     with pytest.raises(CheckpointError, match="state store"):
-        store.commit_cycle(failing)
+        committer.commit_cycle(failing)
 
-    monkeypatch.undo()
+    if committer is not store:
+        committer.close()
     after = open_store(backend.url)
     try:
         assert after.get_checkpoint("crm") == checkpoint("crm", 1)
@@ -142,14 +143,10 @@ def test_a_failing_commit_writes_nothing(
 
 
 @pytest.mark.postgres
-def test_postgres_store_reconnects_after_losing_a_connection(
-    pg_database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = open_store(pg_database)
-    lose_connection(Backend("postgres", pg_database), monkeypatch)
+def test_postgres_store_reconnects_after_losing_a_connection(pg_database: str) -> None:
+    store = open_losing_connection(Backend("postgres", pg_database))
     with pytest.raises(CheckpointError):
         store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1)]))
-    monkeypatch.undo()
 
     store.commit_cycle(commit(2, ledger_upserts=[LedgerEntry(key(1), 1)]))
     assert store.get_checkpoint("crm") == checkpoint("crm", 2)
@@ -260,9 +257,9 @@ def test_runs_newest_first_with_last_run(store: StateStore) -> None:
 def test_runs_keep_the_newest_per_destination(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from floe_egress.state import sql
+    from floe_egress.state import queries
 
-    monkeypatch.setattr(sql, "RUNS_KEPT", 5)
+    monkeypatch.setattr(queries, "RUNS_KEPT", 5)
     for i in range(8):
         store.record_run(run("crm", started=float(i)))
         store.record_run(run("erp", started=100.0 + i))
@@ -428,15 +425,39 @@ def test_only_the_holder_releases_a_lease(store: StateStore) -> None:
     assert store.acquire_lease("crm", "daemon-b", 30)
 
 
-def test_lease_expiry_uses_the_database_clock(
-    store: StateStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_lease_expiry_uses_the_database_clock(store: StateStore, backend: Backend) -> None:
     assert store.acquire_lease("crm", "daemon-a", 30)
-    real_time = time.time
-    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+    ahead = open_store(backend.url, clock=ClockAhead(3600))
+    try:
+        assert not ahead.acquire_lease("crm", "daemon-b-clock-an-hour-ahead", 30)
+        assert ahead.lease_holder("crm") == "daemon-a"
+    finally:
+        ahead.close()
 
-    assert not store.acquire_lease("crm", "daemon-b-clock-an-hour-ahead", 30)
-    assert store.lease_holder("crm") == "daemon-a"
+
+def test_the_store_stamps_what_it_records_with_its_clock(backend: Backend) -> None:
+    ahead = open_store(backend.url, clock=ClockAhead(3600))
+    try:
+        ahead.request_resync("crm", None)
+        ahead.request_force("crm")
+        ahead.begin_attempt("crm", None, 1)
+        resync, attempts = ahead.pending_resync("crm"), ahead.pending_attempts("crm")
+        ahead.commit_cycle(commit(1, failed=[FailedRowUpdate(key(1), "upsert", "422")]))
+        failed = ahead.failed_rows("crm")
+        assert resync is not None
+        stamps = {
+            "resync": resync.requested_at,
+            "force": ahead.pending_force("crm"),
+            "attempt": attempts[0].started_at,
+            "failed first_seen": failed[0].first_seen,
+            "failed last_seen": failed[0].last_seen,
+            "migration": backend.raw("SELECT min(applied_at) FROM schema_migrations")[0][0],
+        }
+    finally:
+        ahead.close()
+
+    hours_ahead = {name: round((at - time.time()) / 3600) for name, at in stamps.items()}
+    assert hours_ahead == dict.fromkeys(stamps, 1)
 
 
 @pytest.fixture(params=["one shared store", "a store per thread"])

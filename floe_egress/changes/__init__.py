@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from floe_egress.changes.capture import capture, output_schema
+from floe_egress.changes.capture import capture
 from floe_egress.changes.model import (
     OP_COLUMN,
     OPS,
@@ -12,6 +12,7 @@ from floe_egress.changes.model import (
     Op,
     PlanKind,
 )
+from floe_egress.changes.ranges import output_schema
 from floe_egress.changes.source import (
     load_table,
     open_catalog,

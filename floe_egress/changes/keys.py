@@ -77,6 +77,18 @@ def keys_table(key_dicts: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s columns in order, cast to their types; missing columns
+    are null (rows that carry only a key)."""
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _is_binary(t: pa.DataType) -> bool:
     return bool(
         pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)

@@ -7,13 +7,14 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from floe_egress.changes.duck import cursor
+from floe_egress.changes.model import OP_COLUMN
 
 
 def json_default(value: Any) -> Any:
@@ -87,6 +88,16 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def delete_rows(
+    keys: Sequence[Mapping[str, Any]], key: Sequence[str], schema: pa.Schema
+) -> pa.Table:
+    """Delete rows with `schema` for `keys` (key dicts): the key columns set, every other
+    column null."""
+    rows = keys_table(keys, pa.schema([schema.field(k) for k in key]))
+    rows = rows.append_column(OP_COLUMN, pa.array(["delete"] * len(keys), pa.string()))
+    return conform(rows, schema)
 
 
 def _is_binary(t: pa.DataType) -> bool:

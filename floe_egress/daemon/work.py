@@ -8,6 +8,9 @@
 - in mirror mode after a full plan, deletes for keys the destination was sent (the
   ledger) that B no longer has.
 
+This module decides; the rows are computed in changes/ (`capture`, `ops_by_key`,
+`keys_touched`, `rows_at`, `gone_deletes`).
+
 Synchronous: pyiceberg and the state store block; the cycle calls it in a thread.
 """
 

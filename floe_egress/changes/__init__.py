@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from floe_egress.changes.capture import capture, output_schema
+from floe_egress.changes.capture import capture
+from floe_egress.changes.gone import gone_deletes
 from floe_egress.changes.model import (
     OP_COLUMN,
     OPS,
@@ -12,6 +13,8 @@ from floe_egress.changes.model import (
     Op,
     PlanKind,
 )
+from floe_egress.changes.ranges import output_schema
+from floe_egress.changes.resend import keys_touched, ops_by_key, rows_at
 from floe_egress.changes.source import (
     load_table,
     open_catalog,
@@ -30,10 +33,14 @@ __all__ = [
     "Op",
     "PlanKind",
     "capture",
+    "gone_deletes",
+    "keys_touched",
     "load_table",
     "open_catalog",
+    "ops_by_key",
     "output_schema",
     "resolve_key",
+    "rows_at",
     "schema_of",
     "snapshot_of_ref",
     "table_name",

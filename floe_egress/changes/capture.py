@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
 from floe_egress.changes.diff import Classified, classify
 from floe_egress.changes.files import diff_files
 from floe_egress.changes.full import full_change_set
+from floe_egress.changes.keys import conform
 from floe_egress.changes.model import (
     OP_COLUMN,
     ChangeCounts,
@@ -32,8 +32,8 @@ from floe_egress.changes.model import (
     InvalidRow,
     PlanKind,
 )
+from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.reading import Compact, RowReader
-from floe_egress.changes.source import arrow_schema, schema_of, snapshot_of_ref, table_name
 from floe_egress.errors import SourceError
 
 INVALID_SAMPLE_SIZE = 20
@@ -43,14 +43,6 @@ KEEP_BYTES = 256 * 2**20
 it, files are read again for their changed rows only)."""
 READ_THREADS = 2
 _NO_HASHES = np.zeros(0, dtype=np.int64)
-
-
-def output_schema(schema: Schema) -> pa.Schema:
-    """B's Arrow schema with every column nullable (delete rows carry only what A had)
-    plus the op column."""
-    base = arrow_schema(schema)
-    fields = [f.with_nullable(True) for f in base]
-    return pa.schema([*fields, pa.field(OP_COLUMN, pa.string(), nullable=False)])
 
 
 def capture(
@@ -70,57 +62,25 @@ def capture(
     `old_rows=False`: delete rows carry only their key (the other columns null), which
     spares reading A's files a second time for the deleted rows' values.
     """
-    name = table_name(table)
-    key = tuple(key)
-    if to_snapshot is None:
-        b = snapshot_of_ref(table, ref)
-    else:
-        b = table.snapshot_by_id(to_snapshot)
-        if b is None:
-            raise SourceError(f"snapshot {to_snapshot} is not in the metadata of table {name}")
-    schema = schema_of(table, b)
-    out = output_schema(schema)
-
-    def make(
-        plan: PlanKind,
-        counts: ChangeCounts,
-        changes: pa.Table | None,
-        reason: str = "",
-        invalid: tuple[InvalidRow, ...] = (),
-    ) -> ChangeSet:
-        data = changes if changes is not None else out.empty_table()
-        return ChangeSet(
-            table=name,
-            ref=ref,
-            key=key,
-            plan=plan,
-            from_snapshot=from_snapshot,
-            to_snapshot=b.snapshot_id if b else None,
-            to_timestamp_ms=b.timestamp_ms if b else None,
-            counts=counts,
-            schema=out,
-            batches=lambda: iter(data.to_batches(max_chunksize=batch_rows)),
-            invalid_sample=invalid,
-            reason=reason,
-        )
-
+    span = SnapshotRange.of(
+        table,
+        ref=ref,
+        from_snapshot=from_snapshot,
+        key=key,
+        to_snapshot=to_snapshot,
+        batch_rows=batch_rows,
+    )
+    name, key, b = span.name, span.key, span.to
     if b is None:
         if from_snapshot is None:
-            return make("noop", ChangeCounts(), None, f"table {name} has no snapshot yet")
+            return span.change_set(
+                "noop", ChangeCounts(), reason=f"table {name} has no snapshot yet"
+            )
         return full_change_set(
-            table,
-            name,
-            ref,
-            None,
-            schema,
-            out,
-            key,
-            from_snapshot,
-            batch_rows,
-            reason=f"ref {ref!r} of table {name} no longer points at a snapshot",
+            span, reason=f"ref {ref!r} of table {name} no longer points at a snapshot"
         )
     if from_snapshot == b.snapshot_id:
-        return make("noop", ChangeCounts(), None)
+        return span.change_set("noop", ChangeCounts())
     a = table.snapshot_by_id(from_snapshot) if from_snapshot is not None else None
     if a is None:
         if from_snapshot is None:
@@ -130,41 +90,34 @@ def capture(
                 f"snapshot {from_snapshot} is no longer in the metadata of table {name} "
                 "(expired, or the table was replaced)"
             )
-        return full_change_set(
-            table, name, ref, b, schema, out, key, from_snapshot, batch_rows, reason=reason
-        )
+        return full_change_set(span, reason=reason)
     if _only_replaces(table, a, b):
-        return make("replace", ChangeCounts(), None, "compaction only: no row changed")
+        return span.change_set("replace", ChangeCounts(), reason="compaction only: no row changed")
 
     files = diff_files(table, a, b, name)
-    reader = RowReader(table, schema)
+    reader = RowReader(table, span.schema)
     try:
         sides = _compacts(reader, files.removed, files.added, key)
     except _BeforeGone as gone:
         return full_change_set(
-            table,
-            name,
-            ref,
-            b,
-            schema,
-            out,
-            key,
-            from_snapshot,
-            batch_rows,
-            reason=f"data files of snapshot {from_snapshot} are gone ({gone.filename})",
+            span, reason=f"data files of snapshot {from_snapshot} are gone ({gone.filename})"
         )
     before, after = sides
     plan: PlanKind = "diff" if files.removed else "append"
     classified = classify(before.compact, after.compact, key)
-    changes = _assemble(reader, before, after, classified, out, old_rows)
-    invalid = _invalid_rows(after.compact, classified)
+    changes = _assemble(reader, before, after, classified, span.out, old_rows)
     counts = ChangeCounts(
         inserted=len(classified.inserts),
         updated=len(classified.updates),
         deleted=len(classified.deletes),
         invalid=len(classified.null_keys) + len(classified.duplicate_keys),
     )
-    return make(plan, counts, changes, invalid=invalid)
+    return span.change_set(
+        plan,
+        counts,
+        lambda: iter(changes.to_batches(max_chunksize=batch_rows)),
+        invalid=_invalid_rows(after.compact, classified),
+    )
 
 
 def _only_replaces(table: Table, a: Snapshot, b: Snapshot) -> bool:
@@ -339,13 +292,7 @@ def _assemble(
 
 
 def _keys_only(side: Compact, positions: np.ndarray, schema: pa.Schema) -> pa.Table:
-    keys = side.keys.take(pa.array(positions, pa.int64()))
-    n = keys.num_rows
-    columns = [
-        keys.column(f.name).cast(f.type) if f.name in keys.column_names else pa.nulls(n, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
+    return conform(side.keys.take(pa.array(positions, pa.int64())), schema)
 
 
 def _invalid_rows(after: Compact, classified: Classified) -> tuple[InvalidRow, ...]:

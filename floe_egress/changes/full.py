@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.duck import cursor
 from floe_egress.changes.files import check_readable
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, InvalidRow
+from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.source import text_batches
 
 _INVALID_SAMPLE = 20
@@ -84,34 +84,13 @@ def _multi_key_member(
         con.close()
 
 
-def full_change_set(
-    table: Table,
-    name: str,
-    ref: str,
-    snapshot: Snapshot | None,
-    schema: Schema,
-    out: pa.Schema,
-    key: tuple[str, ...],
-    from_snapshot: int | None,
-    batch_rows: int,
-    *,
-    reason: str,
-) -> ChangeSet:
+def full_change_set(span: SnapshotRange, *, reason: str) -> ChangeSet:
+    """Every valid row of B as an insert; no change at all when there is no B."""
+    snapshot = span.to
     if snapshot is None:
-        return ChangeSet(
-            table=name,
-            ref=ref,
-            key=key,
-            plan="full",
-            from_snapshot=from_snapshot,
-            to_snapshot=None,
-            to_timestamp_ms=None,
-            counts=ChangeCounts(),
-            schema=out,
-            batches=lambda: iter(()),
-            reason=reason,
-        )
-    check_readable(table, snapshot, name)
+        return span.change_set("full", ChangeCounts(), reason=reason)
+    table, key, out, batch_rows = span.table, span.key, span.out, span.batch_rows
+    check_readable(table, snapshot, span.name)
     total, nulls, dupes = _key_profile(table, snapshot, key)
     dup_rows = int(pc.sum(dupes.column("n")).as_py() or 0) if dupes.num_rows else 0
     dupes = dupes.drop_columns(["n"])
@@ -133,17 +112,10 @@ def full_change_set(
 
     if nulls:
         sample.insert(0, InvalidRow(key=dict.fromkeys(key), reason="null_key"))
-    return ChangeSet(
-        table=name,
-        ref=ref,
-        key=key,
-        plan="full",
-        from_snapshot=from_snapshot,
-        to_snapshot=snapshot_id,
-        to_timestamp_ms=snapshot.timestamp_ms,
-        counts=ChangeCounts(inserted=total - nulls - dup_rows, invalid=nulls + dup_rows),
-        schema=out,
-        batches=batches,
-        invalid_sample=tuple(sample[:_INVALID_SAMPLE]),
+    return span.change_set(
+        "full",
+        ChangeCounts(inserted=total - nulls - dup_rows, invalid=nulls + dup_rows),
+        batches,
+        invalid=tuple(sample[:_INVALID_SAMPLE]),
         reason=reason,
     )

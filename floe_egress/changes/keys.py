@@ -7,13 +7,14 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from floe_egress.changes.duck import cursor
+from floe_egress.changes.model import OP_COLUMN
 
 
 def json_default(value: Any) -> Any:
@@ -75,6 +76,28 @@ def keys_table(key_dicts: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.
         else:
             columns.append(pa.array(values).cast(field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s columns in order, cast to their types; missing columns
+    are null (rows that carry only a key)."""
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def delete_rows(
+    keys: Sequence[Mapping[str, Any]], key: Sequence[str], schema: pa.Schema
+) -> pa.Table:
+    """Delete rows with `schema` for `keys` (key dicts): the key columns set, every other
+    column null."""
+    rows = keys_table(keys, pa.schema([schema.field(k) for k in key]))
+    rows = rows.append_column(OP_COLUMN, pa.array(["delete"] * len(keys), pa.string()))
+    return conform(rows, schema)
 
 
 def _is_binary(t: pa.DataType) -> bool:

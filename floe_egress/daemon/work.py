@@ -8,31 +8,34 @@
 - in mirror mode after a full plan, deletes for keys the destination was sent (the
   ledger) that B no longer has.
 
+This module decides; the rows are computed in changes/ (`capture`, `ops_by_key`,
+`keys_touched`, `rows_at`, `gone_deletes`).
+
 Synchronous: pyiceberg and the state store block; the cycle calls it in a thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import structlog
 from pyiceberg.table import Table
 
 from floe_egress.changes import (
-    OP_COLUMN,
     ChangeSet,
     capture,
+    gone_deletes,
+    keys_touched,
+    ops_by_key,
     resolve_key,
+    rows_at,
     schema_of,
     snapshot_of_ref,
 )
-from floe_egress.changes.duck import cursor
-from floe_egress.changes.keys import key_jsons, keys_table, parse_key_json
-from floe_egress.changes.lookup import current_rows
+from floe_egress.changes.keys import key_jsons
 from floe_egress.config.models import Destination
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.sinks.mapping import filter_for_mode
@@ -153,7 +156,7 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     retry_keys: list[str] = []
     failed = store.failed_rows(dest.name) if store.failed_row_count(dest.name) else []
     if failed or attempts:
-        sent_ops = _ops_sent(change_set, key, dest)
+        sent_ops = ops_by_key(change_set, lambda rows: filter_for_mode(rows, dest.mode))
         for row in failed:
             sent_op = sent_ops.get(row.key_json)
             if row.parked:
@@ -169,7 +172,13 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
                     override.add(row.key_json)
         touched: set[str] = set()
         for attempt in attempts:
-            touched |= _keys_of_range(table, dest, attempt, key)
+            touched |= keys_touched(
+                table,
+                ref=dest.ref,
+                from_snapshot=attempt.from_snapshot,
+                to_snapshot=attempt.to_snapshot,
+                key=key,
+            )
         extra = {k: "update" for k in touched if k not in sent_ops and k not in wanted}
         if attempts:
             log.warning(
@@ -181,7 +190,7 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         wanted.update(extra)
     resend = schema.empty_table()
     if wanted and change_set.to_snapshot is not None:
-        resend = _at_current_state(table, change_set.to_snapshot, key, wanted, schema)
+        resend = rows_at(table, change_set.to_snapshot, key, wanted, schema)
 
     ledger_deletes = schema.empty_table()
     held = summary_total(table.snapshot_by_id(from_snapshot)) if from_snapshot else 0
@@ -190,8 +199,13 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         held = max(held, ledger_size)
         if change_set.plan == "full" and ledger_size:
             # Keys resent this cycle (as rows or deletes) are not deleted a second time.
-            ledger_deletes = _ledger_deletes(
-                store, dest, table, change_set, key, schema, resent=list(wanted)
+            ledger_deletes = gone_deletes(
+                table,
+                change_set.to_snapshot,
+                key,
+                schema,
+                sent=([e.key_json for e in batch] for batch in store.ledger_scan(dest.name)),
+                spare=list(wanted),
             )
     return Workload(
         change_set,
@@ -207,112 +221,7 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     )
 
 
-def _ops_sent(change_set: ChangeSet, key: tuple[str, ...], dest: Destination) -> dict[str, str]:
-    """key_json → op of the change-set rows the destination's mode delivers."""
-    ops: dict[str, str] = {}
-    for batch in change_set.batches():
-        rows = filter_for_mode(pa.Table.from_batches([batch]), dest.mode)
-        ops.update(zip(key_jsons(rows, key), rows.column(OP_COLUMN).to_pylist(), strict=True))
-    return ops
-
-
 def _readable(table: Table, attempt: Attempt) -> bool:
     if table.snapshot_by_id(attempt.to_snapshot) is None:
         return False
     return attempt.from_snapshot is None or table.snapshot_by_id(attempt.from_snapshot) is not None
-
-
-def _keys_of_range(
-    table: Table, dest: Destination, attempt: Attempt, key: tuple[str, ...]
-) -> set[str]:
-    """The keys a delivery of `attempt`'s range may have touched at the destination."""
-    if attempt.from_snapshot is None:
-        scan = table.scan(snapshot_id=attempt.to_snapshot, selected_fields=key)
-        return {k for b in scan.to_arrow_batch_reader() for k in key_jsons(b, key)}
-    touched = capture(
-        table,
-        ref=dest.ref,
-        from_snapshot=attempt.from_snapshot,
-        key=key,
-        to_snapshot=attempt.to_snapshot,
-        old_rows=False,
-    )
-    return {k for b in touched.batches() for k in key_jsons(b, key)}
-
-
-def _at_current_state(
-    table: Table,
-    snapshot_id: int,
-    key: tuple[str, ...],
-    wanted: Mapping[str, str],
-    schema: pa.Schema,
-) -> pa.Table:
-    """The rows of `wanted` keys as they are in `snapshot_id`: present rows keep an
-    insert/update op (default update), keys that are gone become deletes."""
-    found = current_rows(table, snapshot_id, key, [parse_key_json(k) for k in wanted])
-    found_keys = key_jsons(found, key)
-    ops = [wanted[k] if wanted[k] in ("insert", "update") else "update" for k in found_keys]
-    found = found.append_column(OP_COLUMN, pa.array(ops, pa.string()))
-    parts = [conform(found.select([n for n in schema.names if n in found.column_names]), schema)]
-    present = set(found_keys)
-    gone = [parse_key_json(k) for k in wanted if k not in present]
-    if gone:
-        parts.append(_deletes(gone, key, schema))
-    return pa.concat_tables(parts)
-
-
-def _deletes(keys: list[dict[str, Any]], key: tuple[str, ...], schema: pa.Schema) -> pa.Table:
-    rows = keys_table(keys, pa.schema([schema.field(k) for k in key]))
-    rows = rows.append_column(OP_COLUMN, pa.array(["delete"] * len(keys), pa.string()))
-    return conform(rows, schema)
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` with `schema`'s columns in order; missing columns are null."""
-    columns = [
-        table.column(f.name).cast(f.type)
-        if f.name in table.column_names
-        else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _ledger_deletes(
-    store: StateStore,
-    dest: Destination,
-    table: Table,
-    cs: ChangeSet,
-    key: tuple[str, ...],
-    schema: pa.Schema,
-    resent: list[str],
-) -> pa.Table:
-    """Keys the destination was sent that B no longer has (a full resync in mirror mode),
-    but for those in `resent`.
-
-    B's keys and the ledger's meet in DuckDB, which spills to disk rather than hold a
-    table's worth of keys in Python; only the keys that are gone come back."""
-    con = cursor()
-    try:
-        con.execute("CREATE TEMP TABLE live (k VARCHAR)")
-        con.execute("CREATE TEMP TABLE sent (k VARCHAR)")
-        if cs.to_snapshot is not None:
-            scan = table.scan(snapshot_id=cs.to_snapshot, selected_fields=key)
-            for batch in scan.to_arrow_batch_reader():
-                _insert_keys(con, "live", key_jsons(batch, key))
-        _insert_keys(con, "live", resent)
-        for entries in store.ledger_scan(dest.name):
-            _insert_keys(con, "sent", [e.key_json for e in entries])
-        rows = con.execute("SELECT k FROM sent ANTI JOIN live USING (k) ORDER BY k").fetchall()
-    finally:
-        con.close()
-    if not rows:
-        return schema.empty_table()
-    return _deletes([parse_key_json(r[0]) for r in rows], key, schema)
-
-
-def _insert_keys(con: duckdb.DuckDBPyConnection, table: str, keys: list[str]) -> None:
-    if keys:
-        con.register("batch_keys", pa.table({"k": pa.array(keys, pa.string())}))
-        con.execute(f"INSERT INTO {table} SELECT k FROM batch_keys")
-        con.unregister("batch_keys")

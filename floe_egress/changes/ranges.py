@@ -13,7 +13,7 @@ from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, InvalidRow, PlanKind
 from floe_egress.changes.source import arrow_schema, schema_of, snapshot_of_ref, table_name
-from floe_egress.errors import SourceError
+from floe_egress.errors import InvalidSourceError
 
 
 def output_schema(schema: Schema) -> pa.Schema:
@@ -64,7 +64,9 @@ class SnapshotRange:
         else:
             b = table.snapshot_by_id(to_snapshot)
             if b is None:
-                raise SourceError(f"snapshot {to_snapshot} is not in the metadata of table {name}")
+                raise InvalidSourceError(
+                    f"snapshot {to_snapshot} is not in the metadata of table {name}"
+                )
         schema = schema_of(table, b)
         return cls(
             table=table,

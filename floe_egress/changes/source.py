@@ -16,7 +16,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.types import PrimitiveType
 
-from floe_egress.errors import SourceError
+from floe_egress.errors import InvalidSourceError, SourceError
 
 
 def open_catalog(name: str, properties: Mapping[str, Any]) -> Catalog:
@@ -31,7 +31,9 @@ def load_table(catalog: Catalog, identifier: str) -> Table:
     try:
         return catalog.load_table(identifier)
     except (NoSuchTableError, NoSuchNamespaceError) as exc:
-        raise SourceError(f"table {identifier} does not exist in catalog {catalog.name!r}") from exc
+        raise InvalidSourceError(
+            f"table {identifier} does not exist in catalog {catalog.name!r}"
+        ) from exc
 
 
 def table_name(table: Table) -> str:
@@ -44,7 +46,9 @@ def snapshot_of_ref(table: Table, ref: str) -> Snapshot | None:
         if ref == "main" and table.metadata.current_snapshot_id is None:
             return None
         known = ", ".join(sorted(table.metadata.refs)) or "none"
-        raise SourceError(f"table {table_name(table)} has no branch or tag {ref!r} (refs: {known})")
+        raise InvalidSourceError(
+            f"table {table_name(table)} has no branch or tag {ref!r} (refs: {known})"
+        )
     return table.snapshot_by_name(ref)
 
 
@@ -177,7 +181,7 @@ def resolve_key(table: Table, schema: Schema, configured: Sequence[str] | None) 
     else:
         key = tuple(schema.identifier_field_names())
         if not key:
-            raise SourceError(
+            raise InvalidSourceError(
                 f"table {name} has no identifier fields; set primary_key for this "
                 "destination (e.g. primary_key: [id])"
             )
@@ -185,12 +189,12 @@ def resolve_key(table: Table, schema: Schema, configured: Sequence[str] | None) 
     for column in key:
         field = schema.find_field(column) if column in columns else None
         if field is None:
-            raise SourceError(
+            raise InvalidSourceError(
                 f"primary key column {column!r} is not a top-level column of table {name} "
                 f"(columns: {', '.join(columns)})"
             )
         if not isinstance(field.field_type, PrimitiveType):
-            raise SourceError(
+            raise InvalidSourceError(
                 f"primary key column {column!r} of table {name} has type "
                 f"{field.field_type}; a key column must be a primitive type"
             )

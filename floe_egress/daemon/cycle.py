@@ -45,6 +45,8 @@ log = structlog.get_logger("floe_egress.cycle")
 
 Status = Literal["ok", "noop", "failed", "skipped"]
 SAMPLE_ROWS = 5
+_RANGE_FIELDS = ("plan", "from_snapshot", "to_snapshot")
+"""Bound to the cycle's log lines once its range is known."""
 
 
 @dataclass(slots=True)
@@ -159,7 +161,10 @@ async def run_cycle(
     with structlog.contextvars.bound_contextvars(
         destination=dest.name, table=dest.source_table, cycle=uuid.uuid4().hex[:12]
     ):
-        return await _run_cycle(rt, dest, lease or StandaloneLease(dest.name), force)
+        try:
+            return await _run_cycle(rt, dest, lease or StandaloneLease(dest.name), force)
+        finally:
+            structlog.contextvars.unbind_contextvars(*_RANGE_FIELDS)
 
 
 async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: bool) -> CycleResult:
@@ -179,7 +184,7 @@ async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: b
         result.invalid = cs.counts.invalid
         result.retried = int(work.resend.num_rows)
         structlog.contextvars.bind_contextvars(
-            plan=cs.plan, from_snapshot=cs.from_snapshot, to_snapshot=cs.to_snapshot
+            **dict(zip(_RANGE_FIELDS, (cs.plan, cs.from_snapshot, cs.to_snapshot), strict=True))
         )
         _check_delete_guard(work, dest, force or work.force_requested_at is not None)
         if work.has_rows and cs.to_snapshot is not None:

@@ -112,7 +112,7 @@ def _start(
             f"{dest.source_table}@{dest.ref}"
         )
     if checkpoint.key != key:
-        log.warning("key_changed_full_resync", destination=dest.name, old=checkpoint.key, new=key)
+        log.warning("key_changed_full_resync", old=checkpoint.key, new=key)
         return None, f"the key changed from {list(checkpoint.key)} to {list(key)}: full resync"
     return checkpoint.snapshot_id, ""
 
@@ -183,7 +183,6 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         if attempts:
             log.warning(
                 "interrupted_delivery_resent",
-                destination=dest.name,
                 ranges=[(a.from_snapshot, a.to_snapshot) for a in attempts],
                 keys=len(extra),
             )

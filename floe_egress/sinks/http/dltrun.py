@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ class _Run:
     loop: asyncio.AbstractEventLoop
     schema: pa.Schema
     handler: Handler
+    context: contextvars.Context
+    """The caller's context: the handler runs in it (bound log fields), not in that of
+    dlt's worker thread."""
     calls: int = 0
     error: BaseException | None = None
     cancelled: bool = False
@@ -100,7 +104,7 @@ class DltBridge:
 
     async def run(self, table: pa.Table, handler: Handler) -> None:
         """Load `table` through dlt; `handler` gets its rows on this event loop."""
-        run = _Run(asyncio.get_running_loop(), table.schema, handler)
+        run = _Run(asyncio.get_running_loop(), table.schema, handler, contextvars.copy_context())
         async with self._lock:
             work = asyncio.ensure_future(asyncio.to_thread(self._run_sync, table, run))
             try:
@@ -149,7 +153,9 @@ class DltBridge:
             return
         try:
             data = _as_given(pq.read_table(path), run.schema)
-            future = asyncio.run_coroutine_threadsafe(_call(run.handler, data), run.loop)
+            future = run.context.copy().run(
+                asyncio.run_coroutine_threadsafe, _call(run.handler, data), run.loop
+            )
             run.in_flight = future
             future.result()
         except Exception as exc:  # must not reach dlt: see module doc

@@ -35,7 +35,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from floe_egress.config import LoadedConfig, load_config
+from floe_egress.config import LoadedConfig
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact, resolve
 from floe_egress.daemon.cycle import OWNER, CycleResult, run_cycle
@@ -45,6 +45,7 @@ from floe_egress.daemon.runtime import Runtime
 from floe_egress.daemon.status import destination_status
 from floe_egress.daemon.systemd import Notifier
 from floe_egress.errors import ConfigError, EgressError
+from floe_egress.spec import load_spec
 
 log = structlog.get_logger("floe_egress.daemon")
 T = TypeVar("T")
@@ -306,7 +307,7 @@ class Daemon:
         return 0
 
     def _load(self) -> LoadedConfig:
-        loaded = load_config(self.config_path)
+        loaded = load_spec(self.config_path)
         server = loaded.spec.server
         token = resolve(server.token, path=("server", "token")) if server.token else None
         if not is_loopback(server.host) and not token:

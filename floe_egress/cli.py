@@ -16,17 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from floe_egress import __version__, logs
-from floe_egress.config import (
-    ConfigValidationError,
-    LoadedConfig,
-    compile_spec,
-    default_config_path,
-    json_schema,
-    load_config,
-)
+from floe_egress.config import ConfigValidationError, LoadedConfig, default_config_path
 from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
 from floe_egress.errors import ConfigError, EgressError
+from floe_egress.spec import compile_artifacts, load_spec, spec_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -98,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace, *, check_secrets: bool = False) -> LoadedConfig:
     path = args.config or default_config_path()
-    return load_config(path, check_secrets=check_secrets)
+    return load_spec(path, check_secrets=check_secrets)
 
 
 def _destinations(spec: FloeSpec, name: str | None) -> list[Destination]:
@@ -124,7 +118,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded.literal_secrets:
         raise ConfigValidationError(str(loaded.path), list(loaded.literal_secrets))
-    artifacts = compile_spec(loaded)
+    artifacts = compile_artifacts(loaded)
     args.output.write_text(json.dumps(artifacts, indent=2) + "\n")
     print(
         f"wrote {args.output} (format {artifacts['version']}, "
@@ -135,7 +129,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    _print_json(json_schema())
+    _print_json(spec_schema())
     return EXIT_OK
 
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from floe_egress.config import load_config
 from floe_egress.daemon.cycle import CycleResult, preview_cycle, run_cycle
 from floe_egress.daemon.runtime import Runtime, catalog_properties
 from floe_egress.errors import ConfigError
 from floe_egress.platform.contract import IngestionConfig
 from floe_egress.platform.plugin import DltIngestionPlugin
+from floe_egress.spec import load_spec
 
 MARKER = ".floe-egress-demo"
 DESTINATION = "demo_customers"
@@ -140,7 +140,7 @@ def _prepare(directory: Path) -> Path:
 
 
 async def _demo(directory: Path) -> int:
-    loaded = load_config(directory / "floe.yaml")
+    loaded = load_spec(directory / "floe.yaml")
     spec = loaded.spec
     dest = spec.destination(DESTINATION)
     runtime = Runtime(spec)

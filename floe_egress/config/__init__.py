@@ -1,16 +1,24 @@
 """Configuration: the floe.yaml models, loading and validation, secrets, compiled artifacts.
 
-The CLI calls `load_config(path, check_secrets=...)` (raises `ConfigValidationError`
-listing every problem), `compile_spec(loaded)` and `json_schema()`; sinks call
-`resolve(value)` when they build a destination.
+`floe_egress.spec` calls `load_config(path, check_secrets=..., sink_check=...)` (raises
+`ConfigValidationError` listing every problem), `compile_spec(loaded, batch_size_of=...)`
+and `json_schema(sink_configs=...)`, handing in what the sink types know: config comes
+before sinks in the data flow and imports nothing from them. Sinks call `resolve(value)`
+when they build a destination.
 """
 
 from __future__ import annotations
 
-from floe_egress.config.compiler import ARTIFACT_VERSION, compile_destination, compile_spec
+from floe_egress.config.compiler import (
+    ARTIFACT_VERSION,
+    BatchSizeOf,
+    compile_destination,
+    compile_spec,
+)
 from floe_egress.config.loader import (
     CONFIG_ENV_VAR,
     LoadedConfig,
+    SinkCheck,
     default_config_path,
     load_config,
     validate_document,
@@ -29,6 +37,7 @@ from floe_egress.config.secrets import (
 __all__ = [
     "ARTIFACT_VERSION",
     "CONFIG_ENV_VAR",
+    "BatchSizeOf",
     "ConfigValidationError",
     "Destination",
     "FloeSpec",
@@ -37,6 +46,7 @@ __all__ = [
     "Problem",
     "ResolvedSecret",
     "SecretRef",
+    "SinkCheck",
     "compile_destination",
     "compile_spec",
     "default_config_path",

@@ -1,7 +1,9 @@
 """The one entry point that turns a floe.yaml (or compiled artifacts) into a validated spec.
 
 Validation collects every problem before it raises: the models' own errors, unique
-names, each destination against its sink type, and secret references.
+names, each destination against its sink type, and secret references. Config comes
+before sinks in the data flow and does not know the sink types: the check against them
+is handed in as `sink_check` (`floe_egress.spec` hands in the sink registry's).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ COMPILED_KIND = "CompiledArtifacts"
 SUPPORTED_MAJOR = 1
 
 SinkCheck = Callable[[list[Any]], list[Problem]]
+"""The problems of the raw destination mappings against their sink types."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +72,15 @@ def load_config(
     *,
     check_secrets: bool = False,
     environ: Mapping[str, str] | None = None,
+    sink_check: SinkCheck | None = None,
 ) -> LoadedConfig:
     """Load and validate floe.yaml or compiled artifacts (told apart by content).
 
     Raises `ConfigValidationError` listing every problem, sorted by line, or
     `ConfigError` when the file cannot be read. With `check_secrets`, every secret
     reference must resolve in this environment (`validate`, `run`); without it they are
-    only checked for form (`compile`, `plan`).
+    only checked for form (`compile`, `plan`). Without `sink_check`, destinations are
+    not checked against their sink types (`floe_egress.spec.load_spec` hands one in).
     """
     source = Path(path) if path is not None else default_config_path()
     label = str(path) if path is not None else str(source)
@@ -84,7 +89,7 @@ def load_config(
     text = _decode(data, label)
     artifacts = _compiled_artifacts(text)
     if artifacts is not None:
-        spec = _validate_compiled(artifacts, label, check_secrets, environ)
+        spec = _validate_compiled(artifacts, label, check_secrets, environ, sink_check)
         literals = _literal_secrets(artifacts.get("spec"), LineMap(), ("spec",))
         return LoadedConfig(spec, source, sha256, "compiled", literal_secrets=literals)
     try:
@@ -93,7 +98,7 @@ def load_config(
         raise ConfigValidationError(label, [exc.problem]) from None
     _require_mapping(document.data, label)
     validated, problems = validate_document(
-        document.data, check_secrets=check_secrets, environ=environ
+        document.data, check_secrets=check_secrets, environ=environ, sink_check=sink_check
     )
     problems = [
         p if p.line is not None else Problem(p.path, p.message, document.lines.line_of(p.path))
@@ -126,7 +131,8 @@ def validate_document(
     environ: Mapping[str, str] | None = None,
     sink_check: SinkCheck | None = None,
 ) -> tuple[FloeSpec | None, list[Problem]]:
-    """The spec (None when the models reject it) and every problem found, without lines."""
+    """The spec (None when the models reject it) and every problem found, without lines;
+    with `sink_check`, the destinations' problems against their sink types too."""
     spec: FloeSpec | None = None
     problems: list[Problem] = []
     try:
@@ -136,7 +142,8 @@ def validate_document(
         kept = [e for e in exc.errors() if e["type"] != DUPLICATE_NAME_ERROR]
         problems += problems_from_errors(kept, FloeSpec, raw)
     problems += duplicate_names(raw)
-    problems += (sink_check or _sink_check)(_destination_items(raw))
+    if sink_check is not None:
+        problems += sink_check(_destination_items(raw))
     reported = {p.path for p in problems}
     problems += [
         p
@@ -144,14 +151,6 @@ def validate_document(
         if not any(p.path[:end] in reported for end in range(1, len(p.path) + 1))
     ]
     return (spec if not problems else None), _unique(problems)
-
-
-def _sink_check(items: list[Any]) -> list[Problem]:
-    # Deferred import: config sits before sinks in the data flow, but floe.yaml is only
-    # valid if every destination fits its sink type, and the registry knows the types.
-    from floe_egress.sinks.checks import check_destination_items
-
-    return check_destination_items(items)
 
 
 def _destination_items(raw: Mapping[str, Any]) -> list[Any]:
@@ -212,6 +211,7 @@ def _validate_compiled(
     label: str,
     check_secrets: bool,
     environ: Mapping[str, str] | None,
+    sink_check: SinkCheck | None,
 ) -> FloeSpec:
     version = artifacts.get("version")
     major = str(version).split(".", 1)[0] if isinstance(version, str) else None
@@ -230,7 +230,9 @@ def _validate_compiled(
             "required key is missing" if raw is None else f"must be a mapping, got {describe(raw)}"
         )
         raise ConfigValidationError(label, [Problem(("spec",), message)])
-    spec, problems = validate_document(raw, check_secrets=check_secrets, environ=environ)
+    spec, problems = validate_document(
+        raw, check_secrets=check_secrets, environ=environ, sink_check=sink_check
+    )
     if spec is None or problems:
         raise ConfigValidationError(label, [p.with_prefix(("spec",)) for p in problems])
     return spec
@@ -239,6 +241,7 @@ def _validate_compiled(
 __all__ = [
     "CONFIG_ENV_VAR",
     "LoadedConfig",
+    "SinkCheck",
     "default_config_path",
     "load_config",
     "validate_document",

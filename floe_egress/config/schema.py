@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from pydantic import BaseModel
 
 from floe_egress.config.models import FloeSpec
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def json_schema(*, with_sink_types: bool = True) -> dict[str, Any]:
-    """The schema of floe.yaml; with sink types, each `sink_config` is checked against the
-    config model of the `sink_type` beside it (every type registered right now)."""
+def json_schema(*, sink_configs: Mapping[str, type[BaseModel]] | None = None) -> dict[str, Any]:
+    """The schema of floe.yaml; given the `sink_config` model of each sink type by name,
+    each `sink_config` is checked against the model of the `sink_type` beside it."""
     schema = FloeSpec.model_json_schema(by_alias=True, mode="validation")
-    if with_sink_types:
-        _add_sink_configs(schema)
+    if sink_configs:
+        _add_sink_configs(schema, sink_configs)
     return {"$schema": SCHEMA_DIALECT, **schema}
 
 
-def _add_sink_configs(schema: dict[str, Any]) -> None:
-    # Deferred import: the registry lives in sinks/, a later step of the data flow.
-    from floe_egress.sinks.registry import sink_types
-
+def _add_sink_configs(schema: dict[str, Any], sink_configs: Mapping[str, type[BaseModel]]) -> None:
     defs: dict[str, Any] = schema.setdefault("$defs", {})
     rules: list[dict[str, Any]] = []
-    for name, sink_type in sorted(sink_types().items()):
+    for name, config_model in sorted(sink_configs.items()):
         prefix = f"sink_{name}_"
-        sub = sink_type.config_model.model_json_schema(
+        sub = config_model.model_json_schema(
             by_alias=True, mode="validation", ref_template=f"#/$defs/{prefix}{{model}}"
         )
         for key, value in sub.pop("$defs", {}).items():
@@ -37,10 +37,9 @@ def _add_sink_configs(schema: dict[str, Any]) -> None:
                 "then": {"properties": {"sink_config": sub}},
             }
         )
-    if rules:
-        destination = defs["Destination"]
-        destination["allOf"] = rules
-        destination["properties"]["sink_type"]["examples"] = sorted(sink_types())
+    destination = defs["Destination"]
+    destination["allOf"] = rules
+    destination["properties"]["sink_type"]["examples"] = sorted(sink_configs)
 
 
 __all__ = ["SCHEMA_DIALECT", "json_schema"]

@@ -18,7 +18,7 @@ from floe_egress.config.models import DEFAULT_STATE_DIR, Destination, FloeSpec
 from floe_egress.config.secrets import redact, resolve
 from floe_egress.errors import ConfigError
 from floe_egress.sinks.base import Sink
-from floe_egress.sinks.registry import BuildRequest, get_sink_type, sink_types
+from floe_egress.sinks.registry import BuildRequest, get_sink_type, sink_type_names
 from floe_egress.state import open_store
 from floe_egress.state.store import StateStore
 
@@ -114,7 +114,7 @@ class Runtime:
 def build_sink(dest: Destination, key: tuple[str, ...], work_dir: Path) -> Sink:
     sink_type = get_sink_type(dest.sink_type)
     if sink_type is None:
-        available = ", ".join(sorted(sink_types()))
+        available = ", ".join(sink_type_names())
         raise ConfigError(
             f"destination {dest.name}: unknown sink_type {dest.sink_type!r} "
             f"(available: {available})"

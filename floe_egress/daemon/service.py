@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from floe_egress.config import LoadedConfig, load_config
+from floe_egress.config import LoadedConfig
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.cycle import CycleResult
 from floe_egress.daemon.health import LAG_EVERY, PROBE_EVERY, Health
@@ -37,6 +37,7 @@ from floe_egress.daemon.runner import Runner, install, stop
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.daemon.systemd import Notifier
 from floe_egress.daemon.tasks import Housework, Tasks
+from floe_egress.spec import load_spec
 
 log = structlog.get_logger("floe_egress.daemon")
 
@@ -146,7 +147,7 @@ class Daemon:
         return 0
 
     def _load(self) -> LoadedConfig:
-        loaded = load_config(self.config_path)
+        loaded = load_spec(self.config_path)
         self._token = server_token(loaded.spec.server)
         return loaded
 

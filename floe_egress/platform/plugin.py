@@ -36,7 +36,7 @@ from floe_egress.platform.contract import (
 from floe_egress.sinks.base import DeliveryReport, Sink, WriteContext
 from floe_egress.sinks.delivery import Delivery, payload_digest
 from floe_egress.sinks.mapping import filter_for_mode
-from floe_egress.sinks.registry import BuildRequest, get_sink_type, sink_types
+from floe_egress.sinks.registry import BuildRequest, get_sink_type, sink_type_names
 
 T = TypeVar("T")
 _CATALOG_SECRET_KEYS = ("credential", "token", "password", "secret", "key")
@@ -142,7 +142,7 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
     # --- SinkConnector ----------------------------------------------------------------
 
     def list_available_sinks(self) -> list[str]:
-        return sorted(sink_types())
+        return sink_type_names()
 
     def create_sink(self, config: SinkConfig) -> SinkHandle:
         sink_type = get_sink_type(config.sink_type)

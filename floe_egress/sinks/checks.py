@@ -2,6 +2,8 @@
 
 They work on the raw floe.yaml mappings too, so that one broken destination does not
 hide the sink problems of the others. Secret references stay unresolved strings here.
+`floe_egress.spec` hands `check_destination_items` to config's loader; each destination
+imports only its own sink type's module.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from floe_egress.config.messages import problems_from_errors
 from floe_egress.config.models import SYNC_MODES, FloeSpec
 from floe_egress.config.problems import KeyPath, Problem, did_you_mean
 from floe_egress.config.secrets import has_references
-from floe_egress.sinks.registry import SinkType, sink_types
+from floe_egress.sinks.registry import SinkType, get_sink_type, sink_type_names
 
 DESTINATIONS: KeyPath = ("ingestion", "destinations")
 
@@ -28,23 +30,21 @@ def check_destinations(spec: FloeSpec) -> list[Problem]:
 
 def check_destination_items(items: Sequence[Any], prefix: KeyPath = DESTINATIONS) -> list[Problem]:
     """Sink problems of raw destination mappings; malformed items are left to the models."""
-    known = sink_types()
     problems: list[Problem] = []
     for index, item in enumerate(items):
         if isinstance(item, Mapping):
-            problems += _check_one(item, (*prefix, index), known)
+            problems += _check_one(item, (*prefix, index))
     return problems
 
 
-def _check_one(
-    item: Mapping[str, Any], at: KeyPath, known: Mapping[str, SinkType]
-) -> list[Problem]:
+def _check_one(item: Mapping[str, Any], at: KeyPath) -> list[Problem]:
     name = item.get("sink_type")
     if not isinstance(name, str) or not name:
         return []
-    sink_type = known.get(name)
+    sink_type = get_sink_type(name)
     if sink_type is None:
-        available = ", ".join(sorted(known)) or "none registered"
+        known = sink_type_names()
+        available = ", ".join(known) or "none registered"
         message = f"unknown sink_type {name!r}; available: {available}" + did_you_mean(name, known)
         return [Problem((*at, "sink_type"), message)]
     problems = _check_config(sink_type, item.get("sink_config", {}), (*at, "sink_config"))

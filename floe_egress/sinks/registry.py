@@ -1,17 +1,27 @@
-"""The sink types floe-egress knows, what each accepts, and how each is built."""
+"""The sink types floe-egress knows, what each accepts, and how each is built.
+
+The built-in types are known by name before their modules are imported: asking for one
+type imports only its module, so validating a floe.yaml imports the sink modules it
+names and no others (no aiohttp for a database destination). Listing the names imports
+nothing; `sink_types()` imports them all.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from floe_egress.config.models import Destination, RateLimit, RetryConfig, SyncMode
-from floe_egress.sinks.base import Sink
+
+if TYPE_CHECKING:  # sinks.base imports pyarrow, which the CLI loads only when it needs it
+    from floe_egress.sinks.base import Sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +80,25 @@ class SinkType:
 
 _REGISTRY: dict[str, SinkType] = {}
 
+_BUILTIN_MODULES: dict[str, str] = {
+    "rest_api": "floe_egress.sinks.http.rest_api",
+    "hubspot": "floe_egress.sinks.http.hubspot",
+    "salesforce": "floe_egress.sinks.http.salesforce",
+    "postgres": "floe_egress.sinks.database",
+    "mysql": "floe_egress.sinks.database",
+    "sqlite": "floe_egress.sinks.database",
+    "duckdb": "floe_egress.sinks.database",
+}
+"""Each built-in type and the module whose import registers it (dlt is imported only
+when a destination is built)."""
+
 
 def register(sink_type: SinkType) -> SinkType:
+    """Add a sink type; a name already taken, by a built-in too, is an error."""
+    builtin = _BUILTIN_MODULES.get(sink_type.name)
+    if builtin is not None and builtin not in sys.modules:
+        # Load the built-in first, so that it clashes here rather than when it is imported.
+        importlib.import_module(builtin)
     if sink_type.name in _REGISTRY:
         raise ValueError(f"sink type {sink_type.name!r} is registered twice")
     _REGISTRY[sink_type.name] = sink_type
@@ -86,7 +113,6 @@ def unregister(name: str) -> None:
 @contextmanager
 def registered(*types: SinkType) -> Iterator[tuple[SinkType, ...]]:
     """Register sink types for the duration of a block, then remove them again."""
-    sink_types()  # load the built-ins first: an early registration would otherwise hide them
     added: list[str] = []
     try:
         for sink_type in types:
@@ -98,34 +124,28 @@ def registered(*types: SinkType) -> Iterator[tuple[SinkType, ...]]:
             unregister(name)
 
 
-_builtins_loaded = False
-
-
-def _load_builtin() -> None:
-    # Importing a sink module registers its type; kept lazy (and dlt is imported only
-    # when a destination is built) so `floe-egress validate` stays fast.
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    import importlib
-
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
-_BUILTIN_MODULES: tuple[str, ...] = (
-    "floe_egress.sinks.http.rest_api",
-    "floe_egress.sinks.http.hubspot",
-    "floe_egress.sinks.http.salesforce",
-    "floe_egress.sinks.database",
-)
+def sink_type_names() -> list[str]:
+    """The names of every sink type, sorted, imported or not (for messages)."""
+    waiting = {name for name, module in _BUILTIN_MODULES.items() if module not in sys.modules}
+    return sorted(waiting | _REGISTRY.keys())
 
 
 def sink_types() -> dict[str, SinkType]:
-    _load_builtin()
+    """Every sink type by name, the built-ins imported (`floe-egress sinks`, the schema)."""
+    for module in dict.fromkeys(_BUILTIN_MODULES.values()):
+        importlib.import_module(module)
     return dict(_REGISTRY)
 
 
 def get_sink_type(name: str) -> SinkType | None:
-    return sink_types().get(name)
+    """The sink type of that name, importing only its module; None for an unknown name."""
+    builtin = _BUILTIN_MODULES.get(name)
+    if builtin is not None:
+        importlib.import_module(builtin)
+    return _REGISTRY.get(name)
+
+
+def default_batch_size(name: str) -> int | None:
+    """The sink type's own batch size, or None for an unknown name."""
+    found = get_sink_type(name)
+    return found.default_batch_size if found is not None else None

@@ -1,4 +1,4 @@
-"""Fixtures for the config tests: small sink types of their own, a base floe.yaml, secrets."""
+"""Fixtures for the config tests: the test sink types registered, a base floe.yaml, secrets."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ConfigDict
 
-from floe_egress.config.models import SYNC_MODES
-from floe_egress.sinks.base import Sink
-from floe_egress.sinks.registry import BuildRequest, SinkType, registered
+from floe_egress.sinks.registry import registered
+from tests.fixtures.sink_types import TEST_API, TEST_DB
 
 EXAMPLE = Path(__file__).parent / "data" / "floe.example.yaml"
 TOKEN_VALUE = "zebra-7f3a9c-not-a-real-token"
@@ -54,31 +52,6 @@ ingestion:
       schedule:
         cron: "*/5 * * * *"
 """
-
-
-class ApiConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    url: str
-    headers: dict[str, str] = {}
-
-
-class DbConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    credentials: str | None = None
-    table: str | None = None
-    port: int | None = None
-
-
-def _not_built(request: BuildRequest) -> Sink:
-    raise NotImplementedError(request.destination)
-
-
-TEST_API = SinkType(
-    "test_api", ApiConfig, frozenset(SYNC_MODES), _not_built, default_batch_size=200
-)
-TEST_DB = SinkType(
-    "test_db", DbConfig, frozenset({"upsert", "insert"}), _not_built, default_batch_size=500
-)
 
 
 @pytest.fixture(autouse=True)

@@ -12,13 +12,8 @@ from typing import Any
 import pytest
 
 from floe_egress import __version__
-from floe_egress.config import (
-    ARTIFACT_VERSION,
-    ConfigValidationError,
-    LoadedConfig,
-    compile_spec,
-    load_config,
-)
+from floe_egress.config import ARTIFACT_VERSION, ConfigValidationError, LoadedConfig, compile_spec
+from floe_egress.spec import compile_artifacts, load_spec
 from tests.unit.config.conftest import BASE_YAML, DB_URL_VALUE, TOKEN_VALUE, edit
 
 NOW = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
@@ -26,12 +21,12 @@ NOW = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 
 @pytest.fixture
 def loaded(write_config: Callable[[str], Path], secrets_env: Path) -> LoadedConfig:
-    return load_config(write_config(BASE_YAML), check_secrets=True)
+    return load_spec(write_config(BASE_YAML), check_secrets=True)
 
 
 @pytest.fixture
 def artifacts(loaded: LoadedConfig) -> dict[str, Any]:
-    return compile_spec(loaded, now=NOW)
+    return compile_artifacts(loaded, now=NOW)
 
 
 def test_header(artifacts: dict[str, Any], loaded: LoadedConfig) -> None:
@@ -48,7 +43,7 @@ def test_header(artifacts: dict[str, Any], loaded: LoadedConfig) -> None:
 
 def test_generated_at_defaults_to_now(loaded: LoadedConfig) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
-    generated = datetime.fromisoformat(compile_spec(loaded)["generated_at"])
+    generated = datetime.fromisoformat(compile_artifacts(loaded)["generated_at"])
 
     assert generated.tzinfo is not None
     assert before <= generated <= datetime.now(UTC)
@@ -108,11 +103,21 @@ def test_destinations_are_resolved_for_the_daemon(artifacts: dict[str, Any]) -> 
     assert app_db["rate_limit"] is None
 
 
+def test_batch_size_defaults_come_from_the_caller(loaded: LoadedConfig) -> None:
+    sizes = {"test_api": 7, "test_db": 9}
+
+    alone = compile_spec(loaded, now=NOW)["destinations"]
+    given = compile_spec(loaded, now=NOW, batch_size_of=sizes.get)["destinations"]
+
+    assert [d["batch_size"] for d in alone] == [100, None]
+    assert [d["batch_size"] for d in given] == [100, 9]
+
+
 def test_interval_defaults_when_no_schedule_given(
     write_config: Callable[[str], Path], secrets_env: Path
 ) -> None:
     text = edit(BASE_YAML, "      schedule:\n        interval_seconds: 5\n", "")
-    compiled = compile_spec(load_config(write_config(text)))
+    compiled = compile_artifacts(load_spec(write_config(text)))
 
     assert compiled["destinations"][0]["schedule"] == {"kind": "interval", "interval_seconds": 10.0}
 
@@ -133,12 +138,12 @@ def test_roundtrip_gives_an_equal_spec(
     path = tmp_path / "compiled.json"
     path.write_text(json.dumps(artifacts, indent=2))
 
-    again = load_config(path)
+    again = load_spec(path)
 
     assert again.format == "compiled"
     assert again.spec == loaded.spec
     assert again.line_of(("server", "port")) is None
-    assert compile_spec(again, now=NOW)["spec"] == artifacts["spec"]
+    assert compile_artifacts(again, now=NOW)["spec"] == artifacts["spec"]
 
 
 @pytest.mark.parametrize("version", ["1.0.0", "1.4.2"])
@@ -146,7 +151,7 @@ def test_same_major_versions_load(artifacts: dict[str, Any], tmp_path: Path, ver
     path = tmp_path / "compiled.json"
     path.write_text(json.dumps({**artifacts, "version": version}))
 
-    assert load_config(path).spec.metadata.name == "test-floe"
+    assert load_spec(path).spec.metadata.name == "test-floe"
 
 
 @pytest.mark.parametrize(
@@ -160,7 +165,7 @@ def test_unknown_major_version_is_a_clear_error(
     path.write_text(json.dumps({**artifacts, "version": version}))
 
     with pytest.raises(ConfigValidationError) as info:
-        load_config(path)
+        load_spec(path)
 
     assert str(info.value) == (
         f"{path} version: compiled artifacts format {shown} is not supported: floe-egress "
@@ -175,7 +180,7 @@ def test_compiled_spec_problems_point_into_spec(artifacts: dict[str, Any], tmp_p
     path.write_text(json.dumps(artifacts))
 
     with pytest.raises(ConfigValidationError) as info:
-        load_config(path)
+        load_spec(path)
 
     assert [(p.key, p.line) for p in info.value.problems] == [
         ("spec.server.port", None),
@@ -189,4 +194,4 @@ def test_compiled_without_spec(artifacts: dict[str, Any], tmp_path: Path) -> Non
     path.write_text(json.dumps(artifacts))
 
     with pytest.raises(ConfigValidationError, match="spec: required key is missing"):
-        load_config(path)
+        load_spec(path)

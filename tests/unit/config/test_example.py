@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from floe_egress.config import load_config
 from floe_egress.config.models import FloeSpec
 from floe_egress.config.yamlsource import parse_yaml
+from floe_egress.spec import load_spec
 from tests.unit.config.conftest import EXAMPLE
 
 
@@ -28,7 +28,7 @@ def test_example_validates_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_TOKEN", "token-for-validation")
     monkeypatch.setenv("APP_DB_URL", "postgresql://user:pass@localhost:5432/app")
 
-    loaded = load_config(EXAMPLE, check_secrets=True)
+    loaded = load_spec(EXAMPLE, check_secrets=True)
 
     assert [d.name for d in loaded.spec.ingestion.destinations] == [
         "crm_contacts",

@@ -12,8 +12,8 @@ import structlog
 
 from floe_egress import logs
 from floe_egress.cli import main
-from floe_egress.config import load_config
 from floe_egress.config.secrets import literal_secrets, redact
+from floe_egress.spec import load_spec
 from tests.fixtures.cli_runner import cli_isolation
 from tests.unit.config.conftest import BASE_YAML, edit
 
@@ -68,7 +68,7 @@ def test_secret_named_keys_and_url_passwords_are_found() -> None:
 def test_loading_reports_them_with_lines_and_masks_them(
     write_config: Callable[[str], Path],
 ) -> None:
-    loaded = load_config(write_config(LITERAL_YAML))
+    loaded = load_spec(write_config(LITERAL_YAML))
     assert [(p.line, p.key) for p in loaded.literal_secrets] == [
         (9, "state.url"),
         (22, "ingestion.destinations[0].sink_config.headers.Authorization"),
@@ -84,7 +84,7 @@ def test_short_literals_are_reported_but_do_not_mask_common_words(
     write_config: Callable[[str], Path],
 ) -> None:
     text = edit(BASE_YAML, "url: sqlite:///state.db", "url: postgresql://floe:floe@db:5432/x")
-    loaded = load_config(write_config(text))
+    loaded = load_spec(write_config(text))
     assert [p.key for p in loaded.literal_secrets] == ["state.url"]
     assert redact("table floe.events of floe_egress") == "table floe.events of floe_egress"
     assert redact("postgresql://floe:floe@db:5432/x") == "postgresql://floe:***@db:5432/x"
@@ -123,4 +123,4 @@ def test_references_compile_as_before(
     output = tmp_path / "compiled.json"
     assert main(["compile", "--config", str(write_config(BASE_YAML)), "-o", str(output)]) == 0
     assert "${env:FLOE_TEST_TOKEN}" in json.dumps(json.loads(output.read_text()))
-    assert load_config(output).literal_secrets == ()
+    assert load_spec(output).literal_secrets == ()

@@ -1,9 +1,13 @@
-"""load_config: every problem of a floe.yaml at once, with key path, line and plain message."""
+"""Loading floe.yaml: every problem at once, with key path, line and plain message.
+
+Through `load_spec`, which hands the sink registry's checks to config's `load_config`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -12,12 +16,14 @@ from floe_egress.config import (
     ConfigValidationError,
     LoadedConfig,
     Problem,
+    compile_spec,
     default_config_path,
     load_config,
 )
 from floe_egress.config.models import FloeSpec
 from floe_egress.errors import ConfigError
 from floe_egress.sinks.registry import sink_types
+from floe_egress.spec import load_spec
 from tests.unit.config.conftest import BASE_YAML, TOKEN_VALUE, edit
 
 D0 = "ingestion.destinations[0]"
@@ -28,14 +34,14 @@ CRON_FIELDS = "(expected five fields: minute hour day month day_of_week)"
 
 def problems_of(path: Path, *, check_secrets: bool = True) -> list[tuple[str, int | None, str]]:
     with pytest.raises(ConfigValidationError) as info:
-        load_config(path, check_secrets=check_secrets)
+        load_spec(path, check_secrets=check_secrets)
     return [(p.key, p.line, p.message) for p in info.value.problems]
 
 
 @pytest.mark.usefixtures("secrets_env")
 def test_base_config_loads_with_lines(write_config: Callable[[str], Path]) -> None:
     path = write_config(BASE_YAML)
-    loaded = load_config(path, check_secrets=True)
+    loaded = load_spec(path, check_secrets=True)
 
     assert isinstance(loaded, LoadedConfig)
     assert loaded.format == "yaml"
@@ -322,7 +328,7 @@ def test_unresolvable_secrets_pass_without_check_secrets(
 ) -> None:
     monkeypatch.delenv("FLOE_TEST_TOKEN", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    loaded = load_config(write_config(BASE_YAML), check_secrets=False)
+    loaded = load_spec(write_config(BASE_YAML), check_secrets=False)
 
     headers = loaded.spec.ingestion.destinations[0].sink_config["headers"]
     assert headers == {"Authorization": "Bearer ${env:FLOE_TEST_TOKEN}"}
@@ -356,7 +362,7 @@ def test_every_problem_reported_at_once_sorted_by_line(
     path = write_config(text)
 
     with pytest.raises(ConfigValidationError) as info:
-        load_config(path, check_secrets=True)
+        load_spec(path, check_secrets=True)
 
     assert str(info.value).splitlines() == [
         f"{path}:12 server.port: must be an integer, got 'abc'",
@@ -410,7 +416,7 @@ def test_yaml_syntax_error_has_line(
     path = write_config(text)
 
     with pytest.raises(ConfigValidationError) as info:
-        load_config(path)
+        load_spec(path)
 
     (problem,) = info.value.problems
     assert problem.line == line
@@ -422,7 +428,7 @@ def test_duplicate_yaml_key_does_not_echo_values(write_config: Callable[[str], P
     path = write_config("kind: FloeSpec\nserver:\n  token: first-value\n  token: second-value\n")
 
     with pytest.raises(ConfigValidationError) as info:
-        load_config(path)
+        load_spec(path)
 
     assert [(p.line, p.message) for p in info.value.problems] == [(4, "duplicate key 'token'")]
     assert "value" not in str(info.value).replace(str(path), "")
@@ -445,7 +451,7 @@ def test_unusable_top_level(
     write_config: Callable[[str], Path], text: str, message: str, line: int | None
 ) -> None:
     with pytest.raises(ConfigValidationError) as info:
-        load_config(write_config(text))
+        load_spec(write_config(text))
 
     assert [(p.path, p.line, p.message) for p in info.value.problems] == [((), line, message)]
 
@@ -455,7 +461,7 @@ def test_not_utf8(write_config: Callable[[str], Path], tmp_path: Path) -> None:
     path.write_bytes(b"kind: FloeSpec\nmetadata:\n  name: caf\xe9\n")
 
     with pytest.raises(ConfigValidationError) as info:
-        load_config(path)
+        load_spec(path)
 
     assert [(p.line, p.message) for p in info.value.problems] == [
         (3, "not UTF-8 text (byte 36); save the file as UTF-8")
@@ -464,7 +470,7 @@ def test_not_utf8(write_config: Callable[[str], Path], tmp_path: Path) -> None:
 
 def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path / "nope.yaml")
+        load_spec(tmp_path / "nope.yaml")
 
     assert not isinstance(info.value, ConfigValidationError)
     assert str(info.value) == (
@@ -475,7 +481,7 @@ def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
 
 def test_directory_is_not_a_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"is a directory, not a floe\.yaml file"):
-        load_config(tmp_path)
+        load_spec(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -499,13 +505,13 @@ def test_default_config_path(
 
 
 @pytest.mark.usefixtures("secrets_env")
-def test_load_config_without_path_uses_env_var(
+def test_loading_without_path_uses_env_var(
     write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_config(BASE_YAML, "elsewhere.yaml")
     monkeypatch.setenv("FLOE_EGRESS_CONFIG", str(path))
 
-    assert load_config().source == path
+    assert load_spec().source == path
 
 
 @pytest.mark.usefixtures("secrets_env")
@@ -529,3 +535,38 @@ def test_models_reject_duplicate_names_when_built_directly() -> None:
 
     with pytest.raises(ValidationError, match="duplicate destination name 'a'"):
         FloeSpec.model_validate(raw)
+
+
+def test_config_alone_leaves_sink_types_unjudged(write_config: Callable[[str], Path]) -> None:
+    path = write_config(edit(BASE_YAML, "sink_type: test_db", "sink_type: test_dbb"))
+
+    loaded = load_config(path)
+
+    assert loaded.spec.ingestion.destinations[1].sink_type == "test_dbb"
+
+
+@pytest.mark.parametrize(
+    ("compiled", "prefix"), [(False, ""), (True, "spec.")], ids=["floe.yaml", "compiled"]
+)
+def test_sink_check_judges_the_destinations(
+    write_config: Callable[[str], Path], tmp_path: Path, compiled: bool, prefix: str
+) -> None:
+    seen: list[list[str]] = []
+
+    def refuse_first(items: list[Any]) -> list[Problem]:
+        seen.append([item["name"] for item in items])
+        return [Problem(("ingestion", "destinations", 0, "sink_type"), "not this one")]
+
+    path = write_config(BASE_YAML)
+    if compiled:
+        artifacts = compile_spec(load_config(path))
+        path = tmp_path / "compiled.json"
+        path.write_text(json.dumps(artifacts))
+
+    with pytest.raises(ConfigValidationError) as info:
+        load_config(path, sink_check=refuse_first)
+
+    assert [(p.key, p.message) for p in info.value.problems] == [
+        (f"{prefix}{D0}.sink_type", "not this one")
+    ]
+    assert seen == [["crm_contacts", "app_db"]]

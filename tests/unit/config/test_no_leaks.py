@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from floe_egress.config import ConfigValidationError, compile_spec, load_config
+from floe_egress.config import ConfigValidationError
+from floe_egress.spec import compile_artifacts, load_spec
 from tests.unit.config.conftest import BASE_YAML, DB_URL_VALUE, TOKEN_VALUE, edit
 
 VALUES = [TOKEN_VALUE, DB_URL_VALUE, "quokka-91b2"]
@@ -21,7 +22,7 @@ def test_problems_never_show_secret_values(write_config: Callable[[str], Path]) 
     text = edit(text, "        table: customers", "        table: customers\n        port: no")
 
     with pytest.raises(ConfigValidationError) as info:
-        load_config(write_config(text), check_secrets=True)
+        load_spec(write_config(text), check_secrets=True)
 
     message = str(info.value)
     assert len(info.value.problems) == 3
@@ -34,8 +35,8 @@ def test_problems_never_show_secret_values(write_config: Callable[[str], Path]) 
 def test_loaded_spec_and_artifacts_never_hold_secret_values(
     write_config: Callable[[str], Path],
 ) -> None:
-    loaded = load_config(write_config(BASE_YAML), check_secrets=True)
-    artifacts = json.dumps(compile_spec(loaded))
+    loaded = load_spec(write_config(BASE_YAML), check_secrets=True)
+    artifacts = json.dumps(compile_artifacts(loaded))
 
     for value in VALUES:
         assert value not in artifacts

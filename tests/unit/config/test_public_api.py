@@ -23,10 +23,16 @@ def test_public_members_are_declared() -> None:
     assert public == set(config.__all__)
 
 
-def test_entry_points_the_cli_calls() -> None:
+def test_entry_points_floe_egress_spec_calls() -> None:
     assert list(inspect.signature(config.load_config).parameters) == [
         "path",
         "check_secrets",
         "environ",
+        "sink_check",
     ]
-    assert list(inspect.signature(config.compile_spec).parameters) == ["loaded", "now"]
+    assert list(inspect.signature(config.compile_spec).parameters) == [
+        "loaded",
+        "now",
+        "batch_size_of",
+    ]
+    assert list(inspect.signature(config.json_schema).parameters) == ["sink_configs"]

@@ -9,12 +9,13 @@ import pytest
 
 from floe_egress.config import json_schema
 from floe_egress.config.yamlsource import parse_yaml
+from floe_egress.spec import spec_schema
 from tests.unit.config.conftest import EXAMPLE
 
 
 @pytest.fixture
 def schema() -> dict[str, Any]:
-    return json_schema()
+    return spec_schema()
 
 
 def _deref(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -107,4 +108,4 @@ def test_sink_config_checked_per_sink_type(schema: dict[str, Any]) -> None:
 
 
 def test_schema_without_sink_types_has_no_rules() -> None:
-    assert "allOf" not in json_schema(with_sink_types=False)["$defs"]["Destination"]
+    assert "allOf" not in json_schema()["$defs"]["Destination"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -10,9 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from floe_egress.config.models import SYNC_MODES, FloeSpec
 from floe_egress.sinks.checks import check_destination_items, check_destinations
 from floe_egress.sinks.registry import SinkType, get_sink_type, registered, sink_types
-from tests.unit.config.conftest import TEST_API, DbConfig, _not_built
+from tests.fixtures.sink_types import TEST_API, TEST_DB, DbConfig, not_built
 
-APPEND_ONLY = SinkType("test_events", DbConfig, frozenset({"append"}), _not_built)
+APPEND_ONLY = SinkType("test_events", DbConfig, frozenset({"append"}), not_built)
+
+
+@pytest.fixture(autouse=True)
+def registered_test_types() -> Iterator[None]:
+    with registered(TEST_API, TEST_DB):
+        yield
 
 
 def spec_with(*destinations: dict[str, Any]) -> FloeSpec:
@@ -142,7 +149,7 @@ class UnionConfig(BaseModel):
     size: int | str = 1
 
 
-UNIONS = SinkType("test_unions", UnionConfig, frozenset(SYNC_MODES), _not_built)
+UNIONS = SinkType("test_unions", UnionConfig, frozenset(SYNC_MODES), not_built)
 AT = "ingestion.destinations[0].sink_config"
 
 

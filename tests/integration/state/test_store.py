@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import stat
@@ -16,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from floe_egress import state
 from floe_egress.errors import CheckpointError
 from floe_egress.state import (
     Checkpoint,
@@ -614,16 +612,6 @@ def test_postgres_search_path_option_must_name_an_existing_schema(
 def test_bad_urls_say_what_to_write(url: str, message: str) -> None:
     with pytest.raises(CheckpointError, match=message):
         open_store(url)
-
-
-def test_the_package_exports_exactly_its_all() -> None:
-    public = {
-        name
-        for name, value in vars(state).items()
-        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
-    }
-
-    assert public == set(state.__all__)
 
 
 def test_attempts_accumulate_until_a_commit_clears_them(backend: Backend) -> None:

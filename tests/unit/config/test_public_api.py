@@ -7,22 +7,6 @@ import inspect
 import floe_egress.config as config
 
 
-def test_all_names_exist() -> None:
-    missing = [name for name in config.__all__ if not hasattr(config, name)]
-
-    assert missing == []
-
-
-def test_public_members_are_declared() -> None:
-    public = {
-        name
-        for name, value in vars(config).items()
-        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
-    }
-
-    assert public == set(config.__all__)
-
-
 def test_entry_points_floe_egress_spec_calls() -> None:
     assert list(inspect.signature(config.load_config).parameters) == [
         "path",

@@ -1,5 +1,7 @@
-"""Config comes before sinks in the data flow: no module of floe_egress/config imports
-floe_egress.sinks, in any form (module level, inside a function, relative, by name)."""
+"""The data flows config -> changes -> sinks -> state, with the daemon, the platform
+plugin and the command line on top: no module of a step imports a later step (nor what
+sits on top), in any form (module level, inside a function, relative, by name). In
+particular config does not import sinks: floe_egress/spec.py hands it what it needs."""
 
 from __future__ import annotations
 
@@ -10,15 +12,20 @@ from pathlib import Path
 
 import pytest
 
-import floe_egress.config
+import floe_egress
 
-CONFIG_DIR = Path(floe_egress.config.__file__).parent
-PACKAGE = "floe_egress.config"
-FORBIDDEN = "floe_egress.sinks"
+ROOT = Path(floe_egress.__file__).parent
+STEPS = ("config", "changes", "sinks", "state")
+ON_TOP = ("daemon", "platform", "cli", "spec", "demo")
 
 
-def _is_forbidden(module: str) -> bool:
-    return module == FORBIDDEN or module.startswith(FORBIDDEN + ".")
+def later_than(step: str) -> tuple[str, ...]:
+    """What a module of `step` must not import."""
+    return tuple(f"floe_egress.{s}" for s in (*STEPS[STEPS.index(step) + 1 :], *ON_TOP))
+
+
+def _is_forbidden(module: str, forbidden: tuple[str, ...]) -> bool:
+    return any(module == f or module.startswith(f + ".") for f in forbidden)
 
 
 def _absolute(node: ast.ImportFrom, package: str) -> str:
@@ -28,21 +35,30 @@ def _absolute(node: ast.ImportFrom, package: str) -> str:
     return ".".join([*base, *([node.module] if node.module else [])])
 
 
-def sink_imports(source: str, package: str = PACKAGE) -> list[str]:
-    """Each import of floe_egress.sinks in the source, as `line: what`."""
+def forbidden_imports(source: str, package: str, forbidden: tuple[str, ...]) -> list[str]:
+    """Each import in the source of a module in `forbidden`, as `line: what`."""
     found: list[str] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found += [f"{node.lineno}: {a.name}" for a in node.names if _is_forbidden(a.name)]
+            found += [
+                f"{node.lineno}: {a.name}" for a in node.names if _is_forbidden(a.name, forbidden)
+            ]
         elif isinstance(node, ast.ImportFrom):
             module = _absolute(node, package)
             names = [module, *(f"{module}.{a.name}" for a in node.names)]
-            if any(_is_forbidden(name) for name in names):
+            if any(_is_forbidden(name, forbidden) for name in names):
                 found.append(f"{node.lineno}: from {module} import ...")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            # importlib.import_module("floe_egress.sinks...") and the like
-            found += [f"{node.lineno}: {node.value}"] if _is_forbidden(node.value.strip()) else []
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and _is_forbidden(node.value.strip(), forbidden)
+        ):  # importlib.import_module("floe_egress.sinks...") and the like
+            found.append(f"{node.lineno}: {node.value}")
     return found
+
+
+def sink_imports(source: str, package: str = "floe_egress.config") -> list[str]:
+    return forbidden_imports(source, package, later_than("config"))
 
 
 @pytest.mark.parametrize(
@@ -78,14 +94,15 @@ def test_the_scan_lets_config_imports_through() -> None:
     assert sink_imports(source) == []
 
 
-MODULES = sorted(CONFIG_DIR.rglob("*.py"))
+MODULES = sorted(p for step in STEPS for p in (ROOT / step).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(CONFIG_DIR)) for p in MODULES])
-def test_config_module_does_not_import_sinks(path: Path) -> None:
-    package = ".".join([PACKAGE, *path.parent.relative_to(CONFIG_DIR).parts])
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(ROOT)) for p in MODULES])
+def test_no_module_imports_a_later_step(path: Path) -> None:
+    parts = path.relative_to(ROOT).parent.parts
+    package = ".".join(["floe_egress", *parts])
 
-    assert sink_imports(path.read_text(encoding="utf-8"), package) == []
+    assert forbidden_imports(path.read_text(encoding="utf-8"), package, later_than(parts[0])) == []
 
 
 def test_loading_with_config_alone_imports_no_sink_module(tmp_path: Path) -> None:

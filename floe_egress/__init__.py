@@ -19,6 +19,7 @@ from floe_egress.errors import (
     ServiceError,
     SinkError,
     SourceError,
+    StateSetupError,
     TransientSinkError,
     UnsupportedSourceError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ServiceError",
     "SinkError",
     "SourceError",
+    "StateSetupError",
     "TransientSinkError",
     "UnsupportedSourceError",
     "__version__",

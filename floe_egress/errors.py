@@ -16,6 +16,8 @@
     │   └── PermanentSinkError     P  401/403, a refused grant, a batch refused for good
     ├── DeleteGuardError           P  a cycle would delete more than max_delete_fraction
     ├── CheckpointError            T  the state store could not read or record progress
+    │   ├── StateSetupError        P  the store cannot be used as configured (a state.url
+    │   │                             it does not understand, a newer schema version)
     │   └── LeaseLostError         T  another daemon may hold the destination now
     └── ServiceError               P  the daemon itself cannot run (its port is taken)
 
@@ -101,6 +103,13 @@ class CheckpointError(EgressError):
     transient = True
 
 
+class StateSetupError(CheckpointError):
+    """The state store cannot be used as configured: a `state.url` it does not
+    understand, a schema that does not exist, a schema version newer than this one."""
+
+    transient = False
+
+
 class LeaseLostError(CheckpointError):
     """This process no longer holds the destination's lease: it stopped before the next
     write or before moving the checkpoint, and the holder resends the range."""
@@ -130,6 +139,7 @@ __all__ = [
     "ServiceError",
     "SinkError",
     "SourceError",
+    "StateSetupError",
     "TransientSinkError",
     "UnsupportedSourceError",
     "failure_kind",

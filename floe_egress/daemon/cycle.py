@@ -13,10 +13,11 @@ resent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import structlog
@@ -26,9 +27,10 @@ from floe_egress.changes.keys import key_json, key_jsons, row_hashes
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.leases import CycleLease, StandaloneLease
+from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.daemon.work import Workload, prepare_work
-from floe_egress.errors import DeleteGuardError, EgressError, FailureKind, failure_kind
+from floe_egress.errors import DeleteGuardError, EgressError, failure_kind
 from floe_egress.sinks.base import DeliveryReport, WriteContext
 from floe_egress.sinks.delivery import Delivery
 from floe_egress.sinks.mapping import filter_for_mode, ops_for_mode
@@ -43,59 +45,9 @@ from floe_egress.state.store import (
 
 log = structlog.get_logger("floe_egress.cycle")
 
-Status = Literal["ok", "noop", "failed", "skipped"]
 SAMPLE_ROWS = 5
 _RANGE_FIELDS = ("plan", "from_snapshot", "to_snapshot")
 """Bound to the cycle's log lines once its range is known."""
-
-
-@dataclass(slots=True)
-class CycleResult:
-    destination: str
-    status: Status
-    plan: str | None = None
-    from_snapshot: int | None = None
-    to_snapshot: int | None = None
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    invalid: int = 0
-    failed: int = 0
-    retried: int = 0
-    error: str | None = None
-    error_kind: FailureKind | None = None
-    """Whether a failed cycle may succeed when retried (see errors.py)."""
-    error_type: str | None = None
-    retry_after: float | None = None
-    """Seconds the destination asked to be left alone (Retry-After), when it said."""
-    reason: str = ""
-    duration_seconds: float = 0.0
-    rate_limit_wait_seconds: float = 0.0
-    http_statuses: dict[int, int] = field(default_factory=dict)
-    sample: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "destination": self.destination,
-            "status": self.status,
-            "plan": self.plan,
-            "from_snapshot": self.from_snapshot,
-            "to_snapshot": self.to_snapshot,
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "invalid": self.invalid,
-            "failed": self.failed,
-            "retried": self.retried,
-            "error": self.error,
-            "error_kind": self.error_kind,
-            "retry_after_seconds": self.retry_after,
-            "reason": self.reason,
-            "duration_seconds": round(self.duration_seconds, 3),
-        }
-        if self.sample:
-            data["sample"] = self.sample
-        return data
 
 
 def _count_deletes(work: Workload, dest: Destination) -> int:
@@ -106,6 +58,11 @@ def _count_deletes(work: Workload, dest: Destination) -> int:
 
 async def preview_cycle(rt: Runtime, dest: Destination) -> CycleResult:
     """What a cycle would send, with a sample per op; nothing is sent or written."""
+    with _bound(dest):
+        return await _preview(rt, dest)
+
+
+async def _preview(rt: Runtime, dest: Destination) -> CycleResult:
     started = time.monotonic()
     try:
         work = await asyncio.to_thread(prepare_work, rt, dest)
@@ -158,11 +115,19 @@ async def run_cycle(
     asked between writes and renewed before the checkpoint moves. The destination and a
     cycle id are bound to every log line of the cycle, in threads too.
     """
+    with _bound(dest):
+        return await _run_cycle(rt, dest, lease or StandaloneLease(dest.name), force)
+
+
+@contextlib.contextmanager
+def _bound(dest: Destination) -> Iterator[None]:
+    """The destination, its table and a cycle id on every log line of the cycle (the
+    range fields too once they are known), in threads too; unbound afterwards."""
     with structlog.contextvars.bound_contextvars(
         destination=dest.name, table=dest.source_table, cycle=uuid.uuid4().hex[:12]
     ):
         try:
-            return await _run_cycle(rt, dest, lease or StandaloneLease(dest.name), force)
+            yield
         finally:
             structlog.contextvars.unbind_contextvars(*_RANGE_FIELDS)
 

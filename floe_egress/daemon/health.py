@@ -221,10 +221,11 @@ class Health:
             log.warning("not_ready", checks={k: v for k, v in checks.items() if v != "ok"})
 
     async def update_lag(self) -> None:
-        runtime = self._host.runtime
         for name, runner in list(self._host.runners.items()):
-            try:
-                status = await asyncio.to_thread(destination_status, runtime, runner.dest)
+            try:  # the runtime is read each time: a reload may replace it meanwhile
+                status = await asyncio.to_thread(
+                    destination_status, self._host.runtime, runner.dest
+                )
             except Exception as exc:  # status errors show on /status; lag simply waits
                 log.debug("lag_unavailable", destination=name, error=redact(str(exc)))
                 continue

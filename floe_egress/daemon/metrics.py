@@ -14,6 +14,9 @@ floe_egress_destination_retry_at_timestamp_seconds{destination}.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Collection
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -23,7 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from floe_egress.daemon.cycle import CycleResult
+from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runner import STATES, Runner
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,6 +37,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._seen: set[str] = set()
+        """Destinations with per-destination gauges."""
         r = self.registry
         self.cycles = Counter(
             "floe_egress_cycles", "Sync cycles by result.", ["destination", "result"], registry=r
@@ -88,7 +93,7 @@ class Metrics:
         self.cycle_errors = Counter(
             "floe_egress_cycle_errors",
             "Failed cycles by error kind: transient (retried with backoff) or permanent "
-            "(the destination is failing until someone acts).",
+            "(the destination is failing: retried slowly, or at once on a nudge or reload).",
             ["destination", "kind"],
             registry=r,
         )
@@ -124,9 +129,23 @@ class Metrics:
         if result.status == "failed" and result.error_kind is not None:
             self.cycle_errors.labels(name, result.error_kind).inc()
 
+    def retain(self, names: Collection[str]) -> None:
+        """Drop the gauges of destinations not in `names` (a reload removed them; their
+        counters stay)."""
+        for name in self._seen - set(names):
+            self._forget(name)
+        self._seen &= set(names)
+
+    def _forget(self, name: str) -> None:
+        for state in STATES:
+            _remove(self.state, name, state)
+        for gauge in (self.retry_at, self.lag, self.lease_held):
+            _remove(gauge, name)
+
     def observe_runner(self, runner: Runner, now: float) -> None:
         """The destination's state and backoff, as its runner sees them."""
         name = runner.dest.name
+        self._seen.add(name)
         for state in STATES:
             self.state.labels(name, state).set(1 if state == runner.state else 0)
         retry_in = runner.seconds_to_next_attempt()
@@ -134,3 +153,8 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never set
+        gauge.remove(*labels)

@@ -27,8 +27,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
-from floe_egress.daemon.cycle import CycleResult, run_cycle
+from floe_egress.daemon.cycle import run_cycle
 from floe_egress.daemon.leases import CycleLease
+from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.errors import EgressError, failure_kind
 
@@ -68,15 +69,18 @@ class RunnerHost(Protocol):
 class Runner:
     """Runs the cycles of one destination, one at a time; extra requests coalesce."""
 
-    def __init__(self, host: RunnerHost, dest: Destination, *, hold_until: float = 0.0) -> None:
+    def __init__(self, host: RunnerHost, dest: Destination) -> None:
         self.host = host
         self.dest = dest
         self.task: asyncio.Task[None] | None = None
         self.again = False
+        """Another cycle was asked for while one ran."""
+        self.again_now = False
+        """...by something other than the schedule (which waits out a backoff)."""
         self.failures = 0
         self.not_before = 0.0
         """Loop time before which the schedule does not start a cycle (backoff)."""
-        self.hold_until = hold_until
+        self.hold_until = 0.0
         """Loop time before which nothing starts a cycle (the destination's Retry-After)."""
         self.last: CycleResult | None = None
         self.failure: CycleResult | None = None
@@ -102,6 +106,7 @@ class Runner:
             return "stopping"
         if self.running:
             self.again = True
+            self.again_now = self.again_now or reason != "schedule"
             return "coalesced"
         now = _now()
         if now < self.hold_until:
@@ -136,7 +141,7 @@ class Runner:
 
     async def _run(self, reason: str) -> None:
         while True:
-            self.again = False
+            self.again = self.again_now = False
             if not self.host.holds(self.dest.name):
                 return
             result = await self._cycle()
@@ -145,9 +150,12 @@ class Runner:
             self.host.finished(self, result, reason)
             if not self.again or not self.host.accepting:
                 return
-            if _now() < self.hold_until:
+            now = _now()
+            if now < self.hold_until:
                 self._defer()
                 return
+            if not self.again_now and now < self.not_before:
+                return  # only schedule ticks came: the schedule tries again after the backoff
             reason = "coalesced"
 
     async def _cycle(self) -> CycleResult:
@@ -206,7 +214,13 @@ class Runner:
 
     def seconds_to_next_attempt(self) -> float:
         """Until the schedule may start a cycle again (0: no backoff)."""
-        return max(0.0, self.not_before - _now())
+        return max(0.0, max(self.not_before, self.hold_until) - _now())
+
+    def carry_over(self, before: Runner) -> None:
+        """After a reload: keep what the old runner knew, and the pause the destination
+        asked for (Retry-After); a failing destination is tried again at once."""
+        self.last, self.failure, self.failures = before.last, before.failure, before.failures
+        self.hold_until = before.hold_until
 
 
 def _now() -> float:
@@ -246,9 +260,10 @@ def install(
     pause a destination asked for (Retry-After) still holds."""
     runners: dict[str, Runner] = {}
     for dest in destinations:
+        runner = runners[dest.name] = Runner(host, dest)
         before = old.get(dest.name)
-        hold = before.hold_until if before is not None else 0.0
-        runners[dest.name] = Runner(host, dest, hold_until=hold)
+        if before is not None:
+            runner.carry_over(before)
         schedule(scheduler, dest, job)
     return runners
 

@@ -28,11 +28,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from floe_egress.config import LoadedConfig
 from floe_egress.config.secrets import redact
-from floe_egress.daemon.cycle import CycleResult
 from floe_egress.daemon.health import LAG_EVERY, PROBE_EVERY, Health
 from floe_egress.daemon.http import server_token, start_server
 from floe_egress.daemon.leases import OWNER, CycleLease, DaemonLeases
 from floe_egress.daemon.metrics import Metrics
+from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runner import Runner, install, stop
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.daemon.systemd import Notifier
@@ -176,6 +176,7 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         enabled = [d for d in loaded.spec.ingestion.destinations if d.enabled]
         self.runners = install(self, self.scheduler, enabled, self.runners, self._scheduled)
+        self.metrics.retain(self.runners)
         self.accepting = True
         self.scheduler.start()
 

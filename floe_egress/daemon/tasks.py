@@ -3,7 +3,7 @@
 Every task is kept until it ends and its failure is logged, never fired and forgotten.
 Housework (lease renewals, readiness probes) runs on threads of its own, so cycles busy
 in the default executor cannot delay a lease renewal past its expiry; the calling
-task's context (structlog's bound destination and cycle) goes along.
+task's context (whatever structlog has bound there) goes along, as with to_thread.
 """
 
 from __future__ import annotations

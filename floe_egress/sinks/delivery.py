@@ -58,10 +58,11 @@ def payload_digest(table: pa.Table) -> tuple[str, int]:
 
 
 def combined_checksum(checksums: Iterable[str]) -> str:
-    """One `sha256:` checksum for several writes (a single write keeps its own)."""
-    parts = [c for c in checksums if c]
-    if len(parts) <= 1:
-        return parts[0] if parts else ""
+    """One `sha256:` checksum for several writes: a single write keeps its own; none or
+    several give the sha256 of their checksums joined (of nothing: of the empty payload)."""
+    parts = list(checksums)
+    if len(parts) == 1:
+        return parts[0]
     return "sha256:" + hashlib.sha256("".join(parts).encode()).hexdigest()
 
 

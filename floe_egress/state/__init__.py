@@ -46,7 +46,7 @@ def open_store(
 
         return PostgresStore(url, clock=clock, faults=faults)
     scheme = url.split("://", 1)[0] if "://" in url else url.split(":", 1)[0]
-    raise _errors.CheckpointError(
+    raise _errors.StateSetupError(
         f"state.url {redact_url(url)!r}: unsupported scheme {scheme!r}; use "
         "sqlite:///path/to/state.db or postgresql://user:password@host:5432/database"
     )

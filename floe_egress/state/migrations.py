@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from floe_egress.clock import Clock
-from floe_egress.errors import CheckpointError
+from floe_egress.errors import StateSetupError
 from floe_egress.state.cursor import Cursor
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -132,12 +132,12 @@ def current_version(cur: Cursor) -> int:
 def apply(cur: Cursor, dialect: Dialect, where: str, clock: Clock) -> int:
     """Bring the schema to LATEST and return the version it was at before.
 
-    Raises CheckpointError when the store was written by a newer floe-egress.
+    Raises StateSetupError when the store was written by a newer floe-egress.
     """
     cur.execute(_TRACKING.format(**_TYPES[dialect]))
     before = current_version(cur)
     if before > LATEST:
-        raise CheckpointError(
+        raise StateSetupError(
             f"the state store {where} has schema version {before}, newer than this "
             f"floe-egress knows (version {LATEST}): upgrade floe-egress on this host"
         )

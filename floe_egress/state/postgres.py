@@ -20,7 +20,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from floe_egress.clock import SYSTEM_CLOCK, Clock
-from floe_egress.errors import CheckpointError
+from floe_egress.errors import CheckpointError, StateSetupError
 from floe_egress.state.cursor import Cursor, KeyTable
 from floe_egress.state.faults import Faults
 from floe_egress.state.sql import SqlStore
@@ -257,7 +257,7 @@ class PostgresStore(SqlStore):
         cur.execute("SELECT current_schema()")
         row = cur.fetchone()
         if row is None or row[0] is None:
-            raise CheckpointError(
+            raise StateSetupError(
                 f"the state store {self._redacted}: search_path names no existing schema; "
                 "create the schema, or use ?schema=NAME to have floe-egress create it"
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, unquote, urlencode
 
-from floe_egress.errors import CheckpointError
+from floe_egress.errors import StateSetupError
 
 SQLITE_MEMORY = ":memory:"
 DEFAULT_CONNECT_TIMEOUT_S = 10
@@ -71,12 +71,12 @@ def sqlite_path(url: str) -> str:
         return SQLITE_MEMORY
     path = url.removeprefix("sqlite:///")
     if not url.startswith("sqlite:///") or not path:
-        raise CheckpointError(
+        raise StateSetupError(
             f"state.url {url!r} names no file: use sqlite:///relative/path.db "
             "or sqlite:////absolute/path.db"
         )
     if "?" in path:
-        raise CheckpointError(
+        raise StateSetupError(
             f"state.url {url!r}: query parameters are not supported for SQLite; remove them"
         )
     return path
@@ -95,7 +95,7 @@ def postgres_dsn(url: str) -> tuple[str, str | None]:
     params = parse_qsl(query, keep_blank_values=True)
     schema = next((v for k, v in params if k == "schema"), None)
     if schema is not None and not _SCHEMA.match(schema):
-        raise CheckpointError(
+        raise StateSetupError(
             f"state.url {redact_url(url)}: schema={schema!r} is not a plain lowercase "
             "identifier (letters, digits, _); choose another schema name"
         )
@@ -105,7 +105,7 @@ def postgres_dsn(url: str) -> tuple[str, str | None]:
     except psycopg2.Error as exc:
         # libpq quotes the part it could not parse, which may be a piece of the password.
         detail = "" if _password_span(url) else f" ({scrub(str(exc).strip(), url)})"
-        raise CheckpointError(
+        raise StateSetupError(
             f"state.url {redact_url(url)} is not a valid PostgreSQL URL{detail}: expected "
             "postgresql://user:password@host:port/database with @ / ? # % in the password "
             "URL-encoded"

@@ -28,6 +28,8 @@ _REFUSED = re.compile(
 )
 _TRANSIENT = re.compile(
     r"connection refused|could not connect|can't connect|server closed the connection|"
+    r"could not translate host name|name resolution|name or service not known|"
+    r"no route to host|network is unreachable|"
     r"connection reset|connection (was )?lost|lost connection|gone away|"
     r"terminating connection|connection timed out|timeout expired|timed out|"
     r"could not set lock|database is locked|too many connections|"
@@ -72,6 +74,8 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if _REFUSED.search(text) or _ROW.search(text):
         return False
+    if any(isinstance(e, OSError) for e in chain(exc)):  # the network, a full disk
+        return True
     from dlt.common.exceptions import TransientException
 
     return any(isinstance(e, TransientException) for e in chain(exc))

@@ -188,7 +188,8 @@ class HttpClient:
         self._verify_tls = verify_tls
         self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
         self._params = list(params)
-        self._classify = classifier or default_classifier(destination)
+        self.classify = classifier or default_classifier(destination)
+        """Decides what a response means: go on (None), retry, or fail."""
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
@@ -259,7 +260,7 @@ class HttpClient:
                     if await self._renewed(response, renewed):
                         attempt -= 1
                         continue
-                    outcome = self._classify(request, response)
+                    outcome = self.classify(request, response)
                     if outcome is None:
                         return response
             if isinstance(outcome, SinkError):
@@ -299,7 +300,7 @@ class HttpClient:
 
     async def probe(self, request: Request) -> Response:
         """One attempt, for `check()`: an unreachable API is a TransientSinkError (it may
-        answer on the next try); refused credentials are permanent (the classifier)."""
+        answer on the next try); the sink's check judges the response."""
         budget = budget_for(self.budget_spec)
         renewed: set[str] = set()
         while True:

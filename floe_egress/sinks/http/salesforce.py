@@ -130,6 +130,12 @@ class SalesforceSink(HttpSink):
     async def check(self) -> None:
         url = f"{self.base}/sobjects/{self.config.sobject}/describe"
         response = await self.client.probe(Request("GET", url))
+        limited = self.client.classify(Request("GET", url), response)
+        if isinstance(limited, Retry):  # REQUEST_LIMIT_EXCEEDED, 5xx: try again later
+            raise TransientSinkError(
+                f"destination {self.name!r}: describe of {self.config.sobject!r} answered "
+                f"{limited.reason}; trying again later"
+            )
         if response.status in (401, 403, 404):
             raise self.refused(f"describe of {self.config.sobject!r}", response)
         data = response.json()

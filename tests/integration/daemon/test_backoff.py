@@ -79,7 +79,10 @@ async def test_a_401_marks_the_destination_failing_without_a_tight_retry_loop(
     await asyncio.to_thread(world.table.append, customers(initial_rows(4)))
     dest = destination(api.url, retry=NO_RETRIES_INSIDE_THE_SINK)
     dest["sink_config"]["headers"] = {"Authorization": "Bearer revoked"}
-    daemon = await start_daemon(world, [dest])  # polls every second
+    # A slow refusal: schedule ticks (every second) arrive while the cycle runs, and
+    # must not start another cycle past the backoff.
+    api.fail(*[Fault(delay=1.5)] * 3)
+    daemon = await start_daemon(world, [dest])
 
     failed = await daemon.wait_event("cycle_failed")
     assert failed["error_kind"] == "permanent"

@@ -61,6 +61,22 @@ async def test_check_fails_fast_naming_the_destination_without_the_password(
     assert PASSWORD not in repr(failure.value.__cause__) + repr(failure.value.__context__)
 
 
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_a_host_that_does_not_resolve_is_transient(
+    request: pytest.FixtureRequest, tmp_path: Path, make_sink: SinkFactory, kind: str
+) -> None:
+    """DNS down or a host not (yet) there: the next try may work, so the daemon backs
+    off instead of marking the destination failing."""
+    db = make_db(request, kind, tmp_path)
+    parts = urlsplit(with_login(db.url, "app", PASSWORD))
+    nowhere = urlunsplit(parts._replace(netloc=f"app:{PASSWORD}@db.does-not-exist.invalid"))
+    sink = make_sink(db, credentials=nowhere)
+    with pytest.raises(TransientSinkError) as failure:
+        await sink.check()
+    assert str(failure.value).startswith(f"destination 'app_db' ({kind} ")
+    assert PASSWORD not in str(failure.value)
+
+
 class Proxy:
     """A TCP proxy to PostgreSQL that can go away (and come back) like a database host."""
 

@@ -1,0 +1,63 @@
+"""What one cycle did (or would do): the result `sync`, `plan`, the daemon and its
+metrics read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from floe_egress.errors import FailureKind
+
+Status = Literal["ok", "noop", "failed", "skipped"]
+
+
+@dataclass(slots=True)
+class CycleResult:
+    destination: str
+    status: Status
+    plan: str | None = None
+    from_snapshot: int | None = None
+    to_snapshot: int | None = None
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    invalid: int = 0
+    failed: int = 0
+    retried: int = 0
+    error: str | None = None
+    error_kind: FailureKind | None = None
+    """Whether a failed cycle may succeed when retried (see errors.py)."""
+    error_type: str | None = None
+    retry_after: float | None = None
+    """Seconds the destination asked to be left alone (Retry-After), when it said."""
+    reason: str = ""
+    duration_seconds: float = 0.0
+    rate_limit_wait_seconds: float = 0.0
+    http_statuses: dict[int, int] = field(default_factory=dict)
+    sample: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "destination": self.destination,
+            "status": self.status,
+            "plan": self.plan,
+            "from_snapshot": self.from_snapshot,
+            "to_snapshot": self.to_snapshot,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "invalid": self.invalid,
+            "failed": self.failed,
+            "retried": self.retried,
+            "error": self.error,
+            "error_kind": self.error_kind,
+            "retry_after_seconds": self.retry_after,
+            "reason": self.reason,
+            "duration_seconds": round(self.duration_seconds, 3),
+        }
+        if self.sample:
+            data["sample"] = self.sample
+        return data
+
+
+__all__ = ["CycleResult", "Status"]

@@ -15,29 +15,9 @@ from pyiceberg.types import IntegerType, LongType, NestedField, StringType
 
 from floe_egress.changes import capture
 from floe_egress.errors import SourceError
-from tests.fixtures.tables import apply, change_rows, table_state
+from tests.fixtures.tables import apply, change_rows, people, table_state
 
 KEY = ("id",)
-
-
-PEOPLE = pa.schema(
-    [
-        pa.field("id", pa.int64(), nullable=False),
-        pa.field("email", pa.string()),
-        pa.field("score", pa.int32()),
-    ]
-)
-
-
-def people(ids: list[int], *, suffix: str = "") -> pa.Table:
-    return pa.table(
-        {
-            "id": ids,
-            "email": [f"u{i}{suffix}@example.com" for i in ids],
-            "score": [i * 10 for i in ids],
-        },
-        schema=PEOPLE,
-    )
 
 
 @pytest.fixture

@@ -16,26 +16,9 @@ from pyiceberg.types import DateType, IntegerType, LongType, NestedField, String
 
 from floe_egress.changes import OP_COLUMN, capture, keys_touched, ops_by_key, rows_at
 from floe_egress.changes.keys import key_json
+from tests.fixtures.tables import people
 
 KEY = ("id",)
-PEOPLE = pa.schema(
-    [
-        pa.field("id", pa.int64(), nullable=False),
-        pa.field("email", pa.string()),
-        pa.field("score", pa.int32()),
-    ]
-)
-
-
-def people(ids: list[int], *, suffix: str = "") -> pa.Table:
-    return pa.table(
-        {
-            "id": ids,
-            "email": [f"u{i}{suffix}@example.com" for i in ids],
-            "score": [i * 10 for i in ids],
-        },
-        schema=PEOPLE,
-    )
 
 
 def ids(*values: int) -> list[str]:

@@ -22,6 +22,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
+from floe_egress.daemon.leases import DaemonLeases
 from floe_egress.daemon.metrics import Metrics
 from floe_egress.daemon.runner import Runner
 from floe_egress.daemon.runtime import Runtime
@@ -125,14 +126,13 @@ class HealthHost(Protocol):
     owner: str
     runners: dict[str, Runner]
     scheduler: AsyncIOScheduler | None
+    leases: DaemonLeases
 
     @property
     def runtime(self) -> Runtime: ...
 
     @property
     def token(self) -> str | None: ...
-
-    def holds(self, name: str) -> bool: ...
 
 
 class Health:
@@ -166,7 +166,7 @@ class Health:
                 item = {"destination": name, "error": redact(str(exc))}
             job = host.scheduler.get_job(name) if host.scheduler else None
             next_run = job.next_run_time if job else None
-            item["daemon"] = runner_status(runner, next_run, host.holds(name))
+            item["daemon"] = runner_status(runner, next_run, host.leases.holds(name))
             return item
 
         items = await asyncio.gather(*(one(n, r) for n, r in host.runners.items()))
@@ -183,8 +183,10 @@ class Health:
         runner = self._host.runners.get(name)
         if runner is None:
             return None
-        if not self._host.holds(name):
-            return "held_elsewhere"
+        leases = self._host.leases
+        if not leases.holds(name):
+            # Until the lease pass has taken it, the cycle of taking it will run.
+            return "held_elsewhere" if name in leases.elsewhere else "pending"
         return runner.request(reason)
 
     async def probe(self) -> None:

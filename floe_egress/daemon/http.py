@@ -1,12 +1,19 @@
-"""The daemon's HTTP endpoints (aiohttp), run as an AppRunner the daemon owns.
+"""The daemon's HTTP endpoints (aiohttp), served by `Endpoints`, which the daemon owns.
 
 GET  /healthz                          liveness: the event loop answers
 GET  /readyz                           200 when the state store and catalog answer and the
-                                       scheduler runs; 503 with the reason otherwise
+                                       scheduler runs; 503 otherwise (with the reasons for
+                                       a reader who may see them)
 GET  /status                           JSON per destination
 GET  /metrics                          Prometheus text
-POST /v1/destinations/{name}/sync      start a cycle now (coalesced with a running one);
-                                       bearer token required when one is configured
+POST /v1/destinations/{name}/sync      start a cycle now (coalesced with a running one)
+
+Who may do what follows the socket actually bound. On loopback only, everything is
+open, and a nudge needs the bearer token when `server.token` is set. Beyond loopback
+(where `server.token` is required), a nudge, `/status` and `/metrics` need the token;
+`/healthz` and `/readyz` stay open for load balancers but say only alive / ready or not.
+A reload that moves the listener binds the new address before it closes the old one,
+and the stricter rule of the two holds in between.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ _SYNC_STATUS = {
     "started": 202,
     "coalesced": 202,
     "deferred": 202,
+    "pending": 202,
     "held_elsewhere": 409,
     "stopping": 503,
 }
@@ -43,9 +51,10 @@ class DaemonView(Protocol):
 
     def request_sync(self, name: str, reason: str) -> str | None:
         """'started' or 'coalesced'; 'deferred' when the destination asked for a pause
-        (Retry-After: the cycle starts when it ends); 'held_elsewhere' when another daemon
-        holds the destination, 'stopping' during shutdown or reload; None for an unknown
-        name."""
+        (Retry-After: the cycle starts when it ends); 'pending' when this daemon has not
+        taken the destination's lease yet (the cycle starts when it does);
+        'held_elsewhere' when another daemon holds it, 'stopping' during shutdown or
+        reload; None for an unknown name."""
 
     @property
     def token(self) -> str | None: ...
@@ -79,34 +88,51 @@ def _authorized(request: web.Request, token: str) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    try:  # a header that is not UTF-8 text cannot be the token
+        offered = given.strip().encode()
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(offered, token.encode())
 
 
-def make_app(daemon: DaemonView) -> web.Application:
+_UNAUTHORIZED = {"error": "missing or wrong bearer token"}
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="floe-egress"'}
+
+
+def make_app(daemon: DaemonView, endpoints: Endpoints) -> web.Application:
+    def allowed(request: web.Request, *, nudge: bool = False) -> bool:
+        """Reads need the token beyond loopback; a nudge whenever a token is set."""
+        token = daemon.token
+        if token is None or not (nudge or endpoints.beyond_loopback):
+            return True
+        return _authorized(request, token)
+
+    def refused() -> web.Response:
+        return web.json_response(_UNAUTHORIZED, status=401, headers=_CHALLENGE)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
-    async def readyz(_: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         ready, checks = await daemon.readiness()
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status=200 if ready else 503,
-        )
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+        if allowed(request):
+            body["checks"] = checks
+        return web.json_response(body, status=200 if ready else 503)
 
-    async def status(_: web.Request) -> web.Response:
+    async def status(request: web.Request) -> web.Response:
+        if not allowed(request):
+            return refused()
         return web.json_response(await daemon.status())
 
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        if not allowed(request):
+            return refused()
         return web.Response(body=daemon.metrics_text(), headers={"Content-Type": CONTENT_TYPE})
 
     async def sync(request: web.Request) -> web.Response:
-        token = daemon.token
-        if token is not None and not _authorized(request, token):
-            return web.json_response(
-                {"error": "missing or wrong bearer token"},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="floe-egress"'},
-            )
+        if not allowed(request, nudge=True):
+            return refused()
         name = request.match_info["name"]
         outcome = daemon.request_sync(name, "http")
         if outcome is None:
@@ -124,16 +150,56 @@ def make_app(daemon: DaemonView) -> web.Application:
     return app
 
 
-async def start_server(view: DaemonView, host: str, port: int) -> web.AppRunner:
-    """The endpoints, listening on host:port (the daemon cleans the runner up)."""
-    runner = web.AppRunner(make_app(view), handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ServiceError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            "another process may hold the port (change server.port or stop it)"
-        ) from None
-    return runner
+class Endpoints:
+    """The endpoints' listener: started once, moved by a reload, closed at shutdown."""
+
+    def __init__(self, view: DaemonView) -> None:
+        self._runner = web.AppRunner(make_app(view, self), handle_signals=False, access_log=None)
+        self._sites: dict[tuple[str, int], web.TCPSite] = {}
+
+    @property
+    def beyond_loopback(self) -> bool:
+        """Whether any bound socket is reachable from beyond this machine."""
+        return any(not is_loopback(host) for host, _ in self._sites)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return next(iter(self._sites), None)
+
+    async def start(self, host: str, port: int) -> None:
+        await self._runner.setup()
+        await self._bind(host, port)
+
+    async def move(self, host: str, port: int) -> None:
+        """Listen on host:port instead; if that cannot be, ServiceError and the old
+        address stays. On another port the new socket is bound before the old one is
+        closed; on the same port (a socket on every address and one on loopback cannot
+        share it) the old one is closed first and bound again should the new one fail."""
+        old = self.address
+        if old is None or old == (host, port):
+            return
+        if old[1] != port:
+            await self._bind(host, port)
+            await self._sites.pop(old).stop()
+            return
+        await self._sites.pop(old).stop()
+        try:
+            await self._bind(host, port)
+        except ServiceError:
+            await self._bind(*old)
+            raise
+
+    async def _bind(self, host: str, port: int) -> None:
+        site = web.TCPSite(self._runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ServiceError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                "another process may hold the port (change server.port or stop it)"
+            ) from None
+        self._sites[(host, port)] = site
+
+    async def close(self) -> None:
+        self._sites.clear()
+        await self._runner.cleanup()

@@ -193,6 +193,8 @@ class DaemonLeases:
         self.owner = owner
         self.held: dict[str, float] = {}
         """Destinations whose lease this daemon holds -> loop time it is safe until."""
+        self.elsewhere: set[str] = set()
+        """Destinations another daemon held when this one last asked the store."""
         self._events = events
         self._housework = housework
         self._fences: dict[str, asyncio.TimerHandle] = {}
@@ -233,8 +235,11 @@ class DaemonLeases:
             if self._errors.pop(name, None) is not None:
                 log.info("lease_renewal_recovered", destination=name)
             if got:
+                self.elsewhere.discard(name)
                 self._hold(name, asked + ttl, ttl)
-            elif name in self.held:
+                continue
+            self.elsewhere.add(name)
+            if name in self.held:
                 self.give_up(name, "lease_lost", "another daemon holds it now")
 
     def _hold(self, name: str, until: float, ttl: float) -> None:

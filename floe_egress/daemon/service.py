@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from floe_egress.config import LoadedConfig
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.health import LAG_EVERY, PROBE_EVERY, Health
-from floe_egress.daemon.http import server_token, start_server
+from floe_egress.daemon.http import Endpoints, server_token
 from floe_egress.daemon.leases import OWNER, CycleLease, DaemonLeases
 from floe_egress.daemon.metrics import Metrics
 from floe_egress.daemon.result import CycleResult
@@ -66,7 +65,7 @@ class Daemon:
         self._loaded: LoadedConfig | None = None
         self._runtime: Runtime | None = None
         self._token: str | None = None
-        self._http: web.AppRunner | None = None
+        self.endpoints = Endpoints(self.health)
         self._wake = asyncio.Event()
         self._config_lock = asyncio.Lock()
 
@@ -146,16 +145,15 @@ class Daemon:
                 loop.remove_signal_handler(sig)
         return 0
 
-    def _load(self) -> LoadedConfig:
+    def _load(self) -> tuple[LoadedConfig, str | None]:
         loaded = load_spec(self.config_path)
-        self._token = server_token(loaded.spec.server)
-        return loaded
+        return loaded, server_token(loaded.spec.server)
 
     async def startup(self) -> None:
-        self._loaded = await asyncio.to_thread(self._load)
+        self._loaded, self._token = await asyncio.to_thread(self._load)
         self._runtime = Runtime(self.loaded.spec)
         server = self.loaded.spec.server
-        self._http = await start_server(self.health, server.host, server.port)
+        await self.endpoints.start(server.host, server.port)
         self._install(self.loaded)
         await self.health.probe()
         await self._lease_pass()
@@ -227,9 +225,14 @@ class Daemon:
     async def _reload(self) -> None:
         self.notifier.reloading()
         log.info("reload_requested", config=str(self.config_path))
+        before = self._token
         try:
-            loaded = await asyncio.to_thread(self._load)
+            loaded, token = await asyncio.to_thread(self._load)
+            # While two sockets may be bound, the stricter token rule of the two holds.
+            self._token = token or before
+            await self.endpoints.move(loaded.spec.server.host, loaded.spec.server.port)
         except Exception as exc:
+            self._token = before
             log.error(
                 "reload_rejected",
                 config=str(self.config_path),
@@ -238,12 +241,8 @@ class Daemon:
             )
             self.notifier.ready("reload rejected: keeping the running configuration")
             return
+        self._token = token
         old, new = self.loaded.spec, loaded.spec
-        if (old.server.host, old.server.port) != (new.server.host, new.server.port):
-            log.warning(
-                "reload_server_address_unchanged",
-                detail="server.host and server.port take effect at the next start",
-            )
         await self._stop_cycles(old.server.shutdown_grace_seconds)
         async with self._config_lock:
             keep = {d.name for d in new.ingestion.destinations if d.enabled}
@@ -288,8 +287,7 @@ class Daemon:
             runtime = self._runtime
             await self.leases.release(lambda: runtime.store, list(self.leases.held))
             await self._runtime.close()
-        if self._http is not None:
-            await self._http.cleanup()
+        await self.endpoints.close()
         self.housework.close()
         self.notifier.close()
         log.info("daemon_stopped")

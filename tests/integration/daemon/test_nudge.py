@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+import aiohttp
+
 from tests.fixtures.fake_apis import FakeRestApi, Fault
 from tests.fixtures.world import World, customers, initial_rows
 from tests.integration.daemon.conftest import (
@@ -75,3 +77,26 @@ async def test_the_daemon_refuses_to_start_beyond_loopback_without_a_token(
         await daemon.kill()
     assert "server.host is '0.0.0.0'" in daemon.output
     assert "set server.token" in daemon.output
+
+
+async def test_a_nudge_right_after_start_is_accepted_not_refused(
+    world: World, api: FakeRestApi, start_daemon: StartDaemon
+) -> None:
+    """Before the first lease pass nobody holds the destination yet: that is no reason
+    for 409. The nudge is accepted and the cycle runs once the lease is taken."""
+    await asyncio.to_thread(world.table.append, customers(initial_rows(3)))
+    want = await asyncio.to_thread(expected_records, world)
+    daemon = await start_daemon(world, [destination(api.url, schedule=HOURLY)], wait_ready=False)
+    answers: list[tuple[int, str]] = []
+    deadline = time.monotonic() + 20
+    while len(answers) < 20 and time.monotonic() < deadline:
+        daemon.raise_if_exited()
+        try:
+            status, body = await daemon.nudge("crm")
+        except (aiohttp.ClientError, TimeoutError):
+            await asyncio.sleep(0.002)  # not listening yet
+            continue
+        answers.append((status, body["sync"]))
+    assert answers, "the daemon answered"
+    assert {status for status, _ in answers} == {202}, answers
+    await wait_until(lambda: api.records == want, 10, "the rows arrive")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -136,6 +137,9 @@ def unit_directives() -> dict[str, list[str]]:
         ("PrivateTmp", "yes"),
         ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
         ("CapabilityBoundingSet", ""),
+        ("PrivateMounts", "yes"),
+        ("RemoveIPC", "yes"),
+        ("ProcSubset", "pid"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
     ],
 )
@@ -198,3 +202,21 @@ def test_systemd_analyze_verify_accepts_the_unit(systemd_analyze: str, tmp_path:
     about_unit = [line for line in output.splitlines() if "floe-egress" in line]
     assert result.returncode == 0, output
     assert about_unit == [], "systemd-analyze verify warns:\n" + "\n".join(about_unit)
+
+
+def test_systemd_analyze_security_rates_the_unit_at_most_1_3(
+    systemd_analyze: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [systemd_analyze, "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    found = re.search(
+        r"Overall exposure level for floe-egress\.service: ([\d.]+) (\w+)", result.stdout
+    )
+    assert found is not None, result.stdout + result.stderr
+    assert float(found.group(1)) <= 1.3, found.group(0)
+    assert found.group(2) == "OK"

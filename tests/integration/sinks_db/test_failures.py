@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from floe_egress.errors import PermanentSinkError, TransientSinkError
 from floe_egress.sinks.database import sink as sink_module
 from floe_egress.sinks.database.dlt_db import DltDb
+from tests.fixtures.proxy import Proxy
 from tests.integration.sinks_db.conftest import Db, SinkFactory, changes, make_db, send
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
@@ -75,42 +75,6 @@ async def test_a_host_that_does_not_resolve_is_transient(
         await sink.check()
     assert str(failure.value).startswith(f"destination 'app_db' ({kind} ")
     assert PASSWORD not in str(failure.value)
-
-
-class Proxy:
-    """A TCP proxy to PostgreSQL that can go away (and come back) like a database host."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> Proxy:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._server.wait_closed()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
 
 
 async def test_a_connection_lost_during_the_load_is_transient_and_the_retry_applies(

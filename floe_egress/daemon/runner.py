@@ -36,8 +36,9 @@ from floe_egress.errors import EgressError, failure_kind
 log = structlog.get_logger("floe_egress.daemon")
 T = TypeVar("T")
 
-MAX_BACKOFF = 300.0
-"""Longest wait after transient failures (before a Retry-After is considered)."""
+MAX_BACKOFF = 30.0
+"""Longest wait after transient failures (a Retry-After may ask for longer): an outage
+costs one attempt every 30 s, and its end is noticed within 30 s."""
 PERMANENT_RETRY_SECONDS = 300.0
 """How often a destination failing with a permanent error is tried on its schedule."""
 CANCEL_WAIT = 5.0

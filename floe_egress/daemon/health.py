@@ -10,9 +10,11 @@ knows (state, backoff, the last error and its kind).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -36,6 +38,8 @@ PROBE_EVERY = 2.0
 PROBE_TIMEOUT = 5.0
 READY_STALE = 10.0
 LAG_EVERY = 5.0
+MIN_FREE_BYTES = 8 * 2**20
+"""Below this much free space in the work directory the daemon is not ready."""
 
 
 def lag_seconds(table: Table, ref: str, checkpoint: Checkpoint | None, now: float) -> float | None:
@@ -114,6 +118,17 @@ def runner_status(runner: Runner, next_run: datetime | None, held_here: bool) ->
         "next_run": next_run.isoformat() if next_run else None,
         "last_result": runner.last.to_json() if runner.last else None,
     }
+
+
+def _space(work_dir: Path) -> str:
+    """'ok' while the work directory (dlt's files, the SQLite state) has room to write."""
+    try:
+        free = shutil.disk_usage(work_dir).free
+    except OSError as exc:
+        return f"{work_dir}: {exc.strerror or exc}"
+    if free < MIN_FREE_BYTES:
+        return f"{work_dir}: only {free // 1024} KiB free; cycles cannot write their files"
+    return "ok"
 
 
 def _iso(unix: float) -> str:
@@ -205,6 +220,7 @@ class Health:
                 checks["catalog"] = "ok"
             except Exception as exc:
                 checks["catalog"] = redact(f"{type(exc).__name__}: {exc}")
+            checks["work_dir"] = _space(runtime.work_dir)
 
         try:
             await asyncio.wait_for(self._housework.run(probe), PROBE_TIMEOUT)

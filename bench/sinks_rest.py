@@ -94,6 +94,7 @@ async def _sink_run(url: str, table: pa.Table, per_request: int, work: Path) -> 
         rate_limit=None,
         retry=RetryConfig(),
         work_dir=work,
+        allow_private_network=True,  # the API runs on 127.0.0.1
     )
     sink = sink_type.build(request)
     await sink.check()

@@ -20,7 +20,7 @@ from floe_egress.config import ConfigValidationError, LoadedConfig, default_conf
 from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
 from floe_egress.errors import ConfigError, EgressError
-from floe_egress.spec import compile_artifacts, load_spec, spec_schema
+from floe_egress.spec import compile_artifacts, load_spec, spec_schema, spec_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -108,7 +108,7 @@ def _print_json(data: Any) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = _load(args, check_secrets=True)
     count = len(loaded.spec.ingestion.destinations)
-    for warning in loaded.literal_secrets:
+    for warning in spec_warnings(loaded):
         print(f"warning: {warning.render(str(loaded.path))}", file=sys.stderr)
     print(f"{loaded.path}: valid ({count} destination{'s' if count != 1 else ''})")
     return EXIT_OK

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from floe_egress.config import LoadedConfig, compile_spec, json_schema, load_config
-from floe_egress.sinks.checks import check_destination_items
+from floe_egress.config.problems import Problem
+from floe_egress.sinks.checks import check_destination_items, destination_warnings
 from floe_egress.sinks.registry import default_batch_size, sink_types
 
 
@@ -31,6 +32,17 @@ def load_spec(
     )
 
 
+def spec_warnings(loaded: LoadedConfig) -> list[Problem]:
+    """What `validate` prints as warnings, with lines: secrets written as plain text, and
+    what the sink types warn about (credentials over plain http://)."""
+    prefix = ("spec",) if loaded.format == "compiled" else ()
+    sinks = [
+        Problem((*prefix, *p.path), p.message, loaded.line_of(p.path))
+        for p in destination_warnings(loaded.spec)
+    ]
+    return [*loaded.literal_secrets, *sinks]
+
+
 def spec_schema() -> dict[str, Any]:
     """The JSON Schema of floe.yaml, each `sink_config` checked against the config model
     of its `sink_type` (every type registered now: this imports all sink modules)."""
@@ -42,4 +54,4 @@ def compile_artifacts(loaded: LoadedConfig, *, now: datetime | None = None) -> d
     return compile_spec(loaded, now=now, batch_size_of=default_batch_size)
 
 
-__all__ = ["compile_artifacts", "load_spec", "spec_schema"]
+__all__ = ["compile_artifacts", "load_spec", "spec_schema", "spec_warnings"]

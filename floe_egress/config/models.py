@@ -143,6 +143,13 @@ class Destination(_Model):
         default_factory=dict,
         description="The sink type's own settings; values may be secret references.",
     )
+    allow_private_network: Annotated[bool, Field(strict=True)] = Field(
+        default=False,
+        description="HTTP sink types only: let requests go to loopback and private "
+        "addresses (RFC 1918, fc00::/7, 100.64.0.0/10) and over plain http://. "
+        "Link-local and cloud metadata addresses stay refused. Database destinations "
+        "connect where their credentials say.",
+    )
     ref: Annotated[str, Field(min_length=1, description="Branch or tag to follow.")] = "main"
     primary_key: Annotated[
         list[str] | None, Field(description="Key columns (default: the identifier fields).")

@@ -145,6 +145,9 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
         return sink_type_names()
 
     def create_sink(self, config: SinkConfig) -> SinkHandle:
+        """Build and check a sink. `connection_config` holds the sink type's settings and
+        the destination's `destination` (name), `mode`, `primary_key` and
+        `allow_private_network`, as in floe.yaml."""
         sink_type = get_sink_type(config.sink_type)
         if sink_type is None:
             raise ConfigError(
@@ -160,6 +163,7 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
                 f"{config.sink_type!r} (supported: {', '.join(sorted(sink_type.modes))})"
             )
         key = tuple(conn.pop("primary_key", None) or ("id",))
+        allow_private_network = conn.pop("allow_private_network", False) is True
         model = sink_type.config_model.model_validate(resolve(conn, path=("connection_config",)))
         retry = RetryConfig.model_validate(config.retry_config or {})
         request = BuildRequest(
@@ -172,6 +176,7 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
             rate_limit=None,
             retry=retry,
             work_dir=self._work_dir / destination,
+            allow_private_network=allow_private_network,
         )
         request.work_dir.mkdir(parents=True, exist_ok=True)
         batch_size = config.batch_size or sink_type.default_batch_size

@@ -84,4 +84,18 @@ def _is_reference_text(value: Any) -> bool:
     return isinstance(value, str) and has_references(value)
 
 
-__all__ = ["check_destination_items", "check_destinations"]
+def destination_warnings(spec: FloeSpec) -> list[Problem]:
+    """What the sink types warn about in a valid spec (`validate` prints it): credentials
+    over plain http://, for one."""
+    warnings: list[Problem] = []
+    for index, dest in enumerate(spec.ingestion.destinations):
+        sink_type = get_sink_type(dest.sink_type)
+        if sink_type is None or sink_type.warn_item is None:
+            continue
+        item = dest.model_dump(by_alias=True, exclude_unset=True)
+        at = (*DESTINATIONS, index)
+        warnings += [Problem((*at, *path), message) for path, message in sink_type.warn_item(item)]
+    return warnings
+
+
+__all__ = ["check_destination_items", "check_destinations", "destination_warnings"]

@@ -39,6 +39,8 @@ class BuildRequest:
     retry: RetryConfig
     work_dir: Path
     """A private directory for this destination (dlt pipelines, temp files)."""
+    allow_private_network: bool = False
+    """HTTP sink types may connect to loopback and private addresses (addresses.py)."""
 
     @classmethod
     def for_destination(
@@ -58,6 +60,7 @@ class BuildRequest:
             rate_limit=dest.rate_limit,
             retry=dest.retry,
             work_dir=work_dir,
+            allow_private_network=dest.allow_private_network,
         )
 
 
@@ -76,6 +79,8 @@ class SinkType:
     """Checks across a destination's keys (mode, primary_key, field_mapping, sink_config)
     on the raw floe.yaml mapping, run by `validate`: (key path under the destination,
     message) for each problem. Values it cannot judge (absent, secret references) pass."""
+    warn_item: Callable[[Mapping[str, Any]], list[tuple[tuple[str | int, ...], str]]] | None = None
+    """Like `check_item`, for what `validate` prints as warnings (the file stays valid)."""
 
 
 _REGISTRY: dict[str, SinkType] = {}

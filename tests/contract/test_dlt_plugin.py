@@ -203,6 +203,7 @@ async def test_write_to_rest_api_reports_ids_checksum_and_rejections(
             "destination": "crm",
             "mode": "upsert",
             "primary_key": ["customer_id"],
+            "allow_private_network": True,
             "url": api.url + "/v1/contacts",
             "record_ids_path": "ids",
             "headers": {"Authorization": "Bearer good"},

@@ -29,6 +29,7 @@ import structlog
 
 from floe_egress.config.models import RateLimit, RetryConfig
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
+from floe_egress.sinks.http.addresses import AddressPolicy, PolicyResolver, redirect_guard
 from floe_egress.sinks.http.limits import Budget, BudgetSpec, account_key, budget_for
 from floe_egress.sinks.http.oauth import OAuthTokens
 from floe_egress.sinks.http.receipts import Receipts
@@ -169,6 +170,7 @@ class HttpClient:
         self,
         *,
         destination: str,
+        policy: AddressPolicy,
         retry: RetryConfig,
         budget: BudgetSpec,
         timeout_seconds: float | None = None,
@@ -180,6 +182,7 @@ class HttpClient:
         jitter: Jitter = full_jitter,
     ) -> None:
         self.destination = destination
+        self.policy = policy
         self.tokens = tokens
         self.jitter = jitter
         self.retry = retry
@@ -196,9 +199,15 @@ class HttpClient:
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session_loop is not loop:
-            connector = aiohttp.TCPConnector(ssl=self._verify_tls)
+            # The address policy (addresses.py) holds for OAuth token requests too.
+            resolver = PolicyResolver(self.policy)
+            connector = aiohttp.TCPConnector(ssl=self._verify_tls, resolver=resolver)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, headers=self._headers
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._headers,
+                middlewares=(self.policy.check_request,),
+                trace_configs=[redirect_guard(self.policy)],
             )
             self._session_loop = loop
         return self._session
@@ -330,6 +339,7 @@ class HttpClient:
 
 def bearer_client(
     destination: str,
+    policy: AddressPolicy,
     retry: RetryConfig,
     *,
     base_url: str,
@@ -348,6 +358,7 @@ def bearer_client(
     )
     return HttpClient(
         destination=destination,
+        policy=policy,
         retry=retry,
         budget=spec,
         timeout_seconds=timeout_seconds,

@@ -52,6 +52,14 @@ from floe_egress.sinks.http.sink import (
     run_all,
     send_splitting,
 )
+from floe_egress.sinks.http.urls import (
+    HttpSinkConfig,
+    SinkUrl,
+    UrlSetting,
+    address_policy,
+    plain_http_problems,
+    plain_http_warnings,
+)
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 Action = Literal["upsert", "update", "create", "archive"]
@@ -72,13 +80,11 @@ class HubSpotOAuth(BaseModel):
     client_id: Annotated[str, Field(min_length=1)]
     client_secret: Annotated[str, Field(min_length=1)]
     refresh_token: Annotated[str, Field(min_length=1)]
-    token_url: Annotated[str, Field(min_length=1)] | None = None
+    token_url: SinkUrl | None = None
     """Default: {base_url}/oauth/v1/token."""
 
 
-class HubSpotConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class HubSpotConfig(HttpSinkConfig):
     object_type: Annotated[str, Field(min_length=1)]
     """contacts, companies, deals, tickets, ... or a custom objectTypeId (2-1234567)."""
     access_token: Annotated[str, Field(min_length=1)] | None = None
@@ -86,7 +92,7 @@ class HubSpotConfig(BaseModel):
     oauth: HubSpotOAuth | None = None
     id_property: Annotated[str, Field(min_length=1)] | None = None
     """The unique property records are matched on (default: the mapped key field)."""
-    base_url: str = "https://api.hubapi.com"
+    base_url: SinkUrl = "https://api.hubapi.com"
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     verify_tls: bool = True
     max_records_per_request: Annotated[int, Field(ge=1, le=MAX_INPUTS)] = MAX_INPUTS
@@ -96,6 +102,12 @@ class HubSpotConfig(BaseModel):
         if (self.access_token is None) == (self.oauth is None):
             raise ValueError("give either access_token (a private app) or oauth (a public app)")
         return self
+
+    def url_settings(self) -> list[UrlSetting]:
+        found = [UrlSetting(("base_url",), self.base_url, credentials=True)]
+        if self.oauth is not None and self.oauth.token_url is not None:
+            found.append(UrlSetting(("oauth", "token_url"), self.oauth.token_url, credentials=True))
+        return found
 
 
 class HubSpotSink(HttpSink):
@@ -319,6 +331,7 @@ def build(request: BuildRequest) -> HubSpotSink:
     config = request.sink_config
     if not isinstance(config, HubSpotConfig):
         config = HubSpotConfig.model_validate(config.model_dump())
+    policy = address_policy(request.destination, request.allow_private_network, config)
     tokens = None
     if config.oauth is not None:
         tokens = OAuthTokens(
@@ -332,6 +345,7 @@ def build(request: BuildRequest) -> HubSpotSink:
         )
     client = bearer_client(
         request.destination,
+        policy,
         request.retry,
         base_url=config.base_url,
         token=config.access_token,
@@ -352,9 +366,11 @@ SINK_TYPE = register(
         modes=frozenset({"upsert", "update", "insert", "mirror"}),
         build=build,
         description="HubSpot CRM v3 objects: batch upsert/update/create, archive by id property",
-        check_item=lambda item: match_field_problems(
-            item, "id_property", "HubSpot", "matches records on"
-        ),
+        check_item=lambda item: [
+            *match_field_problems(item, "id_property", "HubSpot", "matches records on"),
+            *plain_http_problems(item, HubSpotConfig),
+        ],
+        warn_item=lambda item: plain_http_warnings(item, HubSpotConfig),
         default_batch_size=1000,
     )
 )

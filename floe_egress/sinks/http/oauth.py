@@ -6,7 +6,9 @@ The token endpoint takes a form-encoded POST (`grant_type`, `client_id`, `client
 `issued_at`, `signature`; an app with refresh-token rotation adds a new
 `refresh_token`). A 400/401 answer (`{"error": "invalid_grant", "error_description":
 ...}`) means the grant itself is no longer good: a PermanentSinkError that says which
-setting to renew. Network errors and 5xx are transient.
+setting to renew. Network errors and 5xx are transient. Token requests go through the
+destination's own session (`HttpClient`), so its address policy and its refusal of
+redirects to another origin (addresses.py) hold for the client secret too.
 
 One refresh at a time: requests that saw the same stale token wait for the refresh one
 of them started and then use its token. Tokens are registered with the redaction

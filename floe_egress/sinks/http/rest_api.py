@@ -47,6 +47,11 @@ from floe_egress.sinks.http.sink import (
     run_all,
     send_splitting,
 )
+from floe_egress.sinks.http.urls import (
+    address_policy,
+    plain_http_problems,
+    plain_http_warnings,
+)
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 _SHAPE_STATUSES = frozenset({405, 406, 411, 414, 415})
@@ -225,6 +230,7 @@ def build(request: BuildRequest) -> RestApiSink:
     config = request.sink_config
     if not isinstance(config, RestApiConfig):
         config = RestApiConfig.model_validate(config.model_dump())
+    policy = address_policy(request.destination, request.allow_private_network, config)
     headers, params, credential = auth_parts(config.auth)
     headers = {**config.headers, **headers}
     credential = credential or config.headers.get("Authorization")
@@ -233,6 +239,7 @@ def build(request: BuildRequest) -> RestApiSink:
     )
     client = HttpClient(
         destination=request.destination,
+        policy=policy,
         retry=request.retry,
         budget=spec,
         timeout_seconds=config.timeout_seconds,
@@ -251,5 +258,7 @@ SINK_TYPE = register(
         build=build,
         description="Any JSON-over-HTTP API: batched envelopes or one request per record",
         default_batch_size=100,
+        check_item=lambda item: plain_http_problems(item, RestApiConfig),
+        warn_item=lambda item: plain_http_warnings(item, RestApiConfig),
     )
 )

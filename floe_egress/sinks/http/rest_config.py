@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from floe_egress.sinks.http.urls import HttpSinkConfig, SinkUrl, UrlSetting, credential_header
+
 RouteName = Literal["upsert", "insert", "update", "delete"]
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
@@ -21,14 +23,6 @@ _IDS_PATH = re.compile(r"[A-Za-z0-9_\-]+(\[\])?(\.[A-Za-z0-9_\-]+(\[\])?)*")
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _check_url(value: str) -> str:
-    if value.startswith("${"):
-        return value
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
-    return value
 
 
 class BearerAuth(_Model):
@@ -70,16 +64,11 @@ class Route(_Model):
     """Where one kind of change goes; `url` may hold `{field}` placeholders."""
 
     method: Method = "POST"
-    url: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value)
+    url: SinkUrl | None = None
 
 
-class RestApiConfig(_Model):
-    url: str
+class RestApiConfig(HttpSinkConfig):
+    url: SinkUrl
     """Endpoint; `{field}` placeholders (mapped field or source key names) make each
     record its own request, e.g. https://api.example.com/v1/contacts/{customer_id}."""
     method: Method = "POST"
@@ -98,14 +87,9 @@ class RestApiConfig(_Model):
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     verify_tls: bool = True
     decimals: Literal["string", "number"] = "string"
-    check_url: str | None = None
+    check_url: SinkUrl | None = None
     """What `check()` requests (default: `url` up to its first placeholder)."""
     check_method: Literal["GET", "HEAD", "OPTIONS"] = "HEAD"
-
-    @field_validator("url", "check_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value)
 
     @field_validator("record_ids_path")
     @classmethod
@@ -126,6 +110,16 @@ class RestApiConfig(_Model):
                 "(or leave body out)"
             )
         return self
+
+    def url_settings(self) -> list[UrlSetting]:
+        credentials = self.auth is not None or any(map(credential_header, self.headers))
+        found = [UrlSetting(("url",), self.url, credentials)]
+        for name, route in self.routes.items():
+            if route.url is not None:
+                found.append(UrlSetting(("routes", name, "url"), route.url, credentials))
+        if self.check_url is not None:
+            found.append(UrlSetting(("check_url",), self.check_url, credentials))
+        return found
 
     def urls(self) -> list[str]:
         return [self.url, *(r.url for r in self.routes.values() if r.url)]

@@ -54,6 +54,14 @@ from floe_egress.sinks.http.sink import (
     run_all,
     send_splitting,
 )
+from floe_egress.sinks.http.urls import (
+    HttpSinkConfig,
+    SinkUrl,
+    UrlSetting,
+    address_policy,
+    plain_http_problems,
+    plain_http_warnings,
+)
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 Action = Literal["upsert", "create", "update", "delete"]
@@ -75,7 +83,7 @@ class SalesforceOAuth(BaseModel):
     """The consumer secret (required for client_credentials)."""
     refresh_token: Annotated[str, Field(min_length=1)] | None = None
     """Required for grant_type refresh_token."""
-    token_url: Annotated[str, Field(min_length=1)] | None = None
+    token_url: SinkUrl | None = None
     """Default: {instance_url}/services/oauth2/token (My Domain)."""
 
     @model_validator(mode="after")
@@ -87,10 +95,8 @@ class SalesforceOAuth(BaseModel):
         return self
 
 
-class SalesforceConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    instance_url: Annotated[str, Field(min_length=1)]
+class SalesforceConfig(HttpSinkConfig):
+    instance_url: SinkUrl
     """https://MyDomainName.my.salesforce.com"""
     access_token: Annotated[str, Field(min_length=1)] | None = None
     """A session token as is; it fails once it expires. Or `oauth`."""
@@ -112,6 +118,12 @@ class SalesforceConfig(BaseModel):
         if (self.access_token is None) == (self.oauth is None):
             raise ValueError("give either access_token or oauth (a connected app grant)")
         return self
+
+    def url_settings(self) -> list[UrlSetting]:
+        found = [UrlSetting(("instance_url",), self.instance_url, credentials=True)]
+        if self.oauth is not None and self.oauth.token_url is not None:
+            found.append(UrlSetting(("oauth", "token_url"), self.oauth.token_url, credentials=True))
+        return found
 
 
 class SalesforceSink(HttpSink):
@@ -331,6 +343,7 @@ def build(request: BuildRequest) -> SalesforceSink:
     config = request.sink_config
     if not isinstance(config, SalesforceConfig):
         config = SalesforceConfig.model_validate(config.model_dump())
+    policy = address_policy(request.destination, request.allow_private_network, config)
     tokens = None
     if config.oauth is not None:
         oauth = config.oauth
@@ -345,6 +358,7 @@ def build(request: BuildRequest) -> SalesforceSink:
         )
     client = bearer_client(
         request.destination,
+        policy,
         request.retry,
         base_url=config.instance_url,
         token=config.access_token,
@@ -365,9 +379,11 @@ SINK_TYPE = register(
         modes=frozenset({"upsert", "update", "insert", "mirror"}),
         build=build,
         description="Salesforce sObject Collections: upsert by External ID, delete via SOQL ids",
-        check_item=lambda item: match_field_problems(
-            item, "external_id_field", "Salesforce", "upserts on"
-        ),
+        check_item=lambda item: [
+            *match_field_problems(item, "external_id_field", "Salesforce", "upserts on"),
+            *plain_http_problems(item, SalesforceConfig),
+        ],
+        warn_item=lambda item: plain_http_warnings(item, SalesforceConfig),
         default_batch_size=2000,
     )
 )

@@ -34,6 +34,7 @@ async def test_oauth_secrets_from_the_environment_and_a_renewal_mid_run(
         "source_table": "gold.customers",
         "mode": "mirror",
         "sink_type": "salesforce",
+        "allow_private_network": True,
         "sink_config": {
             "instance_url": salesforce.url,
             "sobject": "Contact",

@@ -52,7 +52,9 @@ async def make_sink(tmp_path: Path) -> AsyncIterator[SinkFactory]:
         rate_limit: RateLimit | None = None,
         retry: RetryConfig = FAST_RETRY,
         batch_size: int | None = None,
+        allow_private_network: bool = True,
     ) -> Sink:
+        """Builds a sink; it may reach the fake APIs on 127.0.0.1 unless told otherwise."""
         request = BuildRequest(
             destination=destination,
             sink_config=sink_type.config_model.model_validate(config),
@@ -63,6 +65,7 @@ async def make_sink(tmp_path: Path) -> AsyncIterator[SinkFactory]:
             rate_limit=rate_limit,
             retry=retry,
             work_dir=tmp_path / destination,
+            allow_private_network=allow_private_network,
         )
         sink = sink_type.build(request)
         built.append(sink)

@@ -19,6 +19,8 @@ from tests.integration.sinks_http.conftest import SinkFactory, changes, context
 MAPPING = {"customer_id": "external_id", "email": "email", "plan": "plan_tier"}
 SCHEMA = pa.schema([("customer_id", pa.int64()), ("email", pa.string()), ("plan", pa.string())])
 FAST = RateLimit(requests_per_second=1000, burst=100, max_concurrency=8)
+NOT_STARTED = "https://hubspot.invalid"
+"""For sinks that are built but never send anything."""
 
 
 def config(server: FakeHubSpot, **extra: Any) -> dict[str, Any]:
@@ -231,14 +233,14 @@ async def test_check_passes_for_a_custom_object(
 
 
 def test_a_composite_key_needs_an_explicit_id_property(make_sink: SinkFactory) -> None:
-    cfg = config(FakeHubSpot())
+    cfg = config(FakeHubSpot(), base_url=NOT_STARTED)
     with pytest.raises(ConfigError, match="id_property"):
         make_sink(hubspot.SINK_TYPE, cfg, key=("region", "customer_id"))
     make_sink(hubspot.SINK_TYPE, {**cfg, "id_property": "email"}, key=("region", "customer_id"))
 
 
 def test_mirror_mode_needs_the_id_property_to_be_a_key_field(make_sink: SinkFactory) -> None:
-    cfg = {**config(FakeHubSpot()), "id_property": "email"}
+    cfg = config(FakeHubSpot(), base_url=NOT_STARTED, id_property="email")
     with pytest.raises(
         ConfigError, match=r"'email' is not a key field \(key fields: customer_id\)"
     ):

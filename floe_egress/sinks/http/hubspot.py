@@ -37,7 +37,6 @@ from floe_egress.sinks.http.client import (
     bearer_client,
     default_classifier,
     error_message,
-    retry_after,
 )
 from floe_egress.sinks.http.convert import as_text, dumps
 from floe_egress.sinks.http.oauth import OAuthTokens
@@ -52,6 +51,7 @@ from floe_egress.sinks.http.sink import (
     run_all,
     send_splitting,
 )
+from floe_egress.sinks.http.wire import retry_after
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 Action = Literal["upsert", "update", "create", "archive"]

@@ -3,13 +3,17 @@
 Retry policy (per request):
 - 429 and 503 wait out `Retry-After` (delta-seconds or an HTTP-date); a 429 also holds
   the whole account budget for that long, since every other request would be refused
-  too. Without the header they back off like the rest.
+  too: a request looks at the hold right before it is sent (after its slot, its OAuth
+  token and the rate limit), so none reaches the account inside the window. Without
+  the header they back off like the rest.
 - 408, other 5xx, connection errors and timeouts back off exponentially with full
   jitter: uniform(0, min(max_backoff, initial * 2**(attempt-1))).
 - A `Retry-After` beyond `max_backoff_seconds`, or `max_attempts` used up, raises
   TransientSinkError for the whole batch: the cycle retries it on a later run.
 - 401 and 403 raise PermanentSinkError naming the destination; with OAuth tokens
   (oauth.py) a 401 first renews the token once and repeats the request.
+- Redirects are not followed: a 3xx raises PermanentSinkError (wire.py), and so does a
+  2xx body too large to read whole.
 Everything else (2xx, other 4xx) goes back to the sink, which decides per record.
 """
 

@@ -63,4 +63,3 @@ async def test_a_2xx_body_too_large_to_read_whole_fails_the_batch(
 
     assert len(huge.streamed) == 1
     assert max(huge.streamed) < HUGE // 2
-

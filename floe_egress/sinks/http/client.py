@@ -31,6 +31,7 @@ import structlog
 from yarl import URL
 
 from floe_egress.config.models import RateLimit, RetryConfig
+from floe_egress.config.secrets import redact
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.http.limits import Budget, BudgetSpec, account_key, budget_for
 from floe_egress.sinks.http.oauth import OAuthTokens
@@ -111,14 +112,16 @@ def full_jitter(cap: float) -> float:
 
 
 def error_message(response: Response, limit: int = 500) -> str:
-    """The server's own words from an error body (JSON `message`-like fields, else text)."""
+    """The server's own words from an error body (JSON `message`-like fields, else text),
+    with every credential the product sends masked before it is shortened (an API may
+    echo them, and half a secret cut at `limit` would no longer be recognised)."""
     if response.cut_at is not None:
-        text = response.body.decode("utf-8", errors="replace").strip()
+        text = redact(response.body.decode("utf-8", errors="replace").strip())
         return f"HTTP {response.status}{cut_note(response.cut_at)}: {text[:limit]}"
     found = _find_message(response.json())
     if found:
-        return found[:limit]
-    text = response.body.decode("utf-8", errors="replace").strip()
+        return redact(found)[:limit]
+    text = redact(response.body.decode("utf-8", errors="replace").strip())
     return text[:limit] if text else f"HTTP {response.status}"
 
 

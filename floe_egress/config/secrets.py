@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote, quote_plus
 
 from floe_egress.config.problems import KeyPath, Problem, format_path
 from floe_egress.errors import SecretError
@@ -156,7 +157,7 @@ def _resolve_text(text: str, path: KeyPath, environ: Mapping[str, str]) -> str:
             at = f" at {where}" if where else ""
             raise SecretError(f"secret {ref}{at} cannot be resolved: {reason}; {hint}")
         if len(value) >= _MIN_MASKED_LENGTH:
-            _known_values.add(value)
+            _remember(value)
         return value
 
     return ResolvedSecret(_REFERENCE.sub(substitute, text))
@@ -247,21 +248,32 @@ def literal_secrets(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]
     return found
 
 
+def _forms(value: str) -> set[str]:
+    """`value` and what it becomes URL-encoded (in a path, a query string or a form
+    body), as a destination may echo it."""
+    return {value, quote(value, safe=""), quote_plus(value)}
+
+
+def _remember(value: str) -> None:
+    _known_values.update(_forms(value))
+
+
 def mask_values(values: Iterable[str], *, min_length: int = _MIN_MASKED_LENGTH) -> None:
-    """Mask these values wherever `redact` runs (logs, errors, /status) from now on."""
+    """Mask these values, URL-encoded too, wherever `redact` runs (logs, errors, failed
+    rows, /status) from now on."""
     for v in values:
         if len(v) >= min_length:
-            _known_values.add(v)
+            _remember(v)
             # "Bearer abc123": the credential itself, wherever it shows up alone.
             scheme, _, rest = v.partition(" ")
             if scheme.lower() in ("bearer", "basic", "token") and len(rest) >= 8:
-                _known_values.add(rest)
+                _remember(rest)
 
 
 def unmask_values(values: Iterable[str]) -> None:
     """Stop masking values that are no longer in use (a renewed token's predecessor)."""
     for v in values:
-        _known_values.discard(v)
+        _known_values.difference_update(_forms(v))
 
 
 def redact(value: T) -> T:

@@ -338,7 +338,7 @@ def _commit(
         CycleCommit(
             checkpoint=checkpoint,
             run=run,
-            failed=[FailedRowUpdate(k, f.op, f.reason) for k, f in failed_now.items()],
+            failed=[FailedRowUpdate(k, f.op, redact(f.reason)) for k, f in failed_now.items()],
             max_attempts=dest.max_attempts,
             resolved=resolved,
             # Upserted keys went into the ledger before they were sent (reserve_ledger);

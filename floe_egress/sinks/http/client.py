@@ -3,36 +3,49 @@
 Retry policy (per request):
 - 429 and 503 wait out `Retry-After` (delta-seconds or an HTTP-date); a 429 also holds
   the whole account budget for that long, since every other request would be refused
-  too. Without the header they back off like the rest.
+  too: a request looks at the hold right before it is sent (after its slot, its OAuth
+  token and the rate limit), so none reaches the account inside the window. Without
+  the header they back off like the rest.
 - 408, other 5xx, connection errors and timeouts back off exponentially with full
   jitter: uniform(0, min(max_backoff, initial * 2**(attempt-1))).
 - A `Retry-After` beyond `max_backoff_seconds`, or `max_attempts` used up, raises
   TransientSinkError for the whole batch: the cycle retries it on a later run.
 - 401 and 403 raise PermanentSinkError naming the destination; with OAuth tokens
   (oauth.py) a 401 first renews the token once and repeats the request.
+- Redirects are not followed: a 3xx raises PermanentSinkError (wire.py), and so does a
+  2xx body too large to read whole.
 Everything else (2xx, other 4xx) goes back to the sink, which decides per record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from floe_egress.config.models import RateLimit, RetryConfig
+from floe_egress.config.secrets import redact
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.http.addresses import AddressPolicy, PolicyResolver, redirect_guard
 from floe_egress.sinks.http.limits import Budget, BudgetSpec, account_key, budget_for
 from floe_egress.sinks.http.oauth import OAuthTokens
 from floe_egress.sinks.http.receipts import Receipts
+from floe_egress.sinks.http.wire import (
+    Body,
+    cut_note,
+    read_body,
+    redirect_error,
+    retry_after,
+    too_large_error,
+    without_query,
+)
 
 USER_AGENT = "floe-egress/0.1"
 log = structlog.get_logger(__name__)
@@ -46,11 +59,14 @@ class Request:
     body: bytes | None = None
     params: Sequence[tuple[str, str]] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    encoded: bool = False
+    """`url` is already percent-encoded exactly as it must go out: sent as is, never
+    requoted or normalised (a key `..` in a path stays `%2E%2E`, not a step up)."""
 
     @property
     def label(self) -> str:
         """`METHOD url` without the query string, which may carry an API key."""
-        return f"{self.method} {self.url}"
+        return f"{self.method} {without_query(self.url)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +76,8 @@ class Response:
     body: bytes
     sent_authorization: str | None = field(default=None, repr=False)
     """The Authorization header the request went with (to tell a stale token)."""
+    cut_at: int | None = None
+    """The cap an error body went over: `body` is only its beginning (wire.py)."""
 
     def json(self) -> Any:
         """The decoded JSON body, or None when the body is empty or not JSON."""
@@ -94,32 +112,17 @@ def full_jitter(cap: float) -> float:
     return random.uniform(0, cap)
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date."""
-    raw = headers.get("Retry-After")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    # An HTTP-date has one-second resolution and means "not before": add a hair so
-    # the retry never lands a tick early.
-    return max(0.0, when.timestamp() - time.time()) + 0.01
-
-
 def error_message(response: Response, limit: int = 500) -> str:
-    """The server's own words from an error body (JSON `message`-like fields, else text)."""
-    data = response.json()
-    found = _find_message(data)
+    """The server's own words from an error body (JSON `message`-like fields, else text),
+    with every credential the product sends masked before it is shortened (an API may
+    echo them, and half a secret cut at `limit` would no longer be recognised)."""
+    if response.cut_at is not None:
+        text = redact(response.body.decode("utf-8", errors="replace").strip())
+        return f"HTTP {response.status}{cut_note(response.cut_at)}: {text[:limit]}"
+    found = _find_message(response.json())
     if found:
-        return found[:limit]
-    text = response.body.decode("utf-8", errors="replace").strip()
+        return redact(found)[:limit]
+    text = redact(response.body.decode("utf-8", errors="replace").strip())
     return text[:limit] if text else f"HTTP {response.status}"
 
 
@@ -212,22 +215,38 @@ class HttpClient:
             self._session_loop = loop
         return self._session
 
-    async def _once(self, request: Request) -> Response:
+    async def _request_headers(self, request: Request) -> dict[str, str]:
         headers = dict(request.headers)
         if request.body is not None:
             headers.setdefault("Content-Type", "application/json")
-        session = self._get_session()
         if self.tokens is not None:
-            headers["Authorization"] = f"Bearer {await self.tokens.current(session)}"
+            token = await self.tokens.current(self._get_session())
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    async def _once(self, request: Request, headers: Mapping[str, str]) -> Response:
+        session = self._get_session()
+        url = URL(request.url, encoded=True) if request.encoded else request.url
         async with session.request(
             request.method,
-            request.url,
+            url,
             data=request.body,
             params=[*self._params, *request.params] or None,
             headers=headers,
+            allow_redirects=False,
         ) as resp:
-            body = await resp.read()
-            return Response(resp.status, resp.headers, body, headers.get("Authorization"))
+            body = Body(b"") if 300 <= resp.status < 400 else await read_body(resp)
+            sent = headers.get("Authorization")
+            return Response(resp.status, resp.headers, body.data, sent, body.cut_at)
+
+    def _refuse(self, request: Request, response: Response) -> None:
+        """Raise for what is never handed on: a redirect, a 2xx too large to read whole."""
+        where = f"destination {self.destination!r}"
+        if 300 <= response.status < 400:
+            location = response.headers.get("Location")
+            raise redirect_error(where, request.method, request.url, response.status, location)
+        if response.ok and response.cut_at is not None:
+            raise too_large_error(where, request.label, response.status)
 
     async def _renewed(self, response: Response, renewed: set[str]) -> bool:
         """On a 401 with OAuth tokens: renew the token the request went with (once per
@@ -258,14 +277,18 @@ class HttpClient:
             attempt += 1
             outcome: Retry | SinkError | None
             async with budget.slot():
+                headers = await self._request_headers(request)
+                # Last look at the account's hold: a 429 may have paused it while this
+                # request waited for its slot, its token or the rate limit.
                 waited = await budget.take()
                 try:
-                    response = await self._once(request)
+                    response = await self._once(request, headers)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     receipts.http(None, sent, waited)
                     outcome = Retry(f"{type(exc).__name__}: {exc}".rstrip(": "))
                 else:
                     receipts.http(response.status, sent, waited)
+                    self._refuse(request, response)
                     if await self._renewed(response, renewed):
                         attempt -= 1
                         continue
@@ -314,14 +337,16 @@ class HttpClient:
         renewed: set[str] = set()
         while True:
             async with budget.slot():
+                headers = await self._request_headers(request)
                 await budget.take()
                 try:
-                    response = await self._once(request)
+                    response = await self._once(request, headers)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise TransientSinkError(
                         f"destination {self.destination!r}: {request.label} is unreachable "
                         f"({type(exc).__name__}: {exc})"
                     ) from exc
+            self._refuse(request, response)
             if not await self._renewed(response, renewed):
                 return response
 

@@ -5,8 +5,11 @@ dlt 1.31 behaviours handled here (DESIGN §5):
   and reports its rows as loaded. It blocks its dlt worker thread on
   `run_coroutine_threadsafe(...).result()`, so the HTTP work runs on the caller's event
   loop, where the session and the account limiter live.
-- `pipeline.run()` blocks: it runs in `asyncio.to_thread`, one run at a time per
-  destination (an asyncio.Lock; dlt has none).
+- `pipeline.run()` blocks: it runs on a thread of the bridge's own, one run at a time
+  per destination (an asyncio.Lock; dlt has none). Not in the loop's default executor:
+  a run waits there for its rows to be handled, and the handler needs that executor
+  too (value conversion), so as many concurrent writes as it has threads (6 on two
+  cores) would hold them all and wait for ever.
 - A pending load package makes `pipeline.run(new)` load the old package and ignore
   `new`. Pending packages are aborted before each run: they belong to a write that
   already failed (or to a process that crashed), whose range the cycle sends again
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +75,16 @@ class DltBridge:
         self._lock = asyncio.Lock()
         self._active: _Run | None = None
         self._pipeline: Any = None
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def _on_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """`fn(*args)` on the bridge's thread, in the caller's context (as to_thread)."""
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"floe-dlt-{self.destination}"
+            )
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
     def sink_function(self) -> Callable[[Any, Any], None]:
         """The function dlt calls with each load file (a plain def, see module doc)."""
@@ -106,7 +120,7 @@ class DltBridge:
         """Load `table` through dlt; `handler` gets its rows on this event loop."""
         run = _Run(asyncio.get_running_loop(), table.schema, handler, contextvars.copy_context())
         async with self._lock:
-            work = asyncio.ensure_future(asyncio.to_thread(self._run_sync, table, run))
+            work = asyncio.ensure_future(self._on_thread(self._run_sync, table, run))
             try:
                 await asyncio.shield(work)
             except asyncio.CancelledError:
@@ -170,7 +184,10 @@ class DltBridge:
     async def close(self) -> None:
         async with self._lock:
             if self._pipeline is not None:
-                await asyncio.to_thread(self._prune, self._pipeline)
+                await self._on_thread(self._prune, self._pipeline)
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                thread.shutdown(wait=False)
 
 
 def _as_given(data: pa.Table, schema: pa.Schema) -> pa.Table:

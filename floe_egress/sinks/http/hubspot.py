@@ -37,7 +37,6 @@ from floe_egress.sinks.http.client import (
     bearer_client,
     default_classifier,
     error_message,
-    retry_after,
 )
 from floe_egress.sinks.http.convert import as_text, dumps
 from floe_egress.sinks.http.oauth import OAuthTokens
@@ -60,6 +59,7 @@ from floe_egress.sinks.http.urls import (
     plain_http_problems,
     plain_http_warnings,
 )
+from floe_egress.sinks.http.wire import retry_after
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 Action = Literal["upsert", "update", "create", "archive"]

@@ -74,15 +74,28 @@ class Budget:
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
     async def take(self) -> float:
-        """Take one request from the rate limit; returns the seconds spent waiting."""
+        """Take one request from the rate limit, to be sent at once; returns the seconds
+        spent waiting.
+
+        A hold that began while the request waited in the limiter is waited out too, and
+        the limit taken again after it: nothing reaches the account before the hold ends,
+        and what leaves after it still keeps to the rate.
+        """
         start = time.monotonic()
+        while True:
+            await self._held()
+            if self._limiter is None:
+                break
+            await self._limiter.acquire()
+            if self._resume_at <= time.monotonic():
+                break
+        return time.monotonic() - start
+
+    async def _held(self) -> None:
         pause = self._resume_at - time.monotonic()
         while pause > 0:  # another 429 may extend the hold while we sleep
             await asyncio.sleep(pause)
             pause = self._resume_at - time.monotonic()
-        if self._limiter is not None:
-            await self._limiter.acquire()
-        return time.monotonic() - start
 
 
 _BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Budget]] = (

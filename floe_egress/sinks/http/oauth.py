@@ -26,6 +26,7 @@ import structlog
 
 from floe_egress.config.secrets import mask_values, unmask_values
 from floe_egress.errors import PermanentSinkError, TransientSinkError
+from floe_egress.sinks.http.wire import Body, read_body, redirect_error
 
 log = structlog.get_logger(__name__)
 
@@ -94,13 +95,17 @@ class OAuthTokens:
                 self.token_url,
                 data=self._form,
                 headers={"Accept": "application/json"},
+                allow_redirects=False,
             ) as resp:
-                status, body = resp.status, await resp.read()
+                status, location = resp.status, resp.headers.get("Location")
+                body = Body(b"") if 300 <= status < 400 else await read_body(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientSinkError(
                 f"{where} is unreachable ({type(exc).__name__}: {exc})"
             ) from exc
-        data = _json(body)
+        if 300 <= status < 400:
+            raise redirect_error(where, "POST", self.token_url, status, location)
+        data = _json(body.data)
         if status >= 500 or status == 429:
             raise TransientSinkError(f"{where} answered HTTP {status}; the batch is left for later")
         # HubSpot's newer token endpoints answer in camelCase.

@@ -7,9 +7,11 @@ Requests of one write run concurrently, so their bodies are filed under an order
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
+from floe_egress.config.secrets import redact
 from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 
 OrderKey = tuple[int, ...]
@@ -49,7 +51,9 @@ class Receipts:
         self.skipped[op] = self.skipped.get(op, 0) + count
 
     def failed(self, row: FailedRow) -> None:
-        self.report.failed.append(row)
+        """Record a refused row; its reason (the destination's words, which may echo a
+        credential) is masked here, before anything stores or prints it."""
+        self.report.failed.append(dataclasses.replace(row, reason=redact(row.reason)))
 
     def record_ids(self, order: OrderKey, ids: list[str]) -> None:
         if ids:

@@ -15,15 +15,23 @@ The envelope's op says what the mode means: "upsert" and "delete" in upsert and 
 modes, "insert" in insert mode and "update" in update mode (so the API can refuse to
 overwrite, or to create), each sent to its route when one is configured, else to `url`.
 
+A `{field}` placeholder is filled with the value as one path segment (`path_segment`:
+`.`, `/`, `?`, `#` and `%` percent-encoded too) and the URL goes out as built, never
+normalised; a row whose value is empty or null is a FailedRow, not sent to the URL
+without that segment.
+
 In append mode every change is an event: rows of all ops go through the upsert route,
 the envelope's op is "append" and each record is `{"op", "snapshot_id", "record"}`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
+
+from yarl import URL
 
 from floe_egress.errors import PermanentSinkError
 from floe_egress.sinks.base import FailedRow
@@ -52,9 +60,12 @@ from floe_egress.sinks.http.urls import (
     plain_http_problems,
     plain_http_warnings,
 )
+from floe_egress.sinks.http.wire import without_query
 from floe_egress.sinks.registry import BuildRequest, SinkType, register
 
 _SHAPE_STATUSES = frozenset({405, 406, 411, 414, 415})
+_MARK = "zzfloeegressplaceholder"
+_MARKED = re.compile(rf"{_MARK}(\d+){_MARK}")
 
 
 class RestApiSink(HttpSink):
@@ -86,7 +97,11 @@ class RestApiSink(HttpSink):
     async def deliver(self, rows: list[Row], receipts: Receipts) -> None:
         groups: dict[RouteName, list[Row]] = {}
         for row in rows:
-            groups.setdefault(self._route_name(row), []).append(row)
+            name = self._route_name(row)
+            if self.config.single and (problem := self._unfillable(name, row)) is not None:
+                receipts.failed(FailedRow(row.key, row.op, problem))
+                continue
+            groups.setdefault(name, []).append(row)
         sends = []
         for name, members in groups.items():
             size = 1 if self.config.single else self.batch_size
@@ -122,9 +137,11 @@ class RestApiSink(HttpSink):
     ) -> Request:
         snapshot = receipts.context.to_snapshot
         url = route.url or self.config.url
+        encoded = False
         body: bytes | None
         if self.config.single:
             url = self._fill(url, rows[0])
+            encoded = True
             no_body = route.method == "DELETE"
             body = None if no_body else dumps(self._payload(name, rows[0], snapshot))
         else:
@@ -136,23 +153,46 @@ class RestApiSink(HttpSink):
             }
             body = dumps(envelope)
         key = receipts.register(order, body if body is not None else url.encode())
-        return Request(route.method, url, body, headers={"Idempotency-Key": key})
+        headers = {"Idempotency-Key": key}
+        return Request(route.method, url, body, headers=headers, encoded=encoded)
+
+    def _value(self, field: str, row: Row) -> str:
+        """The text a `{field}` placeholder stands for in `row` ("" for null)."""
+        if field in row.record:
+            found = row.record[field]
+        elif field in row.key:
+            found = row.record.get(self.key_fields[self.key.index(field)])
+        else:
+            raise PermanentSinkError(
+                f"destination {self.name!r}: URL placeholder {{{field}}} names no "
+                f"mapped field or key column (fields: {sorted(row.record)})"
+            )
+        return "" if found is None else str(found)
+
+    def _unfillable(self, name: RouteName, row: Row) -> str | None:
+        """Why `row` cannot be sent to its route's URL: a placeholder with no value
+        would drop a path segment and address another resource (the collection)."""
+        template = self.config.route(name).url or self.config.url
+        for match in PLACEHOLDER.finditer(template):
+            if not self._value(match.group(1), row):
+                return (
+                    f"URL placeholder {{{match.group(1)}}} is empty for this row, so "
+                    f"{without_query(template)} would address another resource; the row "
+                    "is not sent"
+                )
+        return None
 
     def _fill(self, template: str, row: Row) -> str:
-        def value(match: Any) -> str:
-            field = match.group(1)
-            if field in row.record:
-                found = row.record[field]
-            elif field in row.key:
-                found = row.record.get(self.key_fields[self.key.index(field)])
-            else:
-                raise PermanentSinkError(
-                    f"destination {self.name!r}: URL placeholder {{{field}}} names no "
-                    f"mapped field or key column (fields: {sorted(row.record)})"
-                )
-            return quote(str(found), safe="")
+        """`template` percent-encoded, each placeholder filled with one path segment."""
+        values: list[str] = []
 
-        return PLACEHOLDER.sub(value, template)
+        def mark(match: re.Match[str]) -> str:
+            values.append(path_segment(self._value(match.group(1), row)))
+            return f"{_MARK}{len(values) - 1}{_MARK}"
+
+        # yarl encodes the template's own text; the values are encoded here, whole.
+        encoded = str(URL(PLACEHOLDER.sub(mark, template)))
+        return _MARKED.sub(lambda m: values[int(m.group(1))], encoded)
 
     def _account(
         self,
@@ -186,6 +226,13 @@ class RestApiSink(HttpSink):
                 receipts.delivered(row.op)
         if self.config.record_ids_path and data is not None:
             receipts.record_ids(order, extract_ids(data, self.config.record_ids_path))
+
+
+def path_segment(value: str) -> str:
+    """`value` as one URL path segment that no server or client can read as anything
+    else: every character but letters, digits, `-`, `_` and `~` percent-encoded, `.`
+    included (`.` and `..` are steps in a path), `/`, `?`, `#` and `%` too."""
+    return quote(value, safe="").replace(".", "%2E")
 
 
 def per_record_errors(data: Any, count: int, status: int) -> dict[int, tuple[str, int]]:

@@ -12,7 +12,9 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
 
+from floe_egress.config.secrets import mask_values
 from floe_egress.sinks.http.urls import HttpSinkConfig, SinkUrl, UrlSetting, credential_header
 
 RouteName = Literal["upsert", "insert", "update", "delete"]
@@ -47,15 +49,24 @@ Auth = Annotated[BearerAuth | BasicAuth | ApiKeyAuth, Field(discriminator="type"
 
 
 def auth_parts(auth: Auth | None) -> tuple[dict[str, str], list[tuple[str, str]], str | None]:
-    """Headers, query parameters and the credential (for the account key) of `auth`."""
+    """Headers, query parameters and the credential (for the account key) of `auth`.
+
+    The forms of a credential made here are masked from now on, as its value is where
+    it was resolved: the base64 of user:password a Basic header carries, and an API
+    key as the query string encodes it (an API may echo either in its error text).
+    """
     if auth is None:
         return {}, [], None
     if isinstance(auth, BearerAuth):
         return {"Authorization": f"Bearer {auth.token}"}, [], auth.token
     if isinstance(auth, BasicAuth):
         raw = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+        mask_values([raw])
         return {"Authorization": f"Basic {raw}"}, [], f"{auth.username}:{auth.password}"
     if auth.location == "query":
+        encoded = URL.build(query={auth.name: auth.value}).raw_query_string.partition("=")[2]
+        if encoded != auth.value:
+            mask_values([encoded])
         return {}, [(auth.name, auth.value)], auth.value
     return {auth.name: auth.value}, [], auth.value
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +215,24 @@ async def test_a_cancelled_write_finishes_the_package_before_the_next_run(
 
     assert report.delivered == {"insert": 1}
     assert not sink.bridge.pipeline.has_pending_data
+
+
+async def test_more_concurrent_writes_than_default_threads_all_finish(
+    make_sink: SinkFactory, rest_server: FakeRestApi
+) -> None:
+    # A 2-core machine's default executor has 6 threads; here it has 2. A dlt run that
+    # held one of them while its rows waited for another (value conversion) deadlocked
+    # once every thread was held so: `sync` with 6 HTTP destinations hung for ever.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+    rest_server.token = None
+    config = {"url": f"{rest_server.url}/v1/contacts"}
+    sinks = [
+        make_sink(rest_api.SINK_TYPE, config, destination=f"d{i}", mapping=MAPPING)
+        for i in range(4)
+    ]
+
+    writes = [s.write(batch(10 * i, 10 * i + 1), context(f"d{i}")) for i, s in enumerate(sinks)]
+    reports = await asyncio.wait_for(asyncio.gather(*writes), timeout=60)
+
+    assert [r.delivered for r in reports] == [{"insert": 2}] * 4
+    assert len(rest_server.records) == 8

@@ -16,7 +16,7 @@ import pytest
 from floe_egress.config.models import RateLimit
 from floe_egress.sinks.http import rest_api
 from floe_egress.sinks.http.limits import account_key
-from tests.fixtures.fake_apis import FakeRestApi, max_in_window
+from tests.fixtures.fake_apis import FakeRestApi, Fault, max_in_window
 from tests.integration.sinks_http.conftest import SinkFactory, changes, context
 
 
@@ -77,6 +77,24 @@ async def test_two_destinations_on_one_account_share_its_budget(
     assert len(times) == 120
     assert len(threaded_server.records) == 120
     assert max_in_window(times) <= 60 + 5
+
+
+async def test_no_request_reaches_the_account_while_a_429_holds_it(
+    make_sink: SinkFactory, threaded_server: FakeRestApi
+) -> None:
+    # Every request but the first waits in the rate limit when the 429 arrives; each
+    # must wait out the Retry-After window too, not go out once the limit lets it.
+    threaded_server.fail(Fault(429, {"Retry-After": "1"}, {"message": "slow down"}))
+    rate = RateLimit(requests_per_second=5, burst=1, max_concurrency=4)
+    sink = make_sink(rest_api.SINK_TYPE, single_record_config(threaded_server), rate_limit=rate)
+
+    report = await sink.write(rows(0, 4), context())
+
+    [limited] = [r for r in threaded_server.log if r.status == 429]
+    later = [round(r.at - limited.at, 3) for r in threaded_server.log if r is not limited]
+    assert len(later) == 4
+    assert [t for t in later if t < 1.0] == [], "requests arrived within the Retry-After window"
+    assert report.delivered == {"insert": 4}
 
 
 def test_account_defaults_to_host_and_credential_digest() -> None:

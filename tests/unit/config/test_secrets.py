@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -12,8 +13,10 @@ from floe_egress.config.secrets import (
     SecretRef,
     find_references,
     malformed_references,
+    mask_values,
     redact,
     resolve,
+    unmask_values,
 )
 from floe_egress.errors import SecretError
 
@@ -200,3 +203,19 @@ def test_redact_resolved_values_everywhere() -> None:
         "log": ["request failed: 401 for token ***"],
         "n": 1,
     }
+
+
+def test_a_resolved_secret_is_masked_url_encoded_too() -> None:
+    value = "k3y/with+plus=&amp more"
+    resolve("${env:API_KEY}", environ={"API_KEY": value})
+    echoed = f"got {quote(value, safe='')} in the path and {quote_plus(value)} in a form"
+
+    assert redact(echoed) == "got *** in the path and *** in a form"
+
+
+def test_an_unmasked_value_is_forgotten_in_every_form() -> None:
+    value = "old-token/+=-7f3a"
+    mask_values([value])
+    unmask_values([value])
+
+    assert redact(f"{value} {quote(value, safe='')}") == f"{value} {quote(value, safe='')}"

@@ -87,6 +87,7 @@ def rest(name: str, echo: EchoApi, status: int, auth: dict[str, str]) -> dict[st
         "source_table": "gold.customers",
         "mode": "upsert",
         "sink_type": "rest_api",
+        "allow_private_network": True,
         "sink_config": {
             "url": f"{echo.url}/echo/{status}/v1/contacts",
             "check_url": f"{echo.url}/ok/",
@@ -109,6 +110,7 @@ def hubspot(name: str, echo: EchoApi, status: int) -> dict[str, Any]:
         "source_table": "gold.customers",
         "mode": "upsert",
         "sink_type": "hubspot",
+        "allow_private_network": True,
         "sink_config": {
             "object_type": "contacts",
             "base_url": f"{echo.url}/echo/{status}",

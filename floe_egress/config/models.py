@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from floe_egress.config.fields import FiniteFloat, Port, TimeoutSeconds
+
 DEFAULT_STATE_DIR = ".floe-egress"
 SyncMode = Literal["upsert", "update", "insert", "mirror", "append"]
 SYNC_MODES: tuple[str, ...] = ("upsert", "update", "insert", "mirror", "append")
@@ -20,6 +22,7 @@ DUPLICATE_NAME_ERROR = "duplicate_destination_name"
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _PART = r"[A-Za-z_][A-Za-z0-9_\-]*"
 _TABLE = re.compile(rf"^{_PART}(\.{_PART})+$")
+DEFAULT_INTERVAL_SECONDS = 10.0
 
 
 class _Model(BaseModel):
@@ -76,27 +79,28 @@ class StateConfig(_Model):
 
 class ServerConfig(_Model):
     host: Annotated[str, Field(description="Address of the HTTP endpoints.")] = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8686
+    port: Port = 8686
     token: Annotated[
         str | None,
         Field(description="Bearer token for POST /v1/... (a secret reference, preferably)."),
     ] = None
-    shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
-    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    shutdown_grace_seconds: Annotated[FiniteFloat, Field(ge=0.1, le=3600)] = 30.0
+    lease_seconds: Annotated[FiniteFloat, Field(ge=1, le=3600)] = 30.0
     """How long a daemon holds a destination without renewing (several daemons, one
     PostgreSQL state store): a dead daemon's destinations move after this long."""
 
 
 class RateLimit(_Model):
-    requests_per_second: Annotated[float, Field(gt=0)]
-    burst: Annotated[int, Field(ge=1)] | None = None
+    requests_per_second: Annotated[FiniteFloat, Field(ge=0.01, le=100_000)]
+    burst: Annotated[int, Field(ge=1, le=100_000)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     account: Annotated[str, Field(min_length=1)] | None = None
     """Destinations with the same account share one budget (default: the sink's host)."""
 
 
 class Schedule(_Model):
-    interval_seconds: Annotated[float, Field(gt=0)] | None = None
+    interval_seconds: Annotated[FiniteFloat, Field(ge=0.1, le=7 * 86_400)] | None = None
+    """Seconds between cycles, from 0.1 s to a week (default 10 s); longer: use cron."""
     cron: Annotated[str, Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
@@ -125,14 +129,16 @@ class Schedule(_Model):
     def effective_interval(self) -> float | None:
         if self.cron is not None:
             return None
-        return self.interval_seconds if self.interval_seconds is not None else 10.0
+        return (
+            self.interval_seconds if self.interval_seconds is not None else DEFAULT_INTERVAL_SECONDS
+        )
 
 
 class RetryConfig(_Model):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
-    initial_backoff_seconds: Annotated[float, Field(gt=0)] = 0.5
-    max_backoff_seconds: Annotated[float, Field(gt=0)] = 60.0
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    initial_backoff_seconds: Annotated[FiniteFloat, Field(ge=0.01, le=3600)] = 0.5
+    max_backoff_seconds: Annotated[FiniteFloat, Field(ge=0.01, le=3600)] = 60.0
+    timeout_seconds: TimeoutSeconds = 30.0
 
 
 class Destination(_Model):
@@ -158,9 +164,9 @@ class Destination(_Model):
     rate_limit: RateLimit | None = None
     schedule: Schedule = Field(default_factory=Schedule)
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    max_attempts: Annotated[int, Field(ge=1)] = 10
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 10
     """Attempts at a failed row before it is parked (still visible in `failures`)."""
-    max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    max_delete_fraction: Annotated[FiniteFloat, Field(ge=0, le=1)] = 0.5
     enabled: bool = True
 
     @field_validator("name")

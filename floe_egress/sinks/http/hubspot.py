@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from floe_egress.config.fields import TimeoutSeconds
 from floe_egress.config.models import RateLimit
 from floe_egress.errors import SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
@@ -87,7 +88,7 @@ class HubSpotConfig(BaseModel):
     id_property: Annotated[str, Field(min_length=1)] | None = None
     """The unique property records are matched on (default: the mapped key field)."""
     base_url: str = "https://api.hubapi.com"
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    timeout_seconds: TimeoutSeconds | None = None
     verify_tls: bool = True
     max_records_per_request: Annotated[int, Field(ge=1, le=MAX_INPUTS)] = MAX_INPUTS
 

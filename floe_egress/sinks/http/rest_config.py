@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from floe_egress.config.fields import TimeoutSeconds
+
 RouteName = Literal["upsert", "insert", "update", "delete"]
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
@@ -95,7 +97,7 @@ class RestApiConfig(_Model):
     """Where the response lists created/updated ids: `ids`, `results[].id`, `id`, ..."""
     headers: dict[str, str] = Field(default_factory=dict)
     auth: Auth | None = None
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    timeout_seconds: TimeoutSeconds | None = None
     verify_tls: bool = True
     decimals: Literal["string", "number"] = "string"
     check_url: str | None = None

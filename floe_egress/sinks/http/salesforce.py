@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from floe_egress.config.fields import TimeoutSeconds
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
 from floe_egress.sinks.http.client import (
@@ -101,7 +102,7 @@ class SalesforceConfig(BaseModel):
     external_id_field: Annotated[str, Field(pattern=_NAME)] | None = None
     """An External ID field of the sObject (default: the mapped key field)."""
     api_version: Annotated[str, Field(pattern=r"^v\d+\.\d$")] = "v60.0"
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    timeout_seconds: TimeoutSeconds | None = None
     verify_tls: bool = True
     max_records_per_request: Annotated[int, Field(ge=1, le=MAX_RECORDS)] = MAX_RECORDS
     decimals: Literal["string", "number"] = "number"

@@ -68,11 +68,15 @@ def _merge_alternatives(problems: list[Problem]) -> list[Problem]:
     return merged
 
 
+_LENGTH_OF_TEXT = {"too_short": "string_too_short", "too_long": "string_too_long"}
 _TYPE_MESSAGE = re.compile(r"^must be (?P<what>.+), got (?P<got>.+)$")
 
 
 def plain_message(error: ErrorDetails, model: type[BaseModel]) -> str:
     kind = error["type"]
+    if kind in _LENGTH_OF_TEXT and isinstance(error.get("input"), str):
+        # A length limit put on a validated string reports itself as the length of a list.
+        kind = _LENGTH_OF_TEXT[kind]
     if kind == "float_type" and type(error.get("input")) is int:
         kind = "finite_number"  # an integer too large for a float
     ctx: dict[str, Any] = dict(error.get("ctx") or {})

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from floe_egress.config.fields import TimeoutSeconds
+from floe_egress.config.fields import HeaderValue, Text, TimeoutSeconds
 from floe_egress.config.models import RateLimit
 from floe_egress.errors import SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
@@ -80,12 +80,12 @@ class HubSpotOAuth(BaseModel):
 class HubSpotConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    object_type: Annotated[str, Field(min_length=1)]
+    object_type: Annotated[Text, Field(min_length=1)]
     """contacts, companies, deals, tickets, ... or a custom objectTypeId (2-1234567)."""
-    access_token: Annotated[str, Field(min_length=1)] | None = None
+    access_token: Annotated[HeaderValue, Field(min_length=1)] | None = None
     """A private app token with the object's read and write scopes. Or `oauth`."""
     oauth: HubSpotOAuth | None = None
-    id_property: Annotated[str, Field(min_length=1)] | None = None
+    id_property: Annotated[Text, Field(min_length=1)] | None = None
     """The unique property records are matched on (default: the mapped key field)."""
     base_url: str = "https://api.hubapi.com"
     timeout_seconds: TimeoutSeconds | None = None

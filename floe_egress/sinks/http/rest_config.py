@@ -13,7 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from floe_egress.config.fields import TimeoutSeconds
+from floe_egress.config.fields import (
+    HeaderName,
+    HeaderValue,
+    Text,
+    TimeoutSeconds,
+    refuse_control_characters,
+)
 
 RouteName = Literal["upsert", "insert", "update", "delete"]
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
@@ -26,6 +32,7 @@ class _Model(BaseModel):
 
 
 def _check_url(value: str) -> str:
+    refuse_control_characters(value)
     if value.startswith("${"):
         return value
     if not value.startswith(("http://", "https://")):
@@ -35,7 +42,7 @@ def _check_url(value: str) -> str:
 
 class BearerAuth(_Model):
     type: Literal["bearer"]
-    token: Annotated[str, Field(min_length=1)]
+    token: Annotated[HeaderValue, Field(min_length=1)]
 
 
 class BasicAuth(_Model):
@@ -46,8 +53,8 @@ class BasicAuth(_Model):
 
 class ApiKeyAuth(_Model):
     type: Literal["api_key"]
-    value: Annotated[str, Field(min_length=1)]
-    name: Annotated[str, Field(min_length=1)] = "X-API-Key"
+    value: Annotated[HeaderValue, Field(min_length=1)]
+    name: Annotated[Text, Field(min_length=1)] = "X-API-Key"
     location: Literal["header", "query"] = "header"
 
 
@@ -95,7 +102,7 @@ class RestApiConfig(_Model):
     max_records_per_request: Annotated[int, Field(ge=1, le=100_000)] | None = None
     record_ids_path: str | None = None
     """Where the response lists created/updated ids: `ids`, `results[].id`, `id`, ..."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     auth: Auth | None = None
     timeout_seconds: TimeoutSeconds | None = None
     verify_tls: bool = True

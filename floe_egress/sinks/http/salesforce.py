@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from floe_egress.config.fields import TimeoutSeconds
+from floe_egress.config.fields import HeaderValue, TimeoutSeconds
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
 from floe_egress.sinks.http.client import (
@@ -93,7 +93,7 @@ class SalesforceConfig(BaseModel):
 
     instance_url: Annotated[str, Field(min_length=1)]
     """https://MyDomainName.my.salesforce.com"""
-    access_token: Annotated[str, Field(min_length=1)] | None = None
+    access_token: Annotated[HeaderValue, Field(min_length=1)] | None = None
     """A session token as is; it fails once it expires. Or `oauth`."""
     oauth: SalesforceOAuth | None = None
     """A connected app grant: the sink gets a token and renews it when it expires."""

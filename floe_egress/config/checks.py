@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from floe_egress.config.models import DEFAULT_HOST
 from floe_egress.config.problems import KeyPath, Problem, format_path
 from floe_egress.config.secrets import find_references, malformed_references, unresolvable
+from floe_egress.config.urls import is_loopback
 
 SECRET_LOCATIONS = "sink_config, catalog properties, state.url and server.token"
 
@@ -39,6 +41,31 @@ def duplicate_names(raw: Any) -> list[Problem]:
         else:
             first[name] = index
     return problems
+
+
+def server_problems(raw: Any) -> list[Problem]:
+    """A server reachable beyond this machine needs a token (`run` refuses to start
+    without one): the problem sits at server.token when the key is there, else at
+    server.host."""
+    server = raw.get("server", {}) if isinstance(raw, Mapping) else None
+    if not isinstance(server, Mapping):
+        return []
+    host = server.get("host", DEFAULT_HOST)
+    token = server.get("token")
+    if not isinstance(host, str) or is_loopback(host):
+        return []
+    if token is not None and (token or not isinstance(token, str)):
+        return []  # a token; or a malformed one, which the models report
+    hint = (
+        "set server.token (a secret reference such as ${credential:floe-token}) so that "
+        "POST /v1/destinations/{name}/sync needs a bearer token, or bind server.host to "
+        "127.0.0.1"
+    )
+    if "token" in server:
+        message = f"must be set: server.host {host!r} is reachable beyond this machine; {hint}"
+        return [Problem(("server", "token"), message)]
+    message = f"{host!r} is reachable beyond this machine and server.token is not set: {hint}"
+    return [Problem(("server", "host"), message)]
 
 
 def allows_secrets(path: KeyPath) -> bool:
@@ -74,4 +101,10 @@ def secret_problems(
     return problems
 
 
-__all__ = ["SECRET_LOCATIONS", "allows_secrets", "duplicate_names", "secret_problems"]
+__all__ = [
+    "SECRET_LOCATIONS",
+    "allows_secrets",
+    "duplicate_names",
+    "secret_problems",
+    "server_problems",
+]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from floe_egress.config.checks import duplicate_names, secret_problems
+from floe_egress.config.checks import duplicate_names, secret_problems, server_problems
 from floe_egress.config.messages import problems_from_errors
 from floe_egress.config.models import DUPLICATE_NAME_ERROR, FloeSpec
 from floe_egress.config.problems import (
@@ -142,6 +142,8 @@ def validate_document(
         kept = [e for e in exc.errors() if e["type"] != DUPLICATE_NAME_ERROR]
         problems += problems_from_errors(kept, FloeSpec, raw)
     problems += duplicate_names(raw)
+    reported = {p.path for p in problems}
+    problems += [p for p in server_problems(raw) if p.path not in reported]
     if sink_check is not None:
         problems += sink_check(_destination_items(raw))
     reported = {p.path for p in problems}

@@ -68,11 +68,17 @@ def _merge_alternatives(problems: list[Problem]) -> list[Problem]:
     return merged
 
 
+_LENGTH_OF_TEXT = {"too_short": "string_too_short", "too_long": "string_too_long"}
 _TYPE_MESSAGE = re.compile(r"^must be (?P<what>.+), got (?P<got>.+)$")
 
 
 def plain_message(error: ErrorDetails, model: type[BaseModel]) -> str:
     kind = error["type"]
+    if kind in _LENGTH_OF_TEXT and isinstance(error.get("input"), str):
+        # A length limit put on a validated string reports itself as the length of a list.
+        kind = _LENGTH_OF_TEXT[kind]
+    if kind == "float_type" and type(error.get("input")) is int:
+        kind = "finite_number"  # an integer too large for a float
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
     got = describe(error.get("input"))
     handler = _HANDLERS.get(kind)
@@ -130,6 +136,8 @@ _HANDLERS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "string_pattern_mismatch": lambda ctx, got: (
         f"must match the pattern {ctx.get('pattern')}, got {got}"
     ),
+    "finite_number": _kind("a finite number"),
+    "int_parsing_size": _kind("an integer of a sensible size"),
     "int_parsing": _kind("an integer"),
     "int_type": _kind("an integer"),
     "int_from_float": _kind("a whole number"),

@@ -7,19 +7,30 @@ Secret references (`${env:NAME}`, `${credential:NAME}`) stay unresolved strings 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from floe_egress.config.fields import FiniteFloat, Identifier, Port, Prose, Text, TimeoutSeconds
+from floe_egress.config.urls import check_catalog_value, check_state_url, is_host
+
 DEFAULT_STATE_DIR = ".floe-egress"
+DEFAULT_HOST = "127.0.0.1"
 SyncMode = Literal["upsert", "update", "insert", "mirror", "append"]
 SYNC_MODES: tuple[str, ...] = ("upsert", "update", "insert", "mirror", "append")
 DUPLICATE_NAME_ERROR = "duplicate_destination_name"
 
-_NAME = re.compile(r"^[a-z0-9_]+$")
+_NAME = re.compile(r"[a-z0-9_]+")
 _PART = r"[A-Za-z_][A-Za-z0-9_\-]*"
-_TABLE = re.compile(rf"^{_PART}(\.{_PART})+$")
+_TABLE = re.compile(rf"{_PART}(\.{_PART})+")
+CRON_HORIZON = timedelta(days=3653)
+"""A cron expression must fire within this long (ten years) to be accepted."""
+DEFAULT_INTERVAL_SECONDS = 10.0
+
+Column = Annotated[Text, Field(min_length=1, max_length=256)]
+"""A source column name."""
 
 
 class _Model(BaseModel):
@@ -27,9 +38,12 @@ class _Model(BaseModel):
 
 
 class Metadata(_Model):
-    name: Annotated[str, Field(min_length=1, description="Name of this floe-egress deployment.")]
-    description: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    name: Annotated[
+        Text,
+        Field(min_length=1, max_length=256, description="Name of this floe-egress deployment."),
+    ]
+    description: Prose | None = None
+    labels: dict[Text, Text] = Field(default_factory=dict)
 
 
 class CatalogConfig(BaseModel):
@@ -40,10 +54,16 @@ class CatalogConfig(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
+    # Every property: no control characters; one that holds a URL, a well-formed one.
+    __pydantic_extra__: dict[str, Annotated[Any, AfterValidator(check_catalog_value)]] = Field(
+        init=False
+    )
 
-    name: Annotated[str, Field(min_length=1, description="Catalog name for load_catalog.")] = "gold"
+    name: Annotated[Text, Field(min_length=1, description="Catalog name for load_catalog.")] = (
+        "gold"
+    )
     type: Annotated[
-        str, Field(min_length=1, description="pyiceberg catalog type: sql, rest, glue, hive, ...")
+        Text, Field(min_length=1, description="pyiceberg catalog type: sql, rest, glue, hive, ...")
     ] = "sql"
 
     def properties(self) -> dict[str, Any]:
@@ -61,43 +81,43 @@ class StateConfig(_Model):
             description="State store: sqlite:///path or postgresql://user@host:port/db "
             "(may be a secret reference).",
         ),
+        AfterValidator(check_state_url),
     ] = f"sqlite:///{DEFAULT_STATE_DIR}/state.db"
 
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, value: str) -> str:
-        if not value.startswith(("sqlite://", "postgresql://", "postgres://", "${")):
-            raise ValueError(
-                "must be a sqlite:/// path or a postgresql:// URL "
-                f"(got {value.split(':', 1)[0]!r} scheme)"
-            )
-        return value
+
+def _host(value: str) -> str:
+    if value and not is_host(value):
+        raise ValueError(f"{value!r} is not an IP address or a host name")
+    return value
 
 
 class ServerConfig(_Model):
-    host: Annotated[str, Field(description="Address of the HTTP endpoints.")] = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8686
+    host: Annotated[
+        Text, AfterValidator(_host), Field(description="Address of the HTTP endpoints.")
+    ] = DEFAULT_HOST
+    port: Port = 8686
     token: Annotated[
-        str | None,
+        Annotated[Text, Field(min_length=1)] | None,
         Field(description="Bearer token for POST /v1/... (a secret reference, preferably)."),
     ] = None
-    shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
-    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    shutdown_grace_seconds: Annotated[FiniteFloat, Field(ge=0.1, le=3600)] = 30.0
+    lease_seconds: Annotated[FiniteFloat, Field(ge=1, le=3600)] = 30.0
     """How long a daemon holds a destination without renewing (several daemons, one
     PostgreSQL state store): a dead daemon's destinations move after this long."""
 
 
 class RateLimit(_Model):
-    requests_per_second: Annotated[float, Field(gt=0)]
-    burst: Annotated[int, Field(ge=1)] | None = None
+    requests_per_second: Annotated[FiniteFloat, Field(ge=0.01, le=100_000)]
+    burst: Annotated[int, Field(ge=1, le=100_000)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
-    account: Annotated[str, Field(min_length=1)] | None = None
+    account: Annotated[Text, Field(min_length=1, max_length=256)] | None = None
     """Destinations with the same account share one budget (default: the sink's host)."""
 
 
 class Schedule(_Model):
-    interval_seconds: Annotated[float, Field(gt=0)] | None = None
-    cron: Annotated[str, Field(min_length=1)] | None = None
+    interval_seconds: Annotated[FiniteFloat, Field(ge=0.1, le=7 * 86_400)] | None = None
+    """Seconds between cycles, from 0.1 s to a week (default 10 s); longer: use cron."""
+    cron: Annotated[Text, Field(min_length=1, max_length=256)] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> Schedule:
@@ -113,32 +133,53 @@ class Schedule(_Model):
         from apscheduler.triggers.cron import CronTrigger
 
         try:
-            CronTrigger.from_crontab(value)
+            CronTrigger.from_crontab(value, timezone="UTC")
         except ValueError as exc:
             raise ValueError(
                 f"invalid cron expression {value!r}: {exc} "
                 "(expected five fields: minute hour day month day_of_week)"
             ) from None
+        minute, hour, day, month, day_of_week = value.split()
+        now = datetime.now(UTC)
+        # The end date stops the search at the horizon instead of the year 9999.
+        horizon = CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone="UTC",
+            end_date=now + CRON_HORIZON,
+        )
+        if horizon.get_next_fire_time(None, now) is None:
+            raise ValueError(
+                f"cron expression {value!r} never fires (no time in the next ten years "
+                "matches it): check the day and month fields"
+            )
         return value
 
     @property
     def effective_interval(self) -> float | None:
         if self.cron is not None:
             return None
-        return self.interval_seconds if self.interval_seconds is not None else 10.0
+        return (
+            self.interval_seconds if self.interval_seconds is not None else DEFAULT_INTERVAL_SECONDS
+        )
 
 
 class RetryConfig(_Model):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
-    initial_backoff_seconds: Annotated[float, Field(gt=0)] = 0.5
-    max_backoff_seconds: Annotated[float, Field(gt=0)] = 60.0
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    initial_backoff_seconds: Annotated[FiniteFloat, Field(ge=0.01, le=3600)] = 0.5
+    max_backoff_seconds: Annotated[FiniteFloat, Field(ge=0.01, le=3600)] = 60.0
+    timeout_seconds: TimeoutSeconds = 30.0
 
 
 class Destination(_Model):
-    name: Annotated[str, Field(description="Unique destination name, [a-z0-9_]+.")]
-    source_table: Annotated[str, Field(description="Iceberg table to follow: namespace.table.")]
-    sink_type: Annotated[str, Field(min_length=1, description="See `floe-egress sinks`.")]
+    name: Annotated[str, Field(max_length=64, description="Unique destination name, [a-z0-9_]+.")]
+    source_table: Annotated[
+        str, Field(max_length=512, description="Iceberg table to follow: namespace.table.")
+    ]
+    sink_type: Annotated[Text, Field(min_length=1, description="See `floe-egress sinks`.")]
     sink_config: dict[str, Any] = Field(
         default_factory=dict,
         description="The sink type's own settings; values may be secret references.",
@@ -150,13 +191,16 @@ class Destination(_Model):
         "Link-local and cloud metadata addresses stay refused. Database destinations "
         "connect where their credentials say.",
     )
-    ref: Annotated[str, Field(min_length=1, description="Branch or tag to follow.")] = "main"
+    ref: Annotated[
+        Text, Field(min_length=1, max_length=256, description="Branch or tag to follow.")
+    ] = "main"
     primary_key: Annotated[
-        list[str] | None, Field(description="Key columns (default: the identifier fields).")
+        list[Column] | None,
+        Field(max_length=64, description="Key columns (default: the identifier fields)."),
     ] = None
     mode: SyncMode = "upsert"
     field_mapping: Annotated[
-        dict[str, str] | None,
+        dict[Column, Identifier] | None,
         Field(description="source column -> destination field; unmapped columns are not sent."),
     ] = None
     batch_size: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
@@ -165,15 +209,15 @@ class Destination(_Model):
     rate_limit: RateLimit | None = None
     schedule: Schedule = Field(default_factory=Schedule)
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    max_attempts: Annotated[int, Field(ge=1)] = 10
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 10
     """Attempts at a failed row before it is parked (still visible in `failures`)."""
-    max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    max_delete_fraction: Annotated[FiniteFloat, Field(ge=0, le=1)] = 0.5
     enabled: bool = True
 
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a valid destination name: use lowercase letters, "
                 "digits and underscores ([a-z0-9_]+)"
@@ -183,7 +227,7 @@ class Destination(_Model):
     @field_validator("source_table")
     @classmethod
     def _valid_table(cls, value: str) -> str:
-        if not _TABLE.match(value):
+        if not _TABLE.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a table identifier: expected namespace.table "
                 "(for example gold.customers)"

@@ -13,6 +13,8 @@ from floe_egress.errors import ConfigError
 KeyPath = tuple[str | int, ...]
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
+_LONGEST_SHOWN = 60
+"""Longer strings and numbers are shortened in messages."""
 
 
 def format_path(path: KeyPath) -> str:
@@ -21,7 +23,7 @@ def format_path(path: KeyPath) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN_KEY.match(part):
+        elif _PLAIN_KEY.fullmatch(part):
             out += f".{part}" if out else part
         else:
             out += f"[{part!r}]"
@@ -41,7 +43,11 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if len(value) > _LONGEST_SHOWN:
+            return f"{value[:_LONGEST_SHOWN]!r}... ({len(value)} characters)"
         return repr(value)
+    if isinstance(value, int) and abs(value) >= 10**_LONGEST_SHOWN:
+        return f"a number of more than {_LONGEST_SHOWN} digits"
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, dict):

@@ -61,9 +61,9 @@ def _parse(token: str) -> SecretRef | str:
         return f"{text} has an unknown source {kind!r}: use ${{env:NAME}} or ${{credential:NAME}}"
     if not name:
         return f"{text} names no {'environment variable' if kind == 'env' else 'credential'}"
-    if kind == "env" and not _ENV_NAME.match(name):
+    if kind == "env" and not _ENV_NAME.fullmatch(name):
         return f"{text}: {name!r} is not a valid environment variable name"
-    if kind == "credential" and not _CREDENTIAL_NAME.match(name):
+    if kind == "credential" and not _CREDENTIAL_NAME.fullmatch(name):
         return f"{text}: {name!r} is not a valid credential name (letters, digits, _ . -)"
     return SecretRef("env" if kind == "env" else "credential", name)
 

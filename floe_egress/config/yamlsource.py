@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
+from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLWarning
+from ruamel.yaml.reader import ReaderError
 
 from floe_egress.config.problems import KeyPath, Problem
+from floe_egress.config.yamllimits import LimitedParser, LimitExceeded
 from floe_egress.errors import ConfigError
 
 _DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)" with value')
@@ -46,17 +50,48 @@ class YamlProblem(ConfigError):
 
 
 def parse_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document (round-trip loader: safe, keeps positions)."""
+    """Parse one YAML document (round-trip loader: safe, keeps positions), within the
+    limits of `yamllimits` (nesting depth, alias expansion)."""
+    yaml = YAML(typ="rt")
+    yaml.Parser = LimitedParser
+    yaml.Constructor = _Constructor
     try:
-        node = YAML(typ="rt").load(text)
+        with warnings.catch_warnings():
+            # Reused anchors, the one warning that matters, are refused by LimitedParser.
+            warnings.simplefilter("ignore", YAMLWarning)
+            node = yaml.load(text)
+    except LimitExceeded as exc:
+        raise YamlProblem(exc.problem) from None
     except MarkedYAMLError as exc:
         raise YamlProblem(_syntax_problem(exc)) from None
+    except ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        what = f"the character #x{exc.character:04x}" if isinstance(exc.character, int) else ""
+        message = f"invalid YAML: {what}: {exc.reason}" if what else f"invalid YAML: {exc.reason}"
+        raise YamlProblem(Problem((), message, line)) from None
     except YAMLError as exc:
         raise YamlProblem(Problem((), f"invalid YAML: {exc}")) from None
     lines: dict[KeyPath, int] = {}
     if isinstance(node, CommentedMap | CommentedSeq):
         lines[()] = node.lc.line + 1
     return YamlDocument(_plain(node, (), lines), LineMap(lines))
+
+
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, whose failures to build a value (a date like
+    2024-13-01, a 5,000-digit integer, `!!bool maybe`) say on which line they are."""
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            tag = str(getattr(node.tag, "value", None) or node.tag)
+            kind = tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+            raise ConstructorError(
+                problem=f"this value cannot be read as a YAML {kind}: quote it if it is "
+                "meant as text",
+                problem_mark=node.start_mark,
+            ) from None
 
 
 def _syntax_problem(exc: MarkedYAMLError) -> Problem:
@@ -79,7 +114,8 @@ def _plain(node: Any, path: KeyPath, lines: dict[KeyPath, int]) -> Any:
         out: dict[Any, Any] = {}
         for key in node:
             child = (*path, key if isinstance(key, str | int) else str(key))
-            position = node.lc.key(key)
+            # A key merged in with `<<` has no position of its own: it takes its parent's.
+            position = (node.lc.data or {}).get(key)
             if position is not None:
                 lines[child] = position[0] + 1
             out[_plain(key, (), {})] = _plain(node[key], child, lines)

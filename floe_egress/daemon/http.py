@@ -19,13 +19,13 @@ and the stricter rule of the two holds in between.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from floe_egress.config.models import ServerConfig
 from floe_egress.config.secrets import resolve
+from floe_egress.config.urls import is_loopback
 from floe_egress.daemon.metrics import CONTENT_TYPE
 from floe_egress.errors import ConfigError, ServiceError
 
@@ -58,16 +58,6 @@ class DaemonView(Protocol):
 
     @property
     def token(self) -> str | None: ...
-
-
-def is_loopback(host: str) -> bool:
-    """True when `host` is reachable from this machine only ("" means every address)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def server_token(server: ServerConfig) -> str | None:

@@ -52,7 +52,7 @@ class SinkConfig:
             )
         if self.field_mapping is not None:
             for source, dest in self.field_mapping.items():
-                if not isinstance(dest, str) or not _IDENTIFIER.match(dest):
+                if not isinstance(dest, str) or not _IDENTIFIER.fullmatch(dest):
                     raise ValueError(
                         f"field_mapping destination {dest!r} for source {source!r} must be "
                         "a valid identifier (letters, digits and underscores, not starting "

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from floe_egress.config.fields import CONTROL_CHARACTERS_ERROR
 from floe_egress.config.messages import problems_from_errors
 from floe_egress.config.models import SYNC_MODES, FloeSpec
 from floe_egress.config.problems import KeyPath, Problem, did_you_mean
@@ -20,6 +21,7 @@ from floe_egress.config.secrets import has_references
 from floe_egress.sinks.registry import SinkType, get_sink_type, sink_type_names
 
 DESTINATIONS: KeyPath = ("ingestion", "destinations")
+_ALWAYS = frozenset({"extra_forbidden", CONTROL_CHARACTERS_ERROR})
 
 
 def check_destinations(spec: FloeSpec) -> list[Problem]:
@@ -70,11 +72,12 @@ def _check_config(sink_type: SinkType, config: Any, at: KeyPath) -> list[Problem
     try:
         sink_type.config_model.model_validate(data)
     except ValidationError as exc:
-        # A value that is a secret reference can only be judged once resolved, at build time.
+        # A value that is a secret reference can only be judged once resolved, at build
+        # time; a control character around a reference is wrong whatever it resolves to.
         errors = [
             e
             for e in exc.errors()
-            if e["type"] == "extra_forbidden" or not _is_reference_text(e.get("input"))
+            if e["type"] in _ALWAYS or not _is_reference_text(e.get("input"))
         ]
         return problems_from_errors(errors, sink_type.config_model, data, at)
     return []

@@ -94,7 +94,7 @@ def postgres_dsn(url: str) -> tuple[str, str | None]:
     base, query = _split_query(url)
     params = parse_qsl(query, keep_blank_values=True)
     schema = next((v for k, v in params if k == "schema"), None)
-    if schema is not None and not _SCHEMA.match(schema):
+    if schema is not None and not _SCHEMA.fullmatch(schema):
         raise StateSetupError(
             f"state.url {redact_url(url)}: schema={schema!r} is not a plain lowercase "
             "identifier (letters, digits, _); choose another schema name"

@@ -129,6 +129,7 @@ def test_dataclass_fields_and_defaults_match_the_platform() -> None:
             "field_mapping destination 'e-mail' for source 'email' must be a valid identifier",
         ),
         ({"sink_type": "rest_api", "field_mapping": {"id": "1abc"}}, "valid identifier"),
+        ({"sink_type": "rest_api", "field_mapping": {"id": "abc\n"}}, "valid identifier"),
         (
             {"sink_type": "rest_api", "connection_config": {f"k{i}": i for i in range(51)}},
             "connection_config has 51 keys, max 50",

@@ -25,7 +25,7 @@ _MYSQL_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql")
 
 
 def _identifier(value: str) -> str:
-    if has_references(value) or _IDENTIFIER.match(value):
+    if has_references(value) or _IDENTIFIER.fullmatch(value):
         return value
     raise ValueError(
         f"{value!r} is not a plain SQL identifier: use letters, digits and underscores, "

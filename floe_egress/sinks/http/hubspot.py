@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from floe_egress.config.fields import HeaderValue, Text, TimeoutSeconds
 from floe_egress.config.models import RateLimit
 from floe_egress.errors import SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
@@ -85,15 +86,15 @@ class HubSpotOAuth(BaseModel):
 
 
 class HubSpotConfig(HttpSinkConfig):
-    object_type: Annotated[str, Field(min_length=1)]
+    object_type: Annotated[Text, Field(min_length=1)]
     """contacts, companies, deals, tickets, ... or a custom objectTypeId (2-1234567)."""
-    access_token: Annotated[str, Field(min_length=1)] | None = None
+    access_token: Annotated[HeaderValue, Field(min_length=1)] | None = None
     """A private app token with the object's read and write scopes. Or `oauth`."""
     oauth: HubSpotOAuth | None = None
-    id_property: Annotated[str, Field(min_length=1)] | None = None
+    id_property: Annotated[Text, Field(min_length=1)] | None = None
     """The unique property records are matched on (default: the mapped key field)."""
     base_url: SinkUrl = "https://api.hubapi.com"
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    timeout_seconds: TimeoutSeconds | None = None
     verify_tls: bool = True
     max_records_per_request: Annotated[int, Field(ge=1, le=MAX_INPUTS)] = MAX_INPUTS
 

@@ -14,6 +14,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
+from floe_egress.config.fields import (
+    HeaderName,
+    HeaderValue,
+    Text,
+    TimeoutSeconds,
+)
 from floe_egress.config.secrets import mask_values
 from floe_egress.sinks.http.urls import HttpSinkConfig, SinkUrl, UrlSetting, credential_header
 
@@ -29,7 +35,7 @@ class _Model(BaseModel):
 
 class BearerAuth(_Model):
     type: Literal["bearer"]
-    token: Annotated[str, Field(min_length=1)]
+    token: Annotated[HeaderValue, Field(min_length=1)]
 
 
 class BasicAuth(_Model):
@@ -40,8 +46,8 @@ class BasicAuth(_Model):
 
 class ApiKeyAuth(_Model):
     type: Literal["api_key"]
-    value: Annotated[str, Field(min_length=1)]
-    name: Annotated[str, Field(min_length=1)] = "X-API-Key"
+    value: Annotated[HeaderValue, Field(min_length=1)]
+    name: Annotated[Text, Field(min_length=1)] = "X-API-Key"
     location: Literal["header", "query"] = "header"
 
 
@@ -93,9 +99,9 @@ class RestApiConfig(HttpSinkConfig):
     max_records_per_request: Annotated[int, Field(ge=1, le=100_000)] | None = None
     record_ids_path: str | None = None
     """Where the response lists created/updated ids: `ids`, `results[].id`, `id`, ..."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     auth: Auth | None = None
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    timeout_seconds: TimeoutSeconds | None = None
     verify_tls: bool = True
     decimals: Literal["string", "number"] = "string"
     check_url: SinkUrl | None = None

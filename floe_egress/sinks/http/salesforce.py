@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from floe_egress.config.fields import HeaderValue, TimeoutSeconds
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 from floe_egress.sinks.base import FailedRow
 from floe_egress.sinks.http.client import (
@@ -98,7 +99,7 @@ class SalesforceOAuth(BaseModel):
 class SalesforceConfig(HttpSinkConfig):
     instance_url: SinkUrl
     """https://MyDomainName.my.salesforce.com"""
-    access_token: Annotated[str, Field(min_length=1)] | None = None
+    access_token: Annotated[HeaderValue, Field(min_length=1)] | None = None
     """A session token as is; it fails once it expires. Or `oauth`."""
     oauth: SalesforceOAuth | None = None
     """A connected app grant: the sink gets a token and renews it when it expires."""
@@ -107,7 +108,7 @@ class SalesforceConfig(HttpSinkConfig):
     external_id_field: Annotated[str, Field(pattern=_NAME)] | None = None
     """An External ID field of the sObject (default: the mapped key field)."""
     api_version: Annotated[str, Field(pattern=r"^v\d+\.\d$")] = "v60.0"
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    timeout_seconds: TimeoutSeconds | None = None
     verify_tls: bool = True
     max_records_per_request: Annotated[int, Field(ge=1, le=MAX_RECORDS)] = MAX_RECORDS
     decimals: Literal["string", "number"] = "number"

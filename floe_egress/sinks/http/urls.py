@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from floe_egress.config.fields import refuse_control_characters
 from floe_egress.config.secrets import has_references
+from floe_egress.config.urls import url_problem
 from floe_egress.errors import ConfigError
 from floe_egress.sinks.http.addresses import AddressPolicy, is_loopback_host
 
@@ -35,8 +37,10 @@ _PLAIN_HTTP_REFUSED = (
 
 
 def http_url(value: str) -> str:
-    """A URL setting of an HTTP sink: http:// or https:// and a host. A secret reference
-    is judged once resolved, when the destination is built."""
+    """A URL setting of an HTTP sink: http:// or https:// and a well-formed host and
+    port, no control characters. A secret reference is judged once resolved, when the
+    destination is built."""
+    refuse_control_characters(value)
     if has_references(value):
         return value
     try:
@@ -49,6 +53,9 @@ def http_url(value: str) -> str:
         raise ValueError(f"must be an https:// (or http://) URL; got {got}")
     if not host:
         raise ValueError("must be an https:// (or http://) URL with a host")
+    problem = url_problem(value, require_host=True)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

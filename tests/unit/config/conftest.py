@@ -90,3 +90,26 @@ def edit(text: str, old: str, new: str) -> str:
     """`text` with the one occurrence of `old` replaced (fails loudly if not exactly one)."""
     assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times"
     return text.replace(old, new)
+
+
+EVERY_SETTING = Path(__file__).parent / "data" / "floe.every-setting.yaml"
+EVERY_SETTING_SECRETS = {
+    "FLOE_TEST_SERVER_TOKEN": "otter-5d1e-server-token",
+    "FLOE_TEST_CRM_TOKEN": "heron-8c2b-crm-token",
+    "FLOE_TEST_HUBSPOT_TOKEN": "lynx-3a9f-hubspot-token",
+    "FLOE_TEST_SALESFORCE_TOKEN": "ibis-7e4d-salesforce-token",
+}
+
+
+@pytest.fixture
+def every_setting_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The secrets floe.every-setting.yaml references are set; returns its text."""
+    for name, value in EVERY_SETTING_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    return EVERY_SETTING.read_text(encoding="utf-8")
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of the one occurrence of `needle` in `text`."""
+    assert text.count(needle) == 1, f"{needle!r} occurs {text.count(needle)} times"
+    return text[: text.index(needle)].count("\n") + 1

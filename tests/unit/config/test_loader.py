@@ -74,7 +74,7 @@ BROKEN: dict[str, tuple[str, str, list[tuple[str, int, str]]]] = {
     "requests_per_second zero": (
         "requests_per_second: 10",
         "requests_per_second: 0",
-        [(f"{D0}.rate_limit.requests_per_second", 25, "must be greater than 0")],
+        [(f"{D0}.rate_limit.requests_per_second", 25, "must be at least 0.01")],
     ),
     "host not a string": (
         "host: 127.0.0.1",
@@ -368,7 +368,7 @@ def test_every_problem_reported_at_once_sorted_by_line(
         f"{path}:12 server.port: must be an integer, got 'abc'",
         f"{path}:22 {D0}.sink_config.headers.Authorization: secret ${{env:FLOE_TEST_MISSING}} "
         "cannot be resolved: environment variable FLOE_TEST_MISSING is not set",
-        f"{path}:25 {D0}.rate_limit.requests_per_second: must be greater than 0",
+        f"{path}:25 {D0}.rate_limit.requests_per_second: must be at least 0.01",
         f"{path}:28 {D1}.name: duplicate destination name 'crm_contacts': "
         "already used by ingestion.destinations[0]",
         f"{path}:30 {D1}.sink_type: unknown sink_type 'nope'; available: "

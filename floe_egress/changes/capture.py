@@ -107,7 +107,7 @@ def capture(
         )
     before, after = sides
     plan: PlanKind = "diff" if files.removed else "append"
-    untouched = UntouchedKeys(table, b, files.added, key, span.schema)
+    untouched = UntouchedKeys(table, b, files.b_manifests, files.added, key, span.schema)
     classified = classify(before.compact, after.compact, key, untouched)
     changes = _assemble(reader, before, after, classified, span.out, old_rows)
     if classified.revived.num_rows:

@@ -29,7 +29,7 @@ from pyiceberg.manifest import DataFileContent, ManifestContent, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.types import IntegerType, LongType, StringType
+from pyiceberg.types import IntegerType, LongType, NestedField, StringType
 
 from floe_egress.changes.diff import ROWS
 from floe_egress.changes.duck import cursor
@@ -63,7 +63,7 @@ class _BoundsCache:
         self._lock = threading.Lock()
 
     def get(
-        self, table: Table, manifest: ManifestFile, fields: Sequence[Any]
+        self, table: Table, manifest: ManifestFile, fields: Sequence[NestedField]
     ) -> tuple[_FileBounds, ...]:
         ident = (manifest.manifest_path, tuple(f.field_id for f in fields))
         with self._lock:
@@ -91,7 +91,7 @@ class _BoundsCache:
 _CACHE = _BoundsCache(CACHED_FILES)
 
 
-def _bounds(data_file: Any, fields: Sequence[Any]) -> Bounds:
+def _bounds(data_file: Any, fields: Sequence[NestedField]) -> Bounds:
     out: list[tuple[Any, Any] | None] = []
     for field in fields:
         lower = (data_file.lower_bounds or {}).get(field.field_id)
@@ -104,19 +104,23 @@ def _bounds(data_file: Any, fields: Sequence[Any]) -> Bounds:
 
 
 class UntouchedKeys:
-    """Counts keys in the data files of snapshot `b` that are not in `changed` (the
-    files the diff reads); called with distinct keys, as diff.Untouched."""
+    """Counts keys in the data files of snapshot `b` (listed by its `manifests`) that are
+    not in `changed` (the files the diff reads); called with distinct keys, as
+    diff.Untouched."""
 
     def __init__(
         self,
         table: Table,
         b: Snapshot,
+        manifests: Sequence[ManifestFile],
         changed: Iterable[FileScanTask],
         key: tuple[str, ...],
         schema: Schema,
     ) -> None:
         self.table = table
         self.b = b
+        self.manifests = manifests
+        """B's manifests."""
         self.key = key
         self.schema = schema
         self._changed = {
@@ -149,7 +153,7 @@ class UntouchedKeys:
         return counts.cast(empty.schema)
 
     def _candidates(self, keys: pa.Table) -> list[FileScanTask]:
-        manifests = self.b.manifests(self.table.io)
+        manifests = self.manifests
         if any(m.content == ManifestContent.DELETES for m in manifests):
             scan = self.table.scan(
                 snapshot_id=self.b.snapshot_id,
@@ -162,8 +166,14 @@ class UntouchedKeys:
         ]
         changed = {path for path, _ in self._changed}
         wanted: dict[str, list[str]] = {}
-        for manifest in manifests:
-            for f in _CACHE.get(self.table, manifest, self._fields):
+
+        def bounds(manifest: ManifestFile) -> tuple[_FileBounds, ...]:
+            return _CACHE.get(self.table, manifest, self._fields)
+
+        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="floe-read") as pool:
+            listed = list(pool.map(bounds, manifests))
+        for manifest, files in zip(manifests, listed, strict=True):
+            for f in files:
                 if f.rows and f.path not in changed and _overlaps(f.bounds, ranges):
                     wanted.setdefault(manifest.manifest_path, []).append(f.path)
         tasks = []

@@ -126,3 +126,18 @@ def test_rows_to_resend_leave_out_a_key_more_than_one_row_holds(table: Table) ->
     wanted = {key_json({"id": 3}): "update", key_json({"id": 4}): "update"}
     rows = rows_at(table, head(table), KEY, wanted, schema)
     assert [(r["id"], r[OP_COLUMN]) for r in rows.to_pylist()] == [(4, "update")]
+
+
+def test_a_row_a_positional_delete_removed_does_not_make_a_duplicate(table: Table) -> None:
+    """Merge-on-read: the unchanged file still holds the deleted row's bytes; only the
+    rows left after its delete files count."""
+    from tests.fixtures.iceberg_writers import delete_positions
+
+    delete_positions(table, lambda row: row["id"] == 2)
+    a = head(table)
+    table.append(_rows([2, 4], suffix="-new"))  # 2 was deleted, 4 is still there
+
+    cs = capture(table, from_snapshot=a, key=KEY)
+    assert ops_of(cs) == {"insert": [(2, "u2-new@example.com")], "update": [], "delete": []}
+    assert invalid(cs) == [("duplicate_key", 4, 2)]
+    assert invalid(capture(table, from_snapshot=None, key=KEY)) == invalid(cs)

@@ -148,6 +148,8 @@ def cmd_sinks(args: argparse.Namespace) -> int:
 
 
 def _print_results(results: Sequence[Any], *, as_json: bool, verb: str) -> None:
+    from floe_egress.daemon.result import invalid_lines
+
     if as_json:
         _print_json([r.to_json() for r in results])
         return
@@ -161,6 +163,8 @@ def _print_results(results: Sequence[Any], *, as_json: bool, verb: str) -> None:
                 f"  {verb}: {r.inserted} inserted, {r.updated} updated, {r.deleted} deleted; "
                 f"{r.failed} failed, {r.invalid} invalid, {r.retried} retried"
             )
+        for line in invalid_lines(r.invalid, r.invalid_sample):
+            print(f"  {line}")
         if r.reason:
             print(f"  why: {r.reason}")
         if r.error:
@@ -231,6 +235,7 @@ def _exit_code(results: Sequence[Any]) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from floe_egress.daemon.health import collect_status
+    from floe_egress.daemon.result import invalid_lines
 
     loaded = _load(args)
     statuses = collect_status(loaded.spec)
@@ -256,9 +261,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if run:
             print(
                 f"  last run: {run['status']} ({run['plan']}) {run['inserted']} inserted, "
-                f"{run['updated']} updated, {run['deleted']} deleted, {run['failed']} failed"
-                + (f"; error: {run['error']}" if run["error"] else "")
+                f"{run['updated']} updated, {run['deleted']} deleted, {run['failed']} failed, "
+                f"{run['invalid']} invalid" + (f"; error: {run['error']}" if run["error"] else "")
             )
+            for line in invalid_lines(run["invalid"], run["invalid_sample"]):
+                print(f"    {line}")
         print(f"  failed rows: {s['failed_rows']}")
         if s.get("error"):
             print(f"  error: {s['error']}")

@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
-from floe_egress.changes.diff import Classified, classify
+from floe_egress.changes.diff import ROWS, Classified, classify
 from floe_egress.changes.files import diff_files
 from floe_egress.changes.full import full_change_set
 from floe_egress.changes.keys import conform
+from floe_egress.changes.lookup import current_rows
 from floe_egress.changes.model import (
+    INVALID_SAMPLE,
     OP_COLUMN,
     ChangeCounts,
     ChangeSet,
@@ -34,9 +37,9 @@ from floe_egress.changes.model import (
 )
 from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.reading import Compact, RowReader
+from floe_egress.changes.untouched import UntouchedKeys
 from floe_egress.errors import SourceError
 
-INVALID_SAMPLE_SIZE = 20
 DEFAULT_BATCH_ROWS = 65_536
 KEEP_BYTES = 256 * 2**20
 """Whole rows of changed files kept in memory while a diff is read with Arrow (beyond
@@ -104,19 +107,24 @@ def capture(
         )
     before, after = sides
     plan: PlanKind = "diff" if files.removed else "append"
-    classified = classify(before.compact, after.compact, key)
+    untouched = UntouchedKeys(table, b, files.b_manifests, files.added, key, span.schema)
+    classified = classify(before.compact, after.compact, key, untouched)
     changes = _assemble(reader, before, after, classified, span.out, old_rows)
+    if classified.revived.num_rows:
+        revived = current_rows(table, b.snapshot_id, key, classified.revived.to_pylist())
+        changes = pa.concat_tables([changes, _with_op(revived, "insert", span.out)])
+    ops = changes.column(OP_COLUMN)
     counts = ChangeCounts(
-        inserted=len(classified.inserts),
+        inserted=int(pc.sum(pc.equal(ops, "insert")).as_py() or 0),
         updated=len(classified.updates),
         deleted=len(classified.deletes),
-        invalid=len(classified.null_keys) + len(classified.duplicate_keys),
+        invalid=classified.invalid_rows,
     )
     return span.change_set(
         plan,
         counts,
         lambda: iter(changes.to_batches(max_chunksize=batch_rows)),
-        invalid=_invalid_rows(after.compact, classified),
+        invalid=_invalid_rows(after.compact, classified, key),
     )
 
 
@@ -295,12 +303,19 @@ def _keys_only(side: Compact, positions: np.ndarray, schema: pa.Schema) -> pa.Ta
     return conform(side.keys.take(pa.array(positions, pa.int64())), schema)
 
 
-def _invalid_rows(after: Compact, classified: Classified) -> tuple[InvalidRow, ...]:
+def _invalid_rows(
+    after: Compact, classified: Classified, key: tuple[str, ...]
+) -> tuple[InvalidRow, ...]:
+    """The first INVALID_SAMPLE invalid keys: null keys (each distinct one), then keys B
+    holds more than once, each with how many rows hold it."""
     sample: list[InvalidRow] = []
-    for positions, reason in (
-        (classified.null_keys, "null_key"),
-        (classified.duplicate_keys, "duplicate_key"),
-    ):
-        rows = after.keys.take(pa.array(positions[:INVALID_SAMPLE_SIZE], pa.int64())).to_pylist()
-        sample.extend(InvalidRow(key=row, reason=reason) for row in rows)  # type: ignore[arg-type]
-    return tuple(sample[:INVALID_SAMPLE_SIZE])
+    if len(classified.null_keys):
+        nulls = after.keys.take(pa.array(classified.null_keys, pa.int64()))
+        grouped = nulls.group_by(list(key), use_threads=False).aggregate([([], "count_all")])
+        for row in grouped.to_pylist():
+            rows = row.pop("count_all")
+            sample.append(InvalidRow(key=row, reason="null_key", rows=rows))
+    for row in classified.duplicates.slice(0, INVALID_SAMPLE).to_pylist():
+        rows = row.pop(ROWS)
+        sample.append(InvalidRow(key=row, reason="duplicate_key", rows=rows))
+    return tuple(sample[:INVALID_SAMPLE])

@@ -27,6 +27,8 @@ class FileDiff:
     added: tuple[FileScanTask, ...]
     untouched: int
     """Number of data files live in both snapshots (never read)."""
+    b_manifests: tuple[ManifestFile, ...] = ()
+    """B's manifests (data and deletes), as read for the diff."""
 
 
 def _task_identity(task: FileScanTask) -> tuple[str, frozenset[str]]:
@@ -102,14 +104,19 @@ def diff_files(table: Table, a: Snapshot, b: Snapshot, table_name: str) -> FileD
             and m.existing_files_count is not None
             and m.added_files_count is not None
         )
-        return _subtract(a_tasks, b_tasks, untouched_shared)
-    return _subtract(a_tasks, b_tasks, 0)
+        return _subtract(a_tasks, b_tasks, untouched_shared, b_manifests)
+    return _subtract(a_tasks, b_tasks, 0, b_manifests)
 
 
-def _subtract(a_tasks: list[FileScanTask], b_tasks: list[FileScanTask], untouched: int) -> FileDiff:
+def _subtract(
+    a_tasks: list[FileScanTask],
+    b_tasks: list[FileScanTask],
+    untouched: int,
+    b_manifests: list[ManifestFile],
+) -> FileDiff:
     a_ids = {_task_identity(t) for t in a_tasks}
     b_ids = {_task_identity(t) for t in b_tasks}
     removed = tuple(t for t in a_tasks if _task_identity(t) not in b_ids)
     added = tuple(t for t in b_tasks if _task_identity(t) not in a_ids)
     both = len(a_ids & b_ids)
-    return FileDiff(removed=removed, added=added, untouched=untouched + both)
+    return FileDiff(removed, added, untouched + both, tuple(b_manifests))

@@ -16,11 +16,15 @@ from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.duck import cursor
 from floe_egress.changes.files import check_readable
-from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, InvalidRow
+from floe_egress.changes.model import (
+    INVALID_SAMPLE,
+    OP_COLUMN,
+    ChangeCounts,
+    ChangeSet,
+    InvalidRow,
+)
 from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.source import text_batches
-
-_INVALID_SAMPLE = 20
 
 
 def _q(name: str) -> str:
@@ -29,8 +33,9 @@ def _q(name: str) -> str:
 
 def _key_profile(
     table: Table, snapshot: Snapshot, key: tuple[str, ...]
-) -> tuple[int, int, pa.Table]:
-    """(total rows, rows with a null key, the duplicated keys with their counts)."""
+) -> tuple[int, pa.Table, pa.Table]:
+    """(total rows, the null keys with their counts, the duplicated keys with their
+    counts), keys in order."""
     reader = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=key)
     keys = ", ".join(_q(k) for k in key)
     null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
@@ -41,16 +46,17 @@ def _key_profile(
             f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, ({null}) AS is_null "
             f"FROM keys GROUP BY ALL"
         )
-        row = con.execute(
-            "SELECT coalesce(sum(n), 0), coalesce(sum(n) FILTER (WHERE is_null), 0) FROM counts"
-        ).fetchone()
+        row = con.execute("SELECT coalesce(sum(n), 0) FROM counts").fetchone()
         assert row is not None
+        nulls = con.execute(
+            f"SELECT {keys}, n FROM counts WHERE is_null ORDER BY {keys}"
+        ).to_arrow_table()
         dupes = con.execute(
-            f"SELECT {keys}, n FROM counts WHERE n > 1 AND NOT is_null"
+            f"SELECT {keys}, n FROM counts WHERE n > 1 AND NOT is_null ORDER BY {keys}"
         ).to_arrow_table()
     finally:
         con.close()
-    return int(row[0]), int(row[1]), dupes
+    return int(row[0]), nulls, dupes
 
 
 def _valid_rows(batch: pa.RecordBatch, key: tuple[str, ...], dupes: pa.Table) -> pa.RecordBatch:
@@ -92,12 +98,16 @@ def full_change_set(span: SnapshotRange, *, reason: str) -> ChangeSet:
     table, key, out, batch_rows = span.table, span.key, span.out, span.batch_rows
     check_readable(table, snapshot, span.name)
     total, nulls, dupes = _key_profile(table, snapshot, key)
-    dup_rows = int(pc.sum(dupes.column("n")).as_py() or 0) if dupes.num_rows else 0
-    dupes = dupes.drop_columns(["n"])
+    null_rows = _rows(nulls)
+    dup_rows = _rows(dupes)
     sample = [
-        InvalidRow(key=row, reason="duplicate_key")
-        for row in dupes.slice(0, _INVALID_SAMPLE).to_pylist()
+        InvalidRow(key=row, reason="null_key", rows=row.pop("n"))
+        for row in nulls.slice(0, INVALID_SAMPLE).to_pylist()
+    ] + [
+        InvalidRow(key=row, reason="duplicate_key", rows=row.pop("n"))
+        for row in dupes.slice(0, INVALID_SAMPLE).to_pylist()
     ]
+    dupes = dupes.drop_columns(["n"])
     snapshot_id = snapshot.snapshot_id
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -110,12 +120,14 @@ def full_change_set(span: SnapshotRange, *, reason: str) -> ChangeSet:
             with_op = pa.Table.from_batches([valid]).append_column(OP_COLUMN, ops).cast(out)
             yield from with_op.to_batches(max_chunksize=batch_rows)
 
-    if nulls:
-        sample.insert(0, InvalidRow(key=dict.fromkeys(key), reason="null_key"))
     return span.change_set(
         "full",
-        ChangeCounts(inserted=total - nulls - dup_rows, invalid=nulls + dup_rows),
+        ChangeCounts(inserted=total - null_rows - dup_rows, invalid=null_rows + dup_rows),
         batches,
-        invalid=tuple(sample[:_INVALID_SAMPLE]),
+        invalid=tuple(sample[:INVALID_SAMPLE]),
         reason=reason,
     )
+
+
+def _rows(counts: pa.Table) -> int:
+    return int(pc.sum(counts.column("n")).as_py() or 0) if counts.num_rows else 0

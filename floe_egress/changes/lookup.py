@@ -48,7 +48,7 @@ _at_most: Any = LessThanOrEqual
 _ROW = "__floe_i"
 
 
-def _prune_filter(key: tuple[str, ...], wanted: pa.Table, schema: Schema) -> BooleanExpression:
+def prune_filter(key: tuple[str, ...], wanted: pa.Table, schema: Schema) -> BooleanExpression:
     """A filter no row of a wanted key fails, on the key columns pyiceberg prunes well."""
     parts: list[BooleanExpression] = []
     for column in key:
@@ -73,7 +73,7 @@ def current_rows(
     if not keys:
         return target.empty_table()
     wanted = keys_table(keys, pa.schema([target.field(c).with_nullable(True) for c in key]))
-    scan = table.scan(snapshot_id=snapshot_id, row_filter=_prune_filter(key, wanted, schema))
+    scan = table.scan(snapshot_id=snapshot_id, row_filter=prune_filter(key, wanted, schema))
     on = " AND ".join(f"r.{q(c)} IS NOT DISTINCT FROM w.{q(c)}" for c in key)
     parts: list[pa.Table] = []
     con = cursor()

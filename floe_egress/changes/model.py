@@ -28,12 +28,18 @@ class ChangeCounts:
         return self.inserted + self.updated + self.deleted
 
 
+INVALID_SAMPLE = 20
+"""Invalid keys listed per change set (all of them are counted)."""
+
+
 @dataclass(frozen=True, slots=True)
 class InvalidRow:
-    """A row of B that is never sent: its key is null or appears more than once."""
+    """A key of B whose rows are never sent: it is null, or more than one row holds it."""
 
     key: dict[str, Any]
     reason: Literal["null_key", "duplicate_key"]
+    rows: int = 1
+    """How many rows of B hold this key (the rows counted as invalid)."""
 
 
 @dataclass(frozen=True, slots=True)

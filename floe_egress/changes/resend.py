@@ -6,6 +6,7 @@ What to send again (failed rows, an interrupted delivery) is the daemon's decisi
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 import pyarrow as pa
@@ -69,13 +70,19 @@ def rows_at(
 ) -> pa.Table:
     """The rows of the `wanted` keys (key_json → op) as they are in `snapshot_id`, with
     `schema` (a change set's): a present row keeps its wanted op when that is insert or
-    update (else update), a key that is gone becomes a delete."""
+    update (else update), a key that is gone becomes a delete. A key more than one row
+    holds is invalid: it is left out (neither sent nor deleted)."""
     found = current_rows(table, snapshot_id, key, [parse_key_json(k) for k in wanted])
     found_keys = key_jsons(found, key)
+    held = Counter(found_keys)
+    if len(held) < len(found_keys):
+        unique = [held[k] == 1 for k in found_keys]
+        found = found.filter(pa.array(unique, pa.bool_()))
+        found_keys = [k for k, keep in zip(found_keys, unique, strict=True) if keep]
     ops = [wanted[k] if wanted[k] in ("insert", "update") else "update" for k in found_keys]
     found = found.append_column(OP_COLUMN, pa.array(ops, pa.string()))
     parts = [conform(found.select([n for n in schema.names if n in found.column_names]), schema)]
-    present = set(found_keys)
+    present = set(held)
     gone = [parse_key_json(k) for k in wanted if k not in present]
     if gone:
         parts.append(delete_rows(gone, key, schema))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import structlog
 
-from floe_egress.changes import OP_COLUMN
+from floe_egress.changes import OP_COLUMN, ChangeSet
 from floe_egress.changes.keys import key_json, key_jsons, row_hashes
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
@@ -95,6 +96,7 @@ async def _preview(rt: Runtime, dest: Destination) -> CycleResult:
         updated=counts["update"],
         deleted=counts["delete"],
         invalid=cs.counts.invalid,
+        invalid_sample=invalid_sample(cs),
         retried=int(work.resend.num_rows),
         reason=cs.reason,
         duration_seconds=time.monotonic() - started,
@@ -147,10 +149,13 @@ async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: b
         result.plan, result.reason = cs.plan, cs.reason
         result.from_snapshot, result.to_snapshot = cs.from_snapshot, cs.to_snapshot
         result.invalid = cs.counts.invalid
+        result.invalid_sample = invalid_sample(cs)
         result.retried = int(work.resend.num_rows)
         structlog.contextvars.bind_contextvars(
             **dict(zip(_RANGE_FIELDS, (cs.plan, cs.from_snapshot, cs.to_snapshot), strict=True))
         )
+        if result.invalid:
+            log.warning("invalid_rows", invalid=result.invalid, sample=result.invalid_sample)
         _check_delete_guard(work, dest, force or work.force_requested_at is not None)
         if work.has_rows and cs.to_snapshot is not None:
             await asyncio.to_thread(
@@ -206,6 +211,14 @@ async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: b
         result.http_statuses = dict(report.http_statuses)
         await lease.release()
     return result
+
+
+def invalid_sample(cs: ChangeSet) -> list[dict[str, Any]]:
+    """The change set's invalid keys as JSON values (dates as ISO text, and so on)."""
+    return [
+        {"key": json.loads(key_json(r.key)), "reason": r.reason, "rows": r.rows}
+        for r in cs.invalid_sample
+    ]
 
 
 def _check_delete_guard(work: Workload, dest: Destination, force: bool) -> None:
@@ -300,6 +313,7 @@ def _run_record(dest: Destination, result: CycleResult, started_wall: float) -> 
         invalid=result.invalid,
         failed=result.failed,
         error=result.error,
+        invalid_sample=tuple(result.invalid_sample),
     )
 
 

@@ -3,6 +3,8 @@ metrics read."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +24,8 @@ class CycleResult:
     updated: int = 0
     deleted: int = 0
     invalid: int = 0
+    invalid_sample: list[dict[str, Any]] = field(default_factory=list)
+    """Some of the invalid keys: `{"key", "reason" (null_key, duplicate_key), "rows"}`."""
     failed: int = 0
     retried: int = 0
     error: str | None = None
@@ -47,6 +51,7 @@ class CycleResult:
             "updated": self.updated,
             "deleted": self.deleted,
             "invalid": self.invalid,
+            "invalid_sample": self.invalid_sample,
             "failed": self.failed,
             "retried": self.retried,
             "error": self.error,
@@ -60,4 +65,17 @@ class CycleResult:
         return data
 
 
-__all__ = ["CycleResult", "Status"]
+def invalid_lines(invalid: int, sample: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A run's invalid rows and the sample of their keys as text (none when none)."""
+    if not invalid:
+        return []
+    plural = "s" if invalid != 1 else ""
+    lines = [f"invalid: {invalid} row{plural} never sent (null or duplicated key)"]
+    for item in sample:
+        rows = int(item.get("rows", 1))
+        held = f" ({rows} rows)" if rows != 1 else ""
+        lines.append(f"  {json.dumps(item['key'], default=str)} {item['reason']}{held}")
+    return lines
+
+
+__all__ = ["CycleResult", "Status", "invalid_lines"]

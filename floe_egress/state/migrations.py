@@ -114,6 +114,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    # The invalid keys a run found (null or held by more than one row): a sample, as a
+    # JSON list of {key, reason, rows}, for `status`. NULL for older runs.
+    Migration(3, _for_both("ALTER TABLE runs ADD COLUMN invalid_sample TEXT")),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -15,7 +16,7 @@ RUNS_KEPT = 1000
 
 RUN_COLUMNS = (
     "destination, started_at, finished_at, status, plan, from_snapshot, to_snapshot, "
-    "inserted, updated, deleted, invalid, failed, error"
+    "inserted, updated, deleted, invalid, failed, error, invalid_sample"
 )
 UPSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (destination, source_table, ref, snapshot_id, "
@@ -37,7 +38,7 @@ UPSERT_FAILED_ROW = (
 def insert_run(cur: Cursor, run: RunRecord) -> int:
     """Add `run` to the history (dropping runs beyond RUNS_KEPT); returns its id."""
     cur.execute(
-        f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "RETURNING id",
         (
             run.destination,
@@ -53,6 +54,7 @@ def insert_run(cur: Cursor, run: RunRecord) -> int:
             run.invalid,
             run.failed,
             run.error,
+            json.dumps(list(run.invalid_sample)) if run.invalid_sample else None,
         ),
     )
     row = cur.fetchone()
@@ -84,6 +86,7 @@ def run_from_row(r: Sequence[Any]) -> RunRecord:
         invalid=int(r[11]),
         failed=int(r[12]),
         error=r[13],
+        invalid_sample=tuple(json.loads(r[14])) if r[14] else (),
     )
 
 

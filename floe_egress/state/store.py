@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 RunStatus = Literal["ok", "noop", "failed"]
 
@@ -45,6 +45,9 @@ class RunRecord:
     failed: int = 0
     error: str | None = None
     run_id: int | None = None
+    invalid_sample: tuple[dict[str, Any], ...] = ()
+    """Some of the invalid keys: `{"key": {...}, "reason": "null_key" | "duplicate_key",
+    "rows": n}`, JSON values only."""
 
     @property
     def duration_seconds(self) -> float:

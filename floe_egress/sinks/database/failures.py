@@ -13,10 +13,15 @@ from collections.abc import Iterator
 from floe_egress.config.secrets import MASK, redact
 from floe_egress.errors import PermanentSinkError, SinkError, TransientSinkError
 
+# A value some row holds that the database (or the driver, or dlt's Python side) cannot
+# take: the batch is split to find the row. Most are caught before sending (refusals.py).
 _ROW = re.compile(
     r"violates|violation|constraint\b[^\n]*\bfailed|duplicate key|duplicate entry|out of range|"
     r"too long|invalid input|incorrect \w+ value|data truncat|cannot be null|"
-    r"conversion error|could not convert|numeric field overflow",
+    r"conversion error|could not convert|numeric field overflow|"
+    r"invalid byte sequence|unsupported unicode escape sequence|not json serializable|"
+    r"can ?not be used with mysql|"
+    r'column "-?(nan|inf|infinity)" does not exist',
     re.IGNORECASE,
 )
 _REFUSED = re.compile(
@@ -82,7 +87,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_row_error(exc: BaseException) -> bool:
-    """The database refused some values (constraint, range, conversion), not the batch."""
+    """The database refused some values (constraint, range, conversion, a character or
+    number it cannot store), not the batch."""
     text = "\n".join(str(e) for e in chain(exc))
     return bool(_ROW.search(text)) and not _TRANSIENT.search(text)
 

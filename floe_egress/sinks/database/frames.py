@@ -158,11 +158,25 @@ def build_frame(
             pa.field(SYNCED_AT_COLUMN, stamp),
         ]
         table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-        return Frame(table, hints, (), text_only and _has_empty_strings(table, ()))
+        return _frame(table, hints, (), text_only)
     for name in key:
         hints.append({"name": name, "primary_key": True, "nullable": False})
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    return Frame(table, hints, key, text_only and _has_empty_strings(table, key))
+    return _frame(table, hints, key, text_only)
+
+
+def _frame(table: pa.Table, hints: list[dict[str, Any]], key: tuple[str, ...], text: bool) -> Frame:
+    if not (text and _has_empty_strings(table, key)):
+        return Frame(table, hints, key)
+    # Loaded as INSERT ... VALUES (see dlt_db.load), where dlt writes a float as Python
+    # prints it: NaN and inf would be read as column names. As text they are literals
+    # PostgreSQL casts to the double precision column.
+    for i, f in enumerate(table.schema):
+        column = table.column(i)
+        if pa.types.is_floating(f.type) and not pc.all(pc.is_finite(column)).as_py():
+            table = table.set_column(i, pa.field(f.name, pa.string()), column.cast(pa.string()))
+            hints.append({"name": f.name, "data_type": "double", "nullable": f.nullable})
+    return Frame(table, hints, key, empty_strings=True)
 
 
 def _has_empty_strings(table: pa.Table, key: tuple[str, ...]) -> bool:

@@ -1,9 +1,11 @@
 """The Sink of the database types: field mapping, what the mode sends, the dlt run, the report.
 
-A batch the database refuses for a row-level reason (a constraint, a value it cannot
-store) is split in halves until the refused rows are alone; they become FailedRows with
-the database's reason and the rest is delivered. The number of extra runs is bounded:
-past it the batch fails as a whole.
+Rows holding a value the database is known to refuse (refusals.py: a NUL character for
+PostgreSQL, NaN for MariaDB, ...) become FailedRows before anything is sent, with a
+reason naming the column. A batch the database refuses anyway for a row-level reason (a
+constraint, a value it cannot store) is split in halves until the refused rows are
+alone; they become FailedRows with the database's reason and the rest is delivered.
+The number of extra runs is bounded: past it the batch fails as a whole.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from floe_egress.sinks.database.targets import target_for
 from floe_egress.sinks.delivery import payload_digest
 from floe_egress.sinks.mapping import apply_field_mapping, mapping_clash
 from floe_egress.sinks.registry import BuildRequest
+from floe_egress.sinks.values import screen, without_rows
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +62,8 @@ class DatabaseSink:
         self._next: tuple[Range, int] | None = None
         """The write that would continue an initial load (shaping.py): its range and index."""
         self._indexed = False
+        self._source_names = {dst: src for src, dst in (request.field_mapping or {}).items()}
+        """Destination column -> table column, to name a refused value's column."""
 
     @property
     def name(self) -> str:
@@ -104,6 +109,7 @@ class DatabaseSink:
     # On the worker thread from here on.
 
     def _write(self, mapped: pa.Table, context: WriteContext) -> DeliveryReport:
+        mapped, unsendable = self._screen(mapped)
         digest, size = payload_digest(mapped)
         report = DeliveryReport(
             bytes_transmitted=size,
@@ -111,6 +117,7 @@ class DatabaseSink:
             idempotency_keys=[context.idempotency_key(digest)],
         )
         if not mapped.num_rows:
+            report.failed = unsendable
             return report
         batch_range: Range = (context.from_snapshot, context.to_snapshot)
         follows = self._next == (batch_range, context.batch_index)
@@ -135,9 +142,21 @@ class DatabaseSink:
         for row in report.failed:
             report.delivered[row.op] = report.delivered.get(row.op, 0) - 1
         report.delivered = {op: n for op, n in report.delivered.items() if n > 0}
+        report.failed = unsendable + report.failed
         if fresh is not None:
             self._next = (batch_range, context.batch_index + 1)
         return report
+
+    def _screen(self, mapped: pa.Table) -> tuple[pa.Table, list[FailedRow]]:
+        """`mapped` without the rows holding a value the database cannot store, and
+        those rows as FailedRows (see refusals.py)."""
+        refused = screen(mapped, self.target.refuses, self._source_names)
+        if not refused:
+            return mapped, []
+        rows = sorted(refused)
+        taken = mapped.take(pa.array(rows, pa.int64()))
+        failed = [self._failed_row(taken.slice(i, 1), refused[row]) for i, row in enumerate(rows)]
+        return without_rows(mapped, rows), failed
 
     def _freshness(self, follows: bool) -> Fresh:
         if follows:
@@ -177,11 +196,12 @@ class DatabaseSink:
             self._send(rows.slice(0, half), shaped, context, report, budget)
             self._send(rows.slice(half), shaped, context, report, budget)
 
-    def _failed_row(self, row: pa.Table, exc: BaseException) -> FailedRow:
+    def _failed_row(self, row: pa.Table, why: BaseException | str) -> FailedRow:
         values = row.select(list(self.key)).to_pylist()[0]
         key = {src: values[dst] for src, dst in zip(self.source_key, self.key, strict=True)}
         op = str(row.column(OP_COLUMN)[0].as_py())
-        reason = failures.mask(failures.root_message(exc), self.target.masked)
+        reason = why if isinstance(why, str) else failures.root_message(why)
+        reason = failures.mask(reason, self.target.masked)
         log.warning("db_row_refused", destination=self.name, key=key, op=op, reason=reason)
         return FailedRow(key=key, op=op, reason=reason)
 

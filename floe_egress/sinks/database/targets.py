@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from floe_egress.changes.keys import json_default
 from floe_egress.errors import ConfigError
+from floe_egress.sinks.database import refusals
 from floe_egress.sinks.database.models import (
     DuckdbConfig,
     MysqlConfig,
@@ -16,8 +19,18 @@ from floe_egress.sinks.database.models import (
     SqliteConfig,
     url_password,
 )
+from floe_egress.sinks.values import Rule
 
 MergeStrategy = Literal["upsert", "delete-insert"]
+
+
+def _json_text(value: Any) -> str:
+    """JSON columns through SQLAlchemy (MySQL, SQLite): nested values may hold what
+    `json` alone cannot write (dates, timestamps, decimals, binary)."""
+    return json.dumps(value, default=json_default)
+
+
+_JSON_ENGINE = {"json_serializer": _json_text}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +48,8 @@ class Target:
     masked: tuple[str, ...]
     """Values that must never appear in a message (the password)."""
     make_destination: Callable[[], Any]
+    refuses: tuple[Rule, ...] = ()
+    """Values the database cannot store: their rows fail before the batch is sent."""
 
 
 def _postgres(config: PostgresConfig) -> Target:
@@ -60,6 +75,7 @@ def _postgres(config: PostgresConfig) -> Target:
         key_index=config.key_index,
         masked=_masked(config.credentials),
         make_destination=destination,
+        refuses=refusals.POSTGRES,
     )
 
 
@@ -70,7 +86,7 @@ def _mysql(config: MysqlConfig) -> Target:
     def destination() -> Any:
         import dlt
 
-        return dlt.destinations.sqlalchemy(credentials=url)
+        return dlt.destinations.sqlalchemy(credentials=url, engine_kwargs=_JSON_ENGINE)
 
     return Target(
         sink_type="mysql",
@@ -83,6 +99,7 @@ def _mysql(config: MysqlConfig) -> Target:
         key_index=config.key_index,
         masked=_masked(config.credentials),
         make_destination=destination,
+        refuses=refusals.MYSQL,
     )
 
 
@@ -93,7 +110,9 @@ def _sqlite(config: SqliteConfig) -> Target:
         import dlt
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        return dlt.destinations.sqlalchemy(credentials=f"sqlite:///{path}")
+        return dlt.destinations.sqlalchemy(
+            credentials=f"sqlite:///{path}", engine_kwargs=_JSON_ENGINE
+        )
 
     return Target(
         sink_type="sqlite",
@@ -107,6 +126,7 @@ def _sqlite(config: SqliteConfig) -> Target:
         key_index=config.key_index,
         masked=(),
         make_destination=destination,
+        refuses=refusals.SQLITE,
     )
 
 
@@ -130,6 +150,7 @@ def _duckdb(config: DuckdbConfig) -> Target:
         key_index=False,
         masked=(),
         make_destination=destination,
+        refuses=refusals.DUCKDB,
     )
 
 

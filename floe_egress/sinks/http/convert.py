@@ -9,6 +9,10 @@
 - binary: base64 (standard alphabet, padded); UUIDs: their canonical string
 - structs: JSON objects; lists: arrays; maps: objects with string keys
 - null stays null; NaN and infinities become null (JSON has no literal for them)
+
+A value none of this can carry (a date or timestamp outside years 1-9999, anything whose
+conversion fails) refuses its row alone (`convert`): the sink reports it as a failed row
+with the column and the reason, and sends the others.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import datetime as dt
 import json
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from floe_egress.sinks.values import Rule, beyond_python, screen, without_rows
 
 DecimalMode = Literal["string", "number"]
 Convert = Callable[[Any], Any]
@@ -174,22 +181,95 @@ def _vectorized(column: Any, decimals: DecimalMode) -> Any | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Converted:
+    """The rows of a table as JSON-ready dicts, but for the rows holding a value JSON
+    cannot carry."""
+
+    records: list[JsonRecord | None]
+    """One per row, in order; None for a refused row."""
+    refused: dict[int, str]
+    """Row index -> why it cannot be sent (the column and the value's problem)."""
+
+
+JSON_RULES = (
+    Rule(
+        beyond_python,
+        "a date or timestamp outside years 1-9999, which ISO-8601 text (and so the JSON "
+        "wire format) cannot carry",
+    ),
+)
+"""Values no JSON wire format carries: their rows fail alone, before anything is sent."""
+
+
+def convert(
+    table: pa.Table | pa.RecordBatch,
+    decimals: DecimalMode = "string",
+    names: Mapping[str, str] | None = None,
+) -> Converted:
+    """The rows of `table` as JSON-ready dicts, in order; a row with a value that cannot
+    be converted is refused alone (`names`: column -> name for the reason).
+
+    Values JSON_RULES names are found with Arrow compute first; any other conversion
+    error of a column is pinned to its rows by converting that column value by value."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    refused = screen(table, JSON_RULES, names)
+    valid = without_rows(table, list(refused))
+    rows = [row for row in range(table.num_rows) if row not in refused]  # valid -> table
+    columns: dict[str, list[Any]] = {}
+    for f in valid.schema:
+        values, errors = _column(valid.column(f.name), converter(f.type, decimals), decimals)
+        label = (names or {}).get(f.name, f.name)
+        for index, error in errors.items():
+            refused.setdefault(rows[index], f"column {label}: cannot be converted ({error})")
+        columns[f.name] = values
+    fields = list(columns)
+    if not refused and fields:
+        every: list[JsonRecord | None] = [
+            dict(zip(fields, v, strict=True)) for v in zip(*columns.values(), strict=True)
+        ]
+        return Converted(every, refused)
+    records: list[JsonRecord | None] = [None] * table.num_rows
+    for index, row in enumerate(rows):
+        if row not in refused:
+            records[row] = {name: values[index] for name, values in columns.items()}
+    return Converted(records, refused)
+
+
+def _column(
+    column: pa.ChunkedArray, conv: Convert, decimals: DecimalMode
+) -> tuple[list[Any], dict[int, str]]:
+    """The JSON values of a column, and index -> error for those that cannot be converted."""
+    ready = None if conv is _identity else _vectorized(column, decimals)
+    if ready is not None:
+        return list(ready.to_pylist()), {}
+    try:
+        values = _pylist(column)
+        return (values if conv is _identity else [conv(v) for v in values]), {}
+    except (ArithmeticError, ValueError, TypeError):
+        pass  # one value or more cannot be converted: find which, one by one
+    out: list[Any] = []
+    errors: dict[int, str] = {}
+    for index in range(len(column)):
+        try:
+            out.append(conv(_pylist(column.slice(index, 1))[0]))
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            out.append(None)
+            errors[index] = f"{type(exc).__name__}: {exc}"
+    return out, errors
+
+
 def to_records(
     table: pa.Table | pa.RecordBatch, decimals: DecimalMode = "string"
 ) -> list[JsonRecord]:
-    """The rows of `table` as JSON-ready dicts, in order."""
-    convs = {f.name: converter(f.type, decimals) for f in table.schema}
-    columns: dict[str, list[Any]] = {}
-    for name, conv in convs.items():
-        column = table.column(name)
-        ready = None if conv is _identity else _vectorized(column, decimals)
-        if ready is not None:
-            columns[name] = ready.to_pylist()
-            continue
-        values = _pylist(column)
-        columns[name] = values if conv is _identity else [conv(v) for v in values]
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    """The rows of `table` as JSON-ready dicts, in order; ValueError naming the first
+    row that cannot be converted (see `convert`, which refuses such rows alone)."""
+    converted = convert(table, decimals)
+    if converted.refused:
+        row = min(converted.refused)
+        raise ValueError(f"row {row}: {converted.refused[row]}")
+    return [r for r in converted.records if r is not None]
 
 
 def _pylist(column: pa.ChunkedArray | pa.Array) -> list[Any]:

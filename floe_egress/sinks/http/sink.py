@@ -16,7 +16,7 @@ from floe_egress.config.models import SyncMode
 from floe_egress.errors import ConfigError, PermanentSinkError
 from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.http.client import HttpClient, Response, error_message
-from floe_egress.sinks.http.convert import DecimalMode, JsonRecord, to_records
+from floe_egress.sinks.http.convert import DecimalMode, JsonRecord, convert
 from floe_egress.sinks.http.receipts import OrderKey, Receipts
 from floe_egress.sinks.mapping import apply_field_mapping, mapping_clash
 from floe_egress.sinks.registry import BuildRequest
@@ -116,6 +116,8 @@ class HttpSink(ABC):
         self.key = request.key
         self.mapping = request.field_mapping
         self.key_fields = tuple((self.mapping or {}).get(k, k) for k in request.key)
+        self._source_names = {dst: src for src, dst in (self.mapping or {}).items()}
+        """Field -> table column, to name a refused value's column."""
         if (clash := mapping_clash(self.mapping, request.key)) is not None:
             raise ConfigError(f"destination {self._name!r}: {clash}")
         self.client = client
@@ -135,7 +137,12 @@ class HttpSink(ABC):
 
         async def handle(table: pa.Table) -> None:
             # Value conversion is CPU work: keep it off the event loop.
-            rows = await asyncio.to_thread(self.rows, table)
+            rows, unsendable = await asyncio.to_thread(self.rows, table)
+            for row in unsendable:
+                log.warning(
+                    "row_refused", destination=self.name, key=row.key, op=row.op, reason=row.reason
+                )
+                receipts.failed(row)
             await self.deliver(rows, receipts)
 
         if mapped.num_rows:
@@ -162,14 +169,21 @@ class HttpSink(ABC):
         except KeyError as exc:
             raise PermanentSinkError(f"destination {self.name!r}: {exc.args[0]}") from None
 
-    def rows(self, table: pa.Table) -> list[Row]:
+    def rows(self, table: pa.Table) -> tuple[list[Row], list[FailedRow]]:
+        """The changes as the wire sees them, and the rows holding a value the wire
+        format cannot carry (failed rows naming the column and the reason)."""
         ops = table.column(OP_COLUMN).to_pylist()
         keys = table.select(list(self.key_fields)).to_pylist()
-        records = to_records(table.drop_columns([OP_COLUMN]), self.decimals)
-        return [
-            Row(op, record, dict(zip(self.key, key.values(), strict=True)))
-            for op, record, key in zip(ops, records, keys, strict=True)
-        ]
+        converted = convert(table.drop_columns([OP_COLUMN]), self.decimals, self._source_names)
+        rows: list[Row] = []
+        unsendable: list[FailedRow] = []
+        for index, (op, record, key) in enumerate(zip(ops, converted.records, keys, strict=True)):
+            source_key = dict(zip(self.key, key.values(), strict=True))
+            if record is None:
+                unsendable.append(FailedRow(source_key, op, converted.refused[index]))
+            else:
+                rows.append(Row(op, record, source_key))
+        return rows, unsendable
 
     def key_record(self, row: Row) -> JsonRecord:
         return {f: row.record.get(f) for f in self.key_fields}

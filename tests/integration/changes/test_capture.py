@@ -248,11 +248,13 @@ def test_null_and_duplicate_keys_are_counted_and_never_emitted(any_catalog: Cata
     cs = capture(tbl, from_snapshot=a.snapshot_id, key=KEY)
     assert ops_of(cs) == {"insert": [3], "update": [], "delete": []}
     assert cs.counts.invalid == 3
-    reasons = sorted((r.reason, r.key["id"]) for r in cs.invalid_sample)
-    assert reasons == [("duplicate_key", 4), ("duplicate_key", 4), ("null_key", None)]
+    # one entry per invalid key, with the number of rows that hold it
+    reasons = [(r.reason, r.key, r.rows) for r in cs.invalid_sample]
+    assert reasons == [("null_key", {"id": None}, 1), ("duplicate_key", {"id": 4}, 2)]
     full = capture(tbl, from_snapshot=None, key=KEY)
     assert sorted(r["id"] for r in change_rows(full)) == [1, 2, 3]
     assert full.counts.invalid == 3 and full.counts.inserted == 3
+    assert [(r.reason, r.key, r.rows) for r in full.invalid_sample] == reasons
 
 
 def test_table_without_snapshot_is_a_noop(any_catalog: Catalog) -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from floe_egress.sinks.http import rest_api
-from floe_egress.sinks.http.convert import DecimalMode, to_records
+from floe_egress.sinks.http.convert import DecimalMode, convert, to_records
 from tests.fixtures.fake_apis import FakeRestApi
 from tests.integration.sinks_http.conftest import SinkFactory, changes, context
 
@@ -127,3 +127,41 @@ async def test_values_survive_dlt_to_the_wire(
         "tags": ["vip", "beta"],
         "note": None,
     }
+
+
+def test_a_value_json_cannot_carry_refuses_its_row_alone() -> None:
+    """A timestamp past year 9999 inside a struct used to fail the whole batch with
+    OverflowError; now only its row is refused, with the column named."""
+    at = pa.array([0, 253_402_387_200_000_000, 86_400_000_000], pa.int64()).cast(
+        pa.timestamp("us", tz="UTC")
+    )
+    detail = pa.StructArray.from_arrays([pa.array(["a", "b", "c"]), at], fields=list(STRUCT))
+    table = pa.table({"id": [1, 2, 3], "detail": detail})
+    converted = convert(table, names={"detail": "details"})
+    assert converted.refused == {
+        1: "column details.at: a date or timestamp outside years 1-9999, which ISO-8601 "
+        "text (and so the JSON wire format) cannot carry"
+    }
+    assert converted.records == [
+        {"id": 1, "detail": {"city": "a", "at": "1970-01-01T00:00:00Z"}},
+        None,
+        {"id": 3, "detail": {"city": "c", "at": "1970-01-02T00:00:00Z"}},
+    ]
+    with pytest.raises(ValueError, match=r"row 1: column detail\.at: a date or timestamp"):
+        to_records(table)
+
+
+def test_a_top_level_date_past_year_9999_refuses_its_row() -> None:
+    day = pa.array([0, 2_932_897], pa.int32()).cast(pa.date32())
+    converted = convert(pa.table({"day": day}))
+    assert list(converted.refused) == [1]
+    assert converted.records == [{"day": "1970-01-01"}, None]
+
+
+def test_any_other_value_that_fails_to_convert_refuses_only_its_row() -> None:
+    """The column is converted value by value to find it (no Python timedelta holds 10**15
+    seconds)."""
+    table = pa.table({"id": [1, 2], "took": pa.array([5, 10**15], pa.duration("s"))})
+    converted = convert(table)
+    assert converted.records == [{"id": 1, "took": 5.0}, None]
+    assert converted.refused[1].startswith("column took: cannot be converted (OverflowError")

@@ -328,3 +328,19 @@ def test_hubspot_needs_one_credential() -> None:
 
     with pytest.raises(ValidationError, match="give either access_token"):
         hubspot.HubSpotConfig.model_validate({"object_type": "contacts"})
+
+
+async def test_a_value_json_cannot_carry_fails_its_row_and_the_others_arrive(
+    make_sink: SinkFactory, hubspot_server: FakeHubSpot
+) -> None:
+    sink = make_sink(hubspot.SINK_TYPE, config(hubspot_server), mapping={**MAPPING, "seen": "seen"})
+    seen = pa.array([0, 253_402_387_200_000_000, 0], pa.int64()).cast(pa.timestamp("us"))
+    batch = changes([row(i, "insert") for i in (1, 2, 3)], SCHEMA).append_column("seen", seen)
+
+    report = await sink.write(batch, context())
+
+    assert sorted(hubspot_server.table()) == ["1", "3"]
+    [failed] = report.failed
+    assert (failed.key, failed.op) == ({"customer_id": 2}, "insert")
+    assert failed.reason.startswith("column seen: a date or timestamp outside years 1-9999")
+    assert report.delivered == {"insert": 2}

@@ -402,3 +402,21 @@ async def test_only_the_live_tokens_stay_masked(
     issued = salesforce_server.tokens_issued
     assert len(issued) == 4
     assert [redact(t) == "***" for t in issued] == [False, False, True, True]
+
+
+async def test_a_value_json_cannot_carry_fails_its_row_and_the_others_arrive(
+    make_sink: SinkFactory, salesforce_server: FakeSalesforce
+) -> None:
+    mapping = {**MAPPING, "born": "Birthdate"}
+    sink = make_sink(salesforce.SINK_TYPE, config(salesforce_server), mapping=mapping)
+    born = pa.array([0, 2_932_897, 0], pa.int32()).cast(pa.date32())  # 10000-01-01
+    rows = [row(k, "insert") for k in ("C-1", "C-2", "C-3")]
+    batch = changes(rows, SCHEMA).append_column("born", born)
+
+    report = await sink.write(batch, context())
+
+    assert sorted(salesforce_server.table()) == ["C-1", "C-3"]
+    [failed] = report.failed
+    assert (failed.key, failed.op) == ({"customer_id": "C-2"}, "insert")
+    assert failed.reason.startswith("column born: a date or timestamp outside years 1-9999")
+    assert report.delivered == {"insert": 2}

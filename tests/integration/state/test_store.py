@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -23,6 +24,7 @@ from floe_egress.state import (
     LedgerEntry,
     RunRecord,
     StateStore,
+    migrations,
     open_store,
 )
 from floe_egress.state.postgres import PostgresStore
@@ -487,6 +489,8 @@ def test_lease_contention_from_many_threads_has_one_winner(contenders: list[Stat
 
 # --- migrations and opening ---------------------------------------------------------------
 
+ALL_VERSIONS = [(m.version,) for m in migrations.MIGRATIONS]
+
 
 def test_opening_twice_migrates_once_and_keeps_data(backend: Backend) -> None:
     first = open_store(backend.url)
@@ -498,7 +502,35 @@ def test_opening_twice_migrates_once_and_keeps_data(backend: Backend) -> None:
     finally:
         second.close()
 
-    assert backend.raw("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
+    assert backend.raw("SELECT version FROM schema_migrations ORDER BY version") == ALL_VERSIONS
+
+
+def test_an_older_store_gains_the_invalid_sample_of_runs_and_keeps_its_runs(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as before:
+        before.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+        before.setattr(migrations, "LATEST", 2)
+        open_store(backend.url).close()
+    assert backend.raw("SELECT max(version) FROM schema_migrations") == [(2,)]
+    backend.raw(  # a run as floe-egress wrote it before
+        "INSERT INTO runs (destination, started_at, finished_at, status, plan, inserted, "
+        "updated, deleted, invalid, failed) VALUES ('crm', 10.0, 10.5, 'ok', 'full', 1, 0, "
+        "0, 3, 0)"
+    )
+
+    store = open_store(backend.url)
+    try:
+        sample = ({"key": {"id": 3}, "reason": "duplicate_key", "rows": 2},)
+        store.record_run(
+            dataclasses.replace(run("crm", started=11.0), invalid=2, invalid_sample=sample)
+        )
+        newest, oldest = store.runs("crm")
+    finally:
+        store.close()
+    assert backend.raw("SELECT version FROM schema_migrations ORDER BY version") == ALL_VERSIONS
+    assert (newest.invalid, newest.invalid_sample) == (2, sample)
+    assert (oldest.started_at, oldest.invalid, oldest.invalid_sample) == (10.0, 3, ())
 
 
 def test_a_newer_schema_asks_to_upgrade(backend: Backend) -> None:
@@ -515,7 +547,7 @@ def test_concurrent_first_opens_migrate_once(
 ) -> None:
     open_at_once(backend.url, 4)
 
-    assert backend.raw("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
+    assert backend.raw("SELECT version FROM schema_migrations ORDER BY version") == ALL_VERSIONS
     assert backend.raw("SELECT count(*) FROM runs") == [(4,)]
 
 

@@ -121,6 +121,16 @@ def hubspot(name: str, echo: EchoApi, status: int) -> dict[str, Any]:
     }
 
 
+def leaks(shown: dict[str, str]) -> list[tuple[str, str]]:
+    """(where, which credential) for every form of a credential found in `shown`."""
+    return [
+        (where, what)
+        for where, text in shown.items()
+        for what, values in credentials().items()
+        if any(value in text for value in values)
+    ]
+
+
 def egress(env: dict[str, str], *argv: str) -> str:
     done = subprocess.run(
         [EGRESS, *argv], capture_output=True, text=True, env=env, timeout=PROCESS_TIMEOUT
@@ -154,13 +164,7 @@ def test_echoed_credentials_are_masked_in_output_status_failures_and_state(
     finally:
         state.close()
 
-    leaks = [
-        (where, what)
-        for where, text in shown.items()
-        for what, values in credentials().items()
-        if any(value in text for value in values)
-    ]
-    assert leaks == []
+    assert leaks(shown) == []
 
     # The destination did echo them: every failed row and every refusal carries a mask.
     for name in rows_destinations:

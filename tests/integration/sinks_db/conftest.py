@@ -19,6 +19,7 @@ from floe_egress.sinks.base import DeliveryReport, WriteContext
 from floe_egress.sinks.database.sink import DatabaseSink
 from floe_egress.sinks.mapping import filter_for_mode
 from floe_egress.sinks.registry import BuildRequest, get_sink_type
+from tests.fixtures.world import World
 
 KINDS = ("postgres", "mysql", "sqlite", "duckdb")
 TABLE = "customers"
@@ -230,3 +231,10 @@ async def send(
     """Write as the cycle does: filtered by the sink's mode first."""
     filtered = filter_for_mode(batch, sink.mode)
     return await sink.write(filtered, context(sink.mode, to_snapshot, batch_index))
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """A table and a SQLite state store, the destinations' dlt files under tmp_path."""
+    monkeypatch.setenv("FLOE_EGRESS_WORK_DIR", str(tmp_path / "work"))
+    return World(tmp_path / "world", f"sqlite:///{tmp_path / 'state.db'}")

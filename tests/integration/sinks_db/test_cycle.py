@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +16,6 @@ from tests.integration.sinks_db.conftest import Db
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 
 MAPPING = {"customer_id": "external_id", "email": "email", "plan": "plan_tier"}
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("FLOE_EGRESS_WORK_DIR", str(tmp_path / "work"))
-    return World(tmp_path / "world", f"sqlite:///{tmp_path / 'state.db'}")
 
 
 @pytest.fixture

@@ -61,12 +61,6 @@ REFUSED: dict[str, dict[int, str]] = {
 
 
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("FLOE_EGRESS_WORK_DIR", str(tmp_path / "work"))
-    return World(tmp_path / "world", f"sqlite:///{tmp_path / 'state.db'}")
-
-
-@pytest.fixture
 async def runtime(world: World, db: Db, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runtime]:
     poison.create(world.catalog)
     config = dict(db.config)

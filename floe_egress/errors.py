@@ -18,6 +18,8 @@
     ├── CheckpointError            T  the state store could not read or record progress
     │   ├── StateSetupError        P  the store cannot be used as configured (a state.url
     │   │                             it does not understand, a newer schema version)
+    │   ├── DigestDamagedError     P  a stored digest does not read back as written (the
+    │   │                             cycle does not fail: it sends every row once)
     │   └── LeaseLostError         T  another daemon may hold the destination now
     └── ServiceError               P  the daemon itself cannot run (its port is taken)
 
@@ -110,6 +112,13 @@ class StateSetupError(CheckpointError):
     transient = False
 
 
+class DigestDamagedError(CheckpointError):
+    """A segment of a destination's digest does not match its checksum or cannot be
+    read. The cycle catches it and rebuilds the digest by sending every row once."""
+
+    transient = False
+
+
 class LeaseLostError(CheckpointError):
     """This process no longer holds the destination's lease: it stopped before the next
     write or before moving the checkpoint, and the holder resends the range."""
@@ -130,6 +139,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DeleteGuardError",
+    "DigestDamagedError",
     "EgressError",
     "FailureKind",
     "InvalidSourceError",

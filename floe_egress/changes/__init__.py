@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from floe_egress.changes.capture import capture
-from floe_egress.changes.gone import gone_deletes
 from floe_egress.changes.model import (
     OP_COLUMN,
     OPS,
@@ -33,7 +32,6 @@ __all__ = [
     "Op",
     "PlanKind",
     "capture",
-    "gone_deletes",
     "keys_touched",
     "load_table",
     "open_catalog",

@@ -98,15 +98,7 @@ def full_change_set(span: SnapshotRange, *, reason: str) -> ChangeSet:
     table, key, out, batch_rows = span.table, span.key, span.out, span.batch_rows
     check_readable(table, snapshot, span.name)
     total, nulls, dupes = _key_profile(table, snapshot, key)
-    null_rows = _rows(nulls)
-    dup_rows = _rows(dupes)
-    sample = [
-        InvalidRow(key=row, reason="null_key", rows=row.pop("n"))
-        for row in nulls.slice(0, INVALID_SAMPLE).to_pylist()
-    ] + [
-        InvalidRow(key=row, reason="duplicate_key", rows=row.pop("n"))
-        for row in dupes.slice(0, INVALID_SAMPLE).to_pylist()
-    ]
+    sample, invalid = invalid_profile(nulls, dupes)
     dupes = dupes.drop_columns(["n"])
     snapshot_id = snapshot.snapshot_id
 
@@ -122,11 +114,24 @@ def full_change_set(span: SnapshotRange, *, reason: str) -> ChangeSet:
 
     return span.change_set(
         "full",
-        ChangeCounts(inserted=total - null_rows - dup_rows, invalid=null_rows + dup_rows),
+        ChangeCounts(inserted=total - invalid, invalid=invalid),
         batches,
-        invalid=tuple(sample[:INVALID_SAMPLE]),
+        invalid=sample,
         reason=reason,
     )
+
+
+def invalid_profile(nulls: pa.Table, dupes: pa.Table) -> tuple[tuple[InvalidRow, ...], int]:
+    """From the null keys and the duplicated keys with their row counts (`n`): the sample
+    of invalid keys and how many rows they hold."""
+    sample = [
+        InvalidRow(key=row, reason="null_key", rows=row.pop("n"))
+        for row in nulls.slice(0, INVALID_SAMPLE).to_pylist()
+    ] + [
+        InvalidRow(key=row, reason="duplicate_key", rows=row.pop("n"))
+        for row in dupes.slice(0, INVALID_SAMPLE).to_pylist()
+    ]
+    return tuple(sample[:INVALID_SAMPLE]), _rows(nulls) + _rows(dupes)
 
 
 def _rows(counts: pa.Table) -> int:

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 Op = Literal["insert", "update", "delete"]
 OPS: tuple[Op, ...] = ("insert", "update", "delete")
-PlanKind = Literal["noop", "append", "diff", "replace", "full"]
+PlanKind = Literal["noop", "append", "diff", "replace", "full", "digest"]
 
 OP_COLUMN = "_floe_op"
 """Name of the op column added to every change batch (values: insert/update/delete)."""

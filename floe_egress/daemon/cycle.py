@@ -24,7 +24,7 @@ import pyarrow as pa
 import structlog
 
 from floe_egress.changes import OP_COLUMN, ChangeSet
-from floe_egress.changes.keys import key_json, key_jsons, row_hashes
+from floe_egress.changes.keys import key_json
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.leases import CycleLease, StandaloneLease
@@ -40,7 +40,6 @@ from floe_egress.state.store import (
     Checkpoint,
     CycleCommit,
     FailedRowUpdate,
-    LedgerEntry,
     RunRecord,
 )
 
@@ -54,7 +53,7 @@ _RANGE_FIELDS = ("plan", "from_snapshot", "to_snapshot")
 def _count_deletes(work: Workload, dest: Destination) -> int:
     if "delete" not in ops_for_mode(dest.mode) or dest.mode == "append":
         return 0
-    return work.change_set.counts.deleted + int(work.ledger_deletes.num_rows)
+    return work.change_set.counts.deleted
 
 
 async def preview_cycle(rt: Runtime, dest: Destination) -> CycleResult:
@@ -161,7 +160,7 @@ async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: b
             await asyncio.to_thread(
                 store.begin_attempt, dest.name, cs.from_snapshot, cs.to_snapshot
             )
-        delivered_deletes = await _deliver(rt, dest, work, report, lease)
+        await _deliver(rt, dest, work, report, lease)
         result.inserted = report.delivered.get("insert", 0)
         result.updated = report.delivered.get("update", 0)
         result.deleted = report.delivered.get("delete", 0)
@@ -171,9 +170,7 @@ async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: b
         result.duration_seconds = time.monotonic() - started
         await lease.confirm()
         await asyncio.shield(
-            asyncio.to_thread(
-                _commit, rt, dest, work, report, delivered_deletes, result, started_wall
-            )
+            asyncio.to_thread(_commit, rt, dest, work, report, result, started_wall)
         )
         log.info(
             "cycle_finished",
@@ -237,9 +234,9 @@ def _check_delete_guard(work: Workload, dest: Destination, force: bool) -> None:
 
 async def _deliver(
     rt: Runtime, dest: Destination, work: Workload, report: DeliveryReport, lease: CycleLease
-) -> list[str]:
-    """Deliver the work; returns the keys of the deletes the destination took (mirror
-    mode: they leave the ledger at the commit)."""
+) -> None:
+    """Deliver the work; the digest reserves each write's keys before it is sent and
+    notes what the destination confirmed after."""
     cs = work.change_set
     sink = await rt.sink(dest, work.key)
     sink_type = get_sink_type(dest.sink_type)
@@ -250,52 +247,21 @@ async def _deliver(
         from_snapshot=cs.from_snapshot,
         to_snapshot=cs.to_snapshot,
     )
-    delivered_deletes: list[str] = []
-    value_columns = [n for n in cs.schema.names if n != OP_COLUMN]
+    tally = work.digest
 
-    def reserve(batch: pa.Table) -> list[str]:
-        # Mirror mode: the keys go into the ledger before they can be sent (see
-        # StateStore.reserve_ledger), so a crash cannot hide one.
-        return _reserve_ledger(rt, dest, batch, work.key, value_columns)
+    def confirmed(batch: pa.Table, entries: pa.Table | None, part: DeliveryReport) -> None:
+        if entries is not None:
+            tally.delivered(entries, part)
 
-    def took(batch: pa.Table, keys: list[str] | None, part: DeliveryReport) -> None:
-        delivered_deletes.extend(_delivered_deletes(batch, keys or [], part))
-
-    mirror = dest.mode == "mirror"
     delivery = Delivery(
         sink,
         context,
         dest.batch_size or (sink_type.default_batch_size if sink_type else 1000),
-        prepare=reserve if mirror else None,
+        prepare=tally.reserve,
         before_write=lease.check,
-        after_write=took if mirror else None,
+        after_write=confirmed,
     )
     await delivery.run(work.batches(), report)
-    return delivered_deletes
-
-
-def _reserve_ledger(
-    rt: Runtime, dest: Destination, batch: pa.Table, key: tuple[str, ...], value_columns: list[str]
-) -> list[str]:
-    """The batch's keys; those it upserts go into the ledger now, with their row hash."""
-    keys = key_jsons(batch, key)
-    ops = batch.column(OP_COLUMN).to_pylist()
-    hashes = row_hashes(batch, value_columns).tolist()
-    rt.store.reserve_ledger(
-        dest.name,
-        [
-            LedgerEntry(k, int(h))
-            for k, h, op in zip(keys, hashes, ops, strict=True)
-            if op != "delete"
-        ],
-    )
-    return keys
-
-
-def _delivered_deletes(batch: pa.Table, keys: list[str], report: DeliveryReport) -> list[str]:
-    failed = {key_json(f.key) for f in report.failed}
-    ops = batch.column(OP_COLUMN).to_pylist()
-    return [k for k, op in zip(keys, ops, strict=True) if op == "delete" and k not in failed]
 
 
 def _run_record(dest: Destination, result: CycleResult, started_wall: float) -> RunRecord:
@@ -322,7 +288,6 @@ def _commit(
     dest: Destination,
     work: Workload,
     report: DeliveryReport,
-    delivered_deletes: list[str],
     result: CycleResult,
     started_wall: float,
 ) -> None:
@@ -345,6 +310,7 @@ def _commit(
         and not work.retry_keys
         and work.resync_requested_at is None
         and work.force_requested_at is None
+        and not work.digest.pending
     ):
         rt.store.record_run(run)
         return
@@ -355,9 +321,7 @@ def _commit(
             failed=[FailedRowUpdate(k, f.op, redact(f.reason)) for k, f in failed_now.items()],
             max_attempts=dest.max_attempts,
             resolved=resolved,
-            # Upserted keys went into the ledger before they were sent (reserve_ledger);
-            # keys B no longer has were sent as deletes, so a full plan needs no rewrite.
-            ledger_deletes=delivered_deletes,
+            digest=work.digest.update(),
             clear_resync=work.resync_requested_at,
             clear_force=work.force_requested_at,
         )

@@ -5,11 +5,14 @@
   of an interrupted delivery (a cycle that started sending A→B' and never committed:
   if the table has moved on to B, keys that A→B' changed may not appear in A→B at all,
   yet the destination holds their B' values);
-- in mirror mode after a full plan, deletes for keys the destination was sent (the
-  ledger) that B no longer has.
+- when A cannot be read (expired, the table replaced): only what differs between B and
+  the digest of what the destination holds (daemon/digest.py), deletes included;
+- the digest side of the cycle (what to reserve, whether its segment replaces the
+  digest): a digest that cannot be trusted (lost, damaged, another fingerprint) makes
+  the cycle send every row once, as does an explicit `resync`.
 
-This module decides; the rows are computed in changes/ (`capture`, `ops_by_key`,
-`keys_touched`, `rows_at`, `gone_deletes`).
+This module decides; the rows are computed in changes/ (`capture`, `compare`,
+`ops_by_key`, `keys_touched`, `rows_at`).
 
 Synchronous: pyiceberg and the state store block; the cycle calls it in a thread.
 """
@@ -27,7 +30,6 @@ from pyiceberg.table import Table
 from floe_egress.changes import (
     ChangeSet,
     capture,
-    gone_deletes,
     keys_touched,
     ops_by_key,
     resolve_key,
@@ -35,9 +37,15 @@ from floe_egress.changes import (
     schema_of,
     snapshot_of_ref,
 )
+from floe_egress.changes import digest as digests
+from floe_egress.changes.capture import DEFAULT_BATCH_ROWS
 from floe_egress.changes.keys import key_jsons
+from floe_egress.changes.ranges import SnapshotRange
+from floe_egress.changes.source import arrow_schema
 from floe_egress.config.models import Destination
+from floe_egress.daemon.digest import DigestState, Tally, inspect, keys_of, load
 from floe_egress.daemon.runtime import Runtime
+from floe_egress.errors import DigestDamagedError
 from floe_egress.sinks.mapping import filter_for_mode
 from floe_egress.state.store import Attempt, Checkpoint, ResyncRequest, StateStore
 
@@ -53,7 +61,7 @@ class Workload:
     """Rows sent again at their state in B (failed rows, an interrupted delivery)."""
     retry_keys: list[str]
     """key_json of the failed rows this cycle retries (resolved unless they fail again)."""
-    ledger_deletes: pa.Table
+    digest: Tally
     held_rows: int
     """Rows the destination holds, as far as we know (for the delete guard)."""
     override: frozenset[str] = frozenset()
@@ -69,9 +77,7 @@ class Workload:
 
     @property
     def has_rows(self) -> bool:
-        return bool(
-            not self.change_set.is_noop or self.resend.num_rows or self.ledger_deletes.num_rows
-        )
+        return bool(not self.change_set.is_noop or self.resend.num_rows)
 
     def batches(self) -> Iterator[pa.Table]:
         for batch in self.change_set.batches():
@@ -82,8 +88,6 @@ class Workload:
             yield rows
         if self.resend.num_rows:
             yield self.resend
-        if self.ledger_deletes.num_rows:
-            yield self.ledger_deletes
 
 
 def summary_total(snapshot: Any) -> int:
@@ -122,8 +126,10 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     table = rt.load_table(dest)
     head = snapshot_of_ref(table, dest.ref)
     head_id = head.snapshot_id if head else None
-    key = resolve_key(table, schema_of(table, head), dest.primary_key)
+    b_schema = schema_of(table, head)
+    key = resolve_key(table, b_schema, dest.primary_key)
     resync = store.pending_resync(dest.name)
+    checkpoint = store.get_checkpoint(dest.name)
     from_snapshot, full_reason = _start(store, dest, key, resync)
     attempts = [
         a
@@ -140,14 +146,12 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
             ),
         )
         attempts = [a for a in attempts if a not in lost]
-    # Only append mode sends what a deleted row held; every other mode deletes by key.
-    change_set = capture(
-        table,
-        ref=dest.ref,
-        from_snapshot=from_snapshot,
-        key=key,
-        full_reason=full_reason,
-        old_rows=dest.mode == "append",
+    state = inspect(store, dest, key, arrow_schema(b_schema), synced=checkpoint is not None)
+    explicit = resync is not None and resync.from_snapshot is None
+    readable = from_snapshot is not None and table.snapshot_by_id(from_snapshot) is not None
+    same_key = checkpoint is None or checkpoint.key == key
+    change_set, tally = _plan(
+        rt, dest, table, key, state, from_snapshot, full_reason, readable, explicit, same_key
     )
     schema = change_set.schema
 
@@ -191,28 +195,16 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     if wanted and change_set.to_snapshot is not None:
         resend = rows_at(table, change_set.to_snapshot, key, wanted, schema)
 
-    ledger_deletes = schema.empty_table()
     held = summary_total(table.snapshot_by_id(from_snapshot)) if from_snapshot else 0
-    if dest.mode == "mirror":
-        ledger_size = store.ledger_size(dest.name)
-        held = max(held, ledger_size)
-        if change_set.plan == "full" and ledger_size:
-            # Keys resent this cycle (as rows or deletes) are not deleted a second time.
-            ledger_deletes = gone_deletes(
-                table,
-                change_set.to_snapshot,
-                key,
-                schema,
-                sent=([e.key_json for e in batch] for batch in store.ledger_scan(dest.name)),
-                spare=list(wanted),
-            )
+    if tally.held_keys is not None:
+        held = max(held, tally.held_keys)
     return Workload(
         change_set,
         key,
-        store.get_checkpoint(dest.name),
+        checkpoint,
         resend,
         retry_keys,
-        ledger_deletes,
+        tally,
         held,
         override=frozenset(override),
         resync_requested_at=resync.requested_at if resync is not None else None,
@@ -224,3 +216,109 @@ def _readable(table: Table, attempt: Attempt) -> bool:
     if table.snapshot_by_id(attempt.to_snapshot) is None:
         return False
     return attempt.from_snapshot is None or table.snapshot_by_id(attempt.from_snapshot) is not None
+
+
+def _plan(
+    rt: Runtime,
+    dest: Destination,
+    table: Table,
+    key: tuple[str, ...],
+    state: DigestState,
+    from_snapshot: int | None,
+    full_reason: str,
+    readable: bool,
+    explicit: bool,
+    same_key: bool,
+) -> tuple[ChangeSet, Tally]:
+    """The change set, and how the cycle keeps the digest (see the module doc)."""
+    store = rt.store
+    tally = Tally(store, dest.name, key, state, replace=False)
+    digest: pa.Table | None = None
+    trouble = state.trouble
+    if state.stored is not None and same_key and (trouble is None or explicit):
+        try:
+            if explicit or not readable or trouble is not None:
+                digest = load(store, dest.name, key)
+        except DigestDamagedError as exc:
+            trouble = str(exc)
+    if trouble is not None or explicit:
+        # Send every row once; the digest's keys (if any can be read) give the deletes.
+        if explicit:
+            why = "full resync requested"
+        elif not same_key:
+            why = full_reason
+        else:
+            why = f"{trouble}: sending every row once"
+        if trouble is not None:
+            log.warning("digest_not_trusted", reason=trouble)
+        tally.replace = True
+        tally.drop_ledger = True
+        if digest is not None and digest.num_rows:
+            span = _span(table, dest, key, None)
+            tally.held_keys = digest.num_rows
+            return digests.compare(span, state.columns, digest, reason=why, everything=True), tally
+        return capture(table, ref=dest.ref, from_snapshot=None, key=key, full_reason=why), tally
+    if state.before_digests:
+        tally.replace = tally.drop_ledger = True
+        if readable and from_snapshot is not None:
+            tally.base = _built_from(table, from_snapshot, key, state, store, dest)
+        if tally.base is None:
+            why = "the destination has no digest yet (an earlier version kept none)"
+            return capture(table, ref=dest.ref, from_snapshot=None, key=key, full_reason=why), tally
+    if not readable and digest is not None and digest.num_rows:
+        span = _span(table, dest, key, from_snapshot)
+        tally.held_keys = digest.num_rows
+        why = full_reason or (
+            f"snapshot {from_snapshot} is no longer in the metadata of table "
+            f"{dest.source_table} (expired, or the table was replaced)"
+        )
+        why += ": only what differs from the digest of what the destination holds is sent"
+        return digests.compare(span, state.columns, digest, reason=why), tally
+    # Only append mode sends what a deleted row held; every other mode deletes by key.
+    change_set = capture(
+        table,
+        ref=dest.ref,
+        from_snapshot=from_snapshot,
+        key=key,
+        full_reason=full_reason,
+        old_rows=dest.mode == "append",
+    )
+    if change_set.plan == "full":
+        tally.replace = True
+    return change_set, tally
+
+
+def _span(
+    table: Table, dest: Destination, key: tuple[str, ...], from_snapshot: int | None
+) -> SnapshotRange:
+    return SnapshotRange.of(
+        table,
+        ref=dest.ref,
+        from_snapshot=from_snapshot,
+        key=key,
+        to_snapshot=None,
+        batch_rows=DEFAULT_BATCH_ROWS,
+    )
+
+
+def _built_from(
+    table: Table,
+    snapshot_id: int,
+    key: tuple[str, ...],
+    state: DigestState,
+    store: StateStore,
+    dest: Destination,
+) -> pa.Table | None:
+    """What a destination synced before digests existed holds: the rows of the snapshot
+    it confirmed, its failed rows with values unknown (None when that snapshot lacks a
+    column the digest hashes)."""
+    try:
+        base = digests.snapshot_entries(table, snapshot_id, key, state.columns)
+    except (ValueError, KeyError):  # a column added since: compare from scratch
+        return None
+    failed = [r.key_json for r in store.failed_rows(dest.name)]
+    if failed:
+        unknown = digests.unknown_entries(keys_of(failed, key, base.schema), key)
+        base = pa.concat_tables([base, unknown.cast(base.schema)])
+    log.info("digest_built_from_checkpoint", snapshot=snapshot_id, keys=base.num_rows)
+    return base

@@ -1,4 +1,4 @@
-"""State: checkpoints, run history, failed rows, the ledger and leases.
+"""State: checkpoints, run history, failed rows, the digest and leases.
 
 `open_store(url)` picks the backend from the URL (forms in `floe_egress.state.urls`):
 `sqlite:///relative/path` or `sqlite:////absolute/path` (the default, one host) or
@@ -15,6 +15,8 @@ from floe_egress.state.store import (
     Attempt,
     Checkpoint,
     CycleCommit,
+    DigestSegment,
+    DigestUpdate,
     FailedRowRecord,
     FailedRowUpdate,
     LedgerEntry,
@@ -22,6 +24,7 @@ from floe_egress.state.store import (
     RunRecord,
     RunStatus,
     StateStore,
+    StoredDigest,
 )
 from floe_egress.state.urls import redact_url
 
@@ -56,6 +59,8 @@ __all__ = [
     "Attempt",
     "Checkpoint",
     "CycleCommit",
+    "DigestSegment",
+    "DigestUpdate",
     "FailedRowRecord",
     "FailedRowUpdate",
     "FaultPoint",
@@ -65,6 +70,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "StateStore",
+    "StoredDigest",
     "open_store",
     "redact_url",
 ]

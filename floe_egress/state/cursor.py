@@ -1,8 +1,8 @@
 """The few database calls the SQL store makes, written once per dialect.
 
-Plain statements use `?` placeholders. Bulk work on keys (the ledger can hold millions
-of rows) has one method per operation, so each backend can use its fastest path:
-executemany inside the transaction for SQLite, arrays and COPY for PostgreSQL.
+Plain statements use `?` placeholders. Bulk work on keys has one method per operation,
+so each backend can use its fastest path: executemany inside the transaction for
+SQLite, arrays for PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
-from floe_egress.state.store import LedgerEntry
-
-KeyTable = Literal["failed_rows", "ledger"]
+KeyTable = Literal["failed_rows"]
 
 
 class Cursor(ABC):
@@ -35,17 +33,6 @@ class Cursor(ABC):
     @abstractmethod
     def delete_keys(self, table: KeyTable, destination: str, keys: Sequence[str]) -> None:
         """Delete the rows of `destination` whose key_json is in `keys`."""
-
-    @abstractmethod
-    def select_ledger(self, destination: str, keys: Sequence[str]) -> list[tuple[str, int]]:
-        """(key_json, row_hash) of the ledger rows of `destination` among `keys`."""
-
-    @abstractmethod
-    def write_ledger(
-        self, destination: str, entries: Sequence[LedgerEntry], *, emptied: bool
-    ) -> None:
-        """Upsert `entries` (distinct keys). `emptied`: the destination has no ledger rows
-        left in this transaction, so plain inserts suffice."""
 
 
 class Transactions(Protocol):

@@ -11,9 +11,9 @@ from typing import Literal, Protocol
 
 from floe_egress.state.cursor import Cursor
 
-FaultPoint = Literal["ledger_write"]
-"""`ledger_write`: just before ledger rows are written, by `reserve_ledger` or inside
-`commit_cycle` (after its checkpoint, run, failed rows and ledger deletes)."""
+FaultPoint = Literal["digest_write"]
+"""`digest_write`: just before a digest segment is written, by `reserve_digest` or
+inside `commit_cycle` (after its checkpoint, run and failed rows)."""
 
 
 class Faults(Protocol):

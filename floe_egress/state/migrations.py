@@ -19,8 +19,18 @@ from floe_egress.state.cursor import Cursor
 Dialect = Literal["sqlite", "postgresql"]
 
 _TYPES: Mapping[Dialect, Mapping[str, str]] = {
-    "sqlite": {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "float": "REAL", "bool": "INTEGER"},
-    "postgresql": {"id": "BIGSERIAL PRIMARY KEY", "float": "DOUBLE PRECISION", "bool": "BOOLEAN"},
+    "sqlite": {
+        "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "float": "REAL",
+        "bool": "INTEGER",
+        "blob": "BLOB",
+    },
+    "postgresql": {
+        "id": "BIGSERIAL PRIMARY KEY",
+        "float": "DOUBLE PRECISION",
+        "bool": "BOOLEAN",
+        "blob": "BYTEA",
+    },
 }
 
 
@@ -117,6 +127,32 @@ MIGRATIONS: tuple[Migration, ...] = (
     # The invalid keys a run found (null or held by more than one row): a sample, as a
     # JSON list of {key, reason, rows}, for `status`. NULL for older runs.
     Migration(3, _for_both("ALTER TABLE runs ADD COLUMN invalid_sample TEXT")),
+    # The digest of what each destination holds (state/digest.py); it replaces the
+    # mirror-mode ledger, which stays only until a destination's digest is built from it.
+    Migration(
+        4,
+        _for_both(
+            """CREATE TABLE digest_segments (
+                destination TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                rows BIGINT NOT NULL,
+                sha256 TEXT NOT NULL,
+                data {blob} NOT NULL,
+                PRIMARY KEY (destination, seq)
+            )""",
+            """CREATE TABLE digest_meta (
+                destination TEXT PRIMARY KEY,
+                fingerprint TEXT NOT NULL,
+                held_segments INTEGER NOT NULL,
+                updated_at {float} NOT NULL
+            )""",
+            # Destinations synced before: an empty fingerprint says "build the digest from
+            # the table at the checkpoint" (daemon/digest.py BEFORE_DIGESTS).
+            """INSERT INTO digest_meta (destination, fingerprint, held_segments, updated_at)
+            SELECT destination, '', 0, 0 FROM checkpoints""",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -7,9 +7,6 @@ connection is busy, so any number of worker threads may share one store.
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +21,6 @@ from floe_egress.errors import CheckpointError, StateSetupError
 from floe_egress.state.cursor import Cursor, KeyTable
 from floe_egress.state.faults import Faults
 from floe_egress.state.sql import SqlStore
-from floe_egress.state.store import LedgerEntry
 from floe_egress.state.urls import postgres_dsn, redact_url, scrub
 
 _MIGRATION_LOCK = 0x666C6F65  # "floe": one key per database, shared by every schema
@@ -65,81 +61,6 @@ class _PgCursor(Cursor):
                 "WHERE t.destination = %s AND t.key_json = k.key_json",
                 (list(keys[start : start + _ARRAY_CHUNK]), destination),
             )
-
-    def select_ledger(self, destination: str, keys: Sequence[str]) -> list[tuple[str, int]]:
-        found: list[tuple[str, int]] = []
-        for start in range(0, len(keys), _ARRAY_CHUNK):
-            self._cursor.execute(
-                "SELECT l.key_json, l.row_hash FROM unnest(%s::text[]) AS k(key_json) "
-                "JOIN ledger AS l ON l.destination = %s AND l.key_json = k.key_json",
-                (list(keys[start : start + _ARRAY_CHUNK]), destination),
-            )
-            found.extend(self._cursor.fetchall())
-        return found
-
-    def write_ledger(
-        self, destination: str, entries: Sequence[LedgerEntry], *, emptied: bool
-    ) -> None:
-        if not entries:
-            return
-        rows = ((destination, e.key_json, e.row_hash) for e in entries)
-        if emptied:
-            _copy(self._cursor, "ledger (destination, key_json, row_hash)", rows)
-            return
-        # COPY into a scratch table and merge in one statement: far fewer round trips
-        # than one INSERT ... ON CONFLICT per row.
-        self._cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS ledger_incoming "
-            "(destination TEXT, key_json TEXT, row_hash BIGINT) ON COMMIT DELETE ROWS"
-        )
-        _copy(self._cursor, "ledger_incoming (destination, key_json, row_hash)", rows)
-        self._cursor.execute(
-            "INSERT INTO ledger (destination, key_json, row_hash) "
-            "SELECT destination, key_json, row_hash FROM ledger_incoming "
-            "ON CONFLICT (destination, key_json) DO UPDATE SET row_hash = excluded.row_hash"
-        )
-
-
-class _CsvReader:
-    """Rows rendered as UTF-8 CSV on demand: COPY never holds them all as text at once."""
-
-    def __init__(self, rows: Iterator[tuple[Any, ...]]) -> None:
-        self._rows = rows
-        self._buffer = b""
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            rest = [self._buffer[self._pos :], *iter(self._render, b"")]
-            self._buffer, self._pos = b"", 0
-            return b"".join(rest)
-        if self._pos >= len(self._buffer):
-            self._buffer, self._pos = self._render(), 0
-        # A short read is fine: COPY keeps reading until it gets b"".
-        out = self._buffer[self._pos : self._pos + size]
-        self._pos += len(out)
-        return out
-
-    def readline(self, size: int = -1) -> bytes:
-        if self._pos >= len(self._buffer):
-            self._buffer, self._pos = self._render(), 0
-        end = self._buffer.find(b"\n", self._pos) + 1 or len(self._buffer)
-        if size >= 0:
-            end = min(end, self._pos + size)
-        out = self._buffer[self._pos : end]
-        self._pos = end
-        return out
-
-    def _render(self) -> bytes:
-        chunk = io.StringIO()
-        # Quoted strings: an unquoted empty field would be read as NULL.
-        writer = csv.writer(chunk, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
-        writer.writerows(itertools.islice(self._rows, _COPY_CHUNK))
-        return chunk.getvalue().encode()
-
-
-def _copy(cur: psycopg2.extensions.cursor, target: str, rows: Iterator[tuple[Any, ...]]) -> None:
-    cur.copy_expert(f"COPY {target} FROM STDIN WITH (FORMAT csv)", _CsvReader(rows), size=1 << 16)
 
 
 class _Pool:

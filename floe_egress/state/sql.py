@@ -1,20 +1,21 @@
 """The state store over SQL, shared by the SQLite and PostgreSQL backends.
 
-`SqlStore` writes checkpoints, runs, failed rows and requests itself; the mirror ledger
-(ledger.py) and the leases (leases.py) are objects it owns, and the SQL text it shares
-with them is in queries.py.
+`SqlStore` writes checkpoints, runs, failed rows and requests itself; the digest
+(digest.py), the ledger of earlier versions (ledger.py) and the leases (leases.py) are
+objects it owns, and the SQL text it shares with them is in queries.py.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 from floe_egress.clock import Clock
 from floe_egress.state import migrations
 from floe_egress.state.cursor import Cursor
+from floe_egress.state.digest import Digests
 from floe_egress.state.faults import Faults
 from floe_egress.state.leases import Leases
 from floe_egress.state.ledger import Ledger
@@ -37,6 +38,7 @@ from floe_egress.state.store import (
     LedgerEntry,
     ResyncRequest,
     RunRecord,
+    StoredDigest,
 )
 
 
@@ -54,7 +56,8 @@ class SqlStore(ABC):
 
     def __init__(self, *, clock: Clock, faults: Faults | None) -> None:
         self._clock = clock
-        self._ledger = Ledger(self, faults)
+        self._digests = Digests(self, faults)
+        self._ledger = Ledger(self)
         self._leases = Leases(self, self.now_sql)
 
     @abstractmethod
@@ -132,7 +135,6 @@ class SqlStore(ABC):
         cp = commit.checkpoint
         now = self._clock.time()
         failed = last_per_key(commit.failed)
-        upserts = last_per_key(commit.ledger_upserts)
         limit = commit.max_attempts
         parked_at_once = limit <= 1
         with self.transaction() as cur:
@@ -157,9 +159,8 @@ class SqlStore(ABC):
                 ],
             )
             cur.delete_keys("failed_rows", cp.destination, commit.resolved)
-            self._ledger.apply(
-                cur, cp.destination, upserts, commit.ledger_deletes, replace=commit.ledger_replace
-            )
+            if commit.digest is not None:
+                self._digests.apply(cur, cp.destination, commit.digest, now)
             if commit.clear_resync is not None:
                 cur.execute(
                     "DELETE FROM resync_requests WHERE destination = ? AND requested_at = ?",
@@ -269,13 +270,13 @@ class SqlStore(ABC):
             return None
         return ResyncRequest(destination, int_or_none(row[0]), float(row[1]))
 
-    # --- ledger and leases (objects of their own) -------------------------------------
+    # --- digest, ledger and leases (objects of their own) ------------------------------
 
-    def reserve_ledger(self, destination: str, entries: Sequence[LedgerEntry]) -> None:
-        self._ledger.reserve(destination, entries)
+    def read_digest(self, destination: str, *, data: bool = True) -> StoredDigest | None:
+        return self._digests.read(destination, data=data)
 
-    def ledger_lookup(self, destination: str, key_jsons: Iterable[str]) -> dict[str, int]:
-        return self._ledger.lookup(destination, key_jsons)
+    def reserve_digest(self, destination: str, data: bytes, rows: int) -> None:
+        self._digests.reserve(destination, data, rows)
 
     def ledger_scan(
         self, destination: str, batch_size: int = 50_000

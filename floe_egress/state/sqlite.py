@@ -20,7 +20,6 @@ from floe_egress.errors import CheckpointError
 from floe_egress.state.cursor import Cursor, KeyTable
 from floe_egress.state.faults import Faults
 from floe_egress.state.sql import SqlStore
-from floe_egress.state.store import LedgerEntry
 from floe_egress.state.urls import SQLITE_MEMORY
 
 BUSY_TIMEOUT_MS = 30_000
@@ -50,31 +49,6 @@ class _SqliteCursor(Cursor):
         self._cursor.executemany(
             f"DELETE FROM {table} WHERE destination = ? AND key_json = ?",
             ((destination, k) for k in keys),
-        )
-
-    def select_ledger(self, destination: str, keys: Sequence[str]) -> list[tuple[str, int]]:
-        found: list[tuple[str, int]] = []
-        for start in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[start : start + _IN_CHUNK]
-            self._cursor.execute(
-                "SELECT key_json, row_hash FROM ledger WHERE destination = ? "
-                f"AND key_json IN ({', '.join('?' * len(chunk))})",
-                (destination, *chunk),
-            )
-            found.extend(self._cursor.fetchall())
-        return found
-
-    def write_ledger(
-        self, destination: str, entries: Sequence[LedgerEntry], *, emptied: bool
-    ) -> None:
-        conflict = (
-            ""
-            if emptied
-            else " ON CONFLICT (destination, key_json) DO UPDATE SET row_hash = excluded.row_hash"
-        )
-        self._cursor.executemany(
-            f"INSERT INTO ledger (destination, key_json, row_hash) VALUES (?, ?, ?){conflict}",
-            ((destination, e.key_json, e.row_hash) for e in entries),
         )
 
 

@@ -1,4 +1,4 @@
-"""The state store seam: checkpoints, run history, failed rows, ledger and leases.
+"""The state store seam: checkpoints, run history, failed rows, the digest and leases.
 
 Two backends implement `StateStore` with the same schema and migrations:
 `floe_egress.state.sqlite` (default) and `floe_egress.state.postgres`. All methods are
@@ -8,7 +8,7 @@ only way a checkpoint moves, and it writes everything of one cycle in one transa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -79,10 +79,49 @@ class FailedRowUpdate:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """What the destination was last sent for one key (mirror mode bookkeeping)."""
+    """A row of the mirror-mode ledger of earlier versions (read once, when a destination's
+    digest is first built from it)."""
 
     key_json: str
     row_hash: int
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSegment:
+    """One segment of a destination's digest (state/digest.py): Parquet bytes the store
+    keeps without looking inside."""
+
+    seq: int
+    kind: str
+    """`held` (confirmed by a commit) or `reserved` (written before a write was sent)."""
+    rows: int
+    sha256: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDigest:
+    """A destination's digest as stored: its segments in order, what the meta row says."""
+
+    fingerprint: str | None
+    """What the held segments were computed with; None before the first commit."""
+    held_segments: int
+    """How many held segments the last commit left (fewer found: one went missing)."""
+    segments: tuple[DigestSegment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestUpdate:
+    """What a committing cycle does to the digest: every reserved segment goes, and its
+    own held segment (if any) is added, after every earlier one when `replace`."""
+
+    fingerprint: str
+    data: bytes | None
+    rows: int = 0
+    replace: bool = False
+    drop_ledger: bool = False
+    """Forget the destination's ledger of an earlier version (its keys are now in the
+    digest)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +152,7 @@ class CycleCommit:
     max_attempts: int = 10
     resolved: list[str] = field(default_factory=list)
     """key_json of previously failed rows now delivered (or no longer in the table)."""
-    ledger_upserts: list[LedgerEntry] = field(default_factory=list)
-    ledger_deletes: list[str] = field(default_factory=list)
-    ledger_replace: bool = False
-    """True on a full resync: the ledger becomes exactly `ledger_upserts`."""
+    digest: DigestUpdate | None = None
     clear_resync: float | None = None
     """`requested_at` of the resync request this cycle carried out: that request (and not
     one made while the cycle ran) is cleared. Committing always clears the attempts."""
@@ -164,17 +200,17 @@ class StateStore(Protocol):
     def pending_force(self, destination: str) -> float | None:
         """When a force request was made, if one is pending."""
 
-    def reserve_ledger(self, destination: str, entries: Sequence[LedgerEntry]) -> None:
-        """Mirror mode, before a write: put the keys it may deliver (with the hash of the
-        row sent) in the ledger, in a transaction of their own. The ledger then holds
-        every key that may be at the destination, even after a crash before the commit,
-        so a full resync deletes what the table no longer has."""
+    def read_digest(self, destination: str, *, data: bool = True) -> StoredDigest | None:
+        """The digest's segments (their bytes when `data`) and meta, in one transaction."""
 
-    def ledger_lookup(self, destination: str, key_jsons: Iterable[str]) -> dict[str, int]: ...
+    def reserve_digest(self, destination: str, data: bytes, rows: int) -> None:
+        """Before a write: a reserved segment with the keys it may deliver, in a
+        transaction of its own, so a crash before the commit cannot hide one."""
 
     def ledger_scan(
         self, destination: str, batch_size: int = 50_000
-    ) -> Iterator[list[LedgerEntry]]: ...
+    ) -> Iterator[list[LedgerEntry]]:
+        """The mirror-mode ledger an earlier version kept (read when building a digest)."""
 
     def ledger_size(self, destination: str) -> int: ...
 

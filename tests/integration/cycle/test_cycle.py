@@ -152,7 +152,8 @@ async def test_resync_request_makes_the_next_cycle_full(
     await cycle(runtimes, loaded)
     runtimes[-1].store.request_resync("crm", None)
     resync = await cycle(runtimes, loaded)
-    assert (resync.plan, resync.inserted) == ("full", 4)
+    # Every row is sent again; the digest knows the destination holds them: updates.
+    assert (resync.plan, resync.inserted, resync.updated) == ("full", 0, 4)
     assert runtimes[-1].store.pending_resync("crm") is None
     assert (await cycle(runtimes, loaded)).plan == "noop"
 
@@ -181,8 +182,11 @@ async def test_mirror_full_resync_after_expiry_still_deletes(
     world.table.delete("customer_id = 2")
     world.reload().maintenance.expire_snapshots().by_id(synced.snapshot_id).commit()
     result = await cycle(runtimes, loaded)
-    assert result.plan == "full" and "expired" in result.reason
-    assert result.deleted == 1, "the ledger of what was sent finds the delete"
+    assert result.plan == "digest"
+    assert "expired" in result.reason
+    assert (result.inserted, result.updated, result.deleted) == (0, 0, 1), (
+        "the digest of what was sent finds the delete, and nothing else is sent"
+    )
     assert api.records == expected_records(world)
 
 
@@ -239,8 +243,9 @@ async def test_a_failed_row_gone_before_a_full_resync_is_deleted_once(
     world.reload().maintenance.expire_snapshots().by_id(synced.snapshot_id).commit()
     before = len(posts(api))
     result = await cycle(runtimes, loaded)
-    assert result.plan == "full" and result.status == "ok"
-    assert result.deleted == 1, "one delete: the retry of the failed key, not the ledger too"
+    assert result.plan == "digest"
+    assert result.status == "ok"
+    assert result.deleted == 1, "one delete: the retry of the failed key, not the digest too"
     deletes = [
         rec["external_id"]
         for body in (r.json() for r in posts(api)[before:])

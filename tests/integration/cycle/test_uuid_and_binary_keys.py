@@ -2,7 +2,7 @@
 
 A UUID travels as its canonical text (what every API and database takes); a binary key
 as base64 in JSON. Both must survive the paths that rebuild rows from stored keys:
-failed rows retried with their latest values, and mirror-mode deletes from the ledger.
+failed rows retried with their latest values, and mirror-mode deletes from the digest.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def expected(keyed: Keyed, rows: dict[int, str]) -> dict[str, dict[str, Any]]:
     }
 
 
-async def test_keys_survive_diffs_retries_and_ledger_deletes(
+async def test_keys_survive_diffs_retries_and_digest_deletes(
     world: World, api: FakeRestApi, runtimes: list[Runtime], keyed: Keyed
 ) -> None:
     table = accounts(world, keyed)
@@ -116,8 +116,8 @@ async def test_keys_survive_diffs_retries_and_ledger_deletes(
     assert second.failed == 0 and store.failed_rows("crm") == []
     assert api.records == expected(keyed, {0: "a@x.io", 1: "b2@x.io", 2: "c@x.io"})
 
-    # A delete made while the synced snapshot expired: the full resync finds it from the
-    # ledger of keys sent, rebuilt from their stored JSON.
+    # A delete made while the synced snapshot expired: the comparison with the digest of
+    # what was sent finds it, and sends nothing else.
     synced = world.catalog.load_table("gold.accounts").current_snapshot()
     assert synced is not None
     table = world.catalog.load_table("gold.accounts")
@@ -125,7 +125,7 @@ async def test_keys_survive_diffs_retries_and_ledger_deletes(
     table = world.catalog.load_table("gold.accounts")
     table.maintenance.expire_snapshots().by_id(synced.snapshot_id).commit()
     third = await cycle(runtimes, world, api)
-    assert third.plan == "full" and third.deleted == 1
+    assert (third.plan, third.inserted, third.updated, third.deleted) == ("digest", 0, 0, 1)
     assert api.records == expected(keyed, {1: "b2@x.io", 2: "c@x.io"})
 
 

@@ -71,8 +71,8 @@ def open_and_record(url: str, barrier: Any, destination: str) -> None:
 
 
 class LoseConnection:
-    """A `Faults` hook: the connection dies once, just before the ledger is written
-    (inside commit_cycle: after the checkpoint, run, failed rows and ledger deletes)."""
+    """A `Faults` hook: the connection dies once, just before a digest segment is written
+    (inside commit_cycle: after the checkpoint, run and failed rows)."""
 
     def __init__(self, kind: Literal["sqlite", "postgres"]) -> None:
         self.kind = kind
@@ -81,7 +81,7 @@ class LoseConnection:
         self.armed = True
 
     def __call__(self, point: FaultPoint, cur: Cursor) -> None:
-        if point != "ledger_write" or not self.armed:
+        if point != "digest_write" or not self.armed:
             return
         self.armed = False
         if self.kind == "postgres":
@@ -92,7 +92,7 @@ class LoseConnection:
 
 
 def open_losing_connection(backend: Backend) -> StateStore:
-    """A store at `backend.url` whose connection dies at its first ledger write."""
+    """A store at `backend.url` whose connection dies at its first digest write."""
     fault = LoseConnection(backend.kind)
     fault.store = open_store(backend.url, faults=fault)
     return fault.store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import stat
@@ -20,8 +21,8 @@ from floe_egress.errors import CheckpointError
 from floe_egress.state import (
     Checkpoint,
     CycleCommit,
+    DigestUpdate,
     FailedRowUpdate,
-    LedgerEntry,
     RunRecord,
     StateStore,
     migrations,
@@ -67,11 +68,14 @@ def key(i: int) -> str:
     return f'{{"id":{i}}}'  # what floe_egress.changes.keys.key_json makes of {"id": i}
 
 
-def ledger_of(store: StateStore, destination: str = "crm") -> dict[str, int]:
-    entries = [e for batch in store.ledger_scan(destination) for e in batch]
-    as_dict = {e.key_json: e.row_hash for e in entries}
-    assert len(as_dict) == len(entries), "ledger_scan returned a key twice"
-    return as_dict
+def segments_of(store: StateStore, destination: str = "crm") -> list[tuple[str, bytes]]:
+    """(kind, bytes) of each digest segment of `destination`, in order."""
+    stored = store.read_digest(destination)
+    return [] if stored is None else [(s.kind, s.data) for s in stored.segments]
+
+
+def held(data: bytes, rows: int = 1, *, replace: bool = False) -> DigestUpdate:
+    return DigestUpdate("fp-1", data, rows, replace=replace)
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -99,34 +103,37 @@ def test_commit_moves_the_checkpoint_of_its_destination_only(store: StateStore) 
 # --- commit_cycle is all or nothing -------------------------------------------------------
 
 
-@pytest.mark.parametrize("failure", ["row_hash_out_of_range", "connection_lost"])
+@pytest.mark.parametrize("failure", ["value_out_of_range", "connection_lost"])
 def test_a_failing_commit_writes_nothing(backend: Backend, store: StateStore, failure: str) -> None:
     store.commit_cycle(
         commit(
             1,
             failed=[FailedRowUpdate(key(1), "upsert", "422 invalid email")],
-            ledger_upserts=[LedgerEntry(key(i), i) for i in range(10)],
+            digest=held(b"first segment"),
         )
     )
     store.request_resync("crm", None)
-    before = (store.failed_rows("crm"), ledger_of(store), store.runs("crm"))
+    store.reserve_digest("crm", b"reserved before the failing commit", 3)
+    before = (store.failed_rows("crm"), segments_of(store), store.runs("crm"))
 
-    upserts = [LedgerEntry(key(i), -i) for i in range(5, 20)]
     committer = store
-    if failure == "row_hash_out_of_range":
-        upserts.insert(7, LedgerEntry(key(99), 2**64))
+    record = run("crm", to_snapshot=2)
+    if failure == "value_out_of_range":
+        record = dataclasses.replace(record, inserted=2**64)
     else:
         committer = open_losing_connection(backend)
-    failing = commit(
-        2,
-        failed=[
-            FailedRowUpdate(key(1), "upsert", "still invalid"),
-            FailedRowUpdate(key(2), "x", "y"),
-        ],
-        resolved=[key(1)],
-        ledger_deletes=[key(0), key(1)],
-        ledger_upserts=upserts,
-        clear_resync=1.0,
+    failing = dataclasses.replace(
+        commit(
+            2,
+            failed=[
+                FailedRowUpdate(key(1), "upsert", "still invalid"),
+                FailedRowUpdate(key(2), "x", "y"),
+            ],
+            resolved=[key(1)],
+            digest=held(b"second segment", replace=True),
+            clear_resync=1.0,
+        ),
+        run=record,
     )
     with pytest.raises(CheckpointError, match="state store"):
         committer.commit_cycle(failing)
@@ -136,7 +143,7 @@ def test_a_failing_commit_writes_nothing(backend: Backend, store: StateStore, fa
     after = open_store(backend.url)
     try:
         assert after.get_checkpoint("crm") == checkpoint("crm", 1)
-        assert (after.failed_rows("crm"), ledger_of(after), after.runs("crm")) == before
+        assert (after.failed_rows("crm"), segments_of(after), after.runs("crm")) == before
         assert after.pending_resync("crm") is not None
     finally:
         after.close()
@@ -146,9 +153,9 @@ def test_a_failing_commit_writes_nothing(backend: Backend, store: StateStore, fa
 def test_postgres_store_reconnects_after_losing_a_connection(pg_database: str) -> None:
     store = open_losing_connection(Backend("postgres", pg_database))
     with pytest.raises(CheckpointError):
-        store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1)]))
+        store.commit_cycle(commit(1, digest=held(b"segment")))
 
-    store.commit_cycle(commit(2, ledger_upserts=[LedgerEntry(key(1), 1)]))
+    store.commit_cycle(commit(2, digest=held(b"segment")))
     assert store.get_checkpoint("crm") == checkpoint("crm", 2)
     store.close()
 
@@ -301,7 +308,7 @@ def test_resync_request_is_replaced_and_cleared_by_a_commit(store: StateStore) -
     assert store.pending_resync("crm") is None
 
 
-# --- ledger -------------------------------------------------------------------------------
+# --- digest -------------------------------------------------------------------------------
 
 ODD_KEYS = [
     json.dumps({"id": 'quote " comma , newline \n tab \t backslash \\'}),
@@ -310,83 +317,92 @@ ODD_KEYS = [
 ]
 
 
-def test_ledger_bulk_replace_upsert_delete_lookup_scan(store: StateStore) -> None:
-    n = 200_000
-    expected = {key(i): (i * 2_654_435_761) % 2**64 - 2**63 for i in range(n)}
-    expected.update({ODD_KEYS[0]: INT64_MIN, ODD_KEYS[1]: INT64_MAX, ODD_KEYS[2]: 0})
-    store.commit_cycle(commit(1, destination="erp", ledger_upserts=[LedgerEntry(key(1), 1)]))
+def test_digest_segments_accumulate_replace_and_lose_their_reservations_at_commit(
+    store: StateStore,
+) -> None:
+    big = os.urandom(8 * 2**20)  # a digest of a few million keys is a blob of this size
+    store.commit_cycle(commit(1, destination="erp", digest=held(b"erp")))
+    store.commit_cycle(commit(1, digest=held(big, 1_000_000, replace=True)))
+    store.reserve_digest("crm", b"what write 1 may deliver", 10)
+    store.reserve_digest("crm", b"what write 2 may deliver", 20)
+    assert segments_of(store) == [
+        ("held", big),
+        ("reserved", b"what write 1 may deliver"),
+        ("reserved", b"what write 2 may deliver"),
+    ]
 
-    store.commit_cycle(
-        commit(
-            1, ledger_upserts=[LedgerEntry(k, h) for k, h in expected.items()], ledger_replace=True
-        )
-    )
-    assert store.ledger_size("crm") == len(expected)
-    assert ledger_of(store) == expected
+    store.commit_cycle(commit(2, digest=held(b"cycle 2")))
+    assert segments_of(store) == [("held", big), ("held", b"cycle 2")]
+    stored = store.read_digest("crm")
+    assert stored is not None
+    assert (stored.fingerprint, stored.held_segments) == ("fp-1", 2)
+    assert [s.rows for s in stored.segments] == [1_000_000, 1]
+    assert [s.seq for s in stored.segments] == sorted(s.seq for s in stored.segments)
 
-    changed = {key(i): -i for i in range(0, n, 4)}
-    added = {key(i): i for i in range(n, n + 10_000)}
-    deleted = [key(i) for i in range(1, n, 4)] + [key(-1)]
-    store.commit_cycle(
-        commit(
-            2,
-            ledger_upserts=[LedgerEntry(k, h) for k, h in (changed | added).items()],
-            ledger_deletes=deleted,
-        )
-    )
-    expected.update(changed | added)
-    for k in deleted:
-        expected.pop(k, None)
-    assert ledger_of(store) == expected
-    assert store.ledger_size("crm") == len(expected)
+    store.commit_cycle(commit(3, digest=DigestUpdate("fp-2", b"all of it", 5, replace=True)))
+    assert segments_of(store) == [("held", b"all of it")]
+    assert segments_of(store, "erp") == [("held", b"erp")], "other destinations keep theirs"
+    no_data = store.read_digest("crm", data=False)
+    assert no_data is not None
+    assert [(s.kind, s.data, s.rows) for s in no_data.segments] == [("held", b"", 5)]
+    assert (no_data.fingerprint, no_data.held_segments) == ("fp-2", 1)
 
-    probe = [key(0), key(1), key(4), key(n + 5), key(-5), *ODD_KEYS]
-    assert store.ledger_lookup("crm", probe) == {k: expected[k] for k in probe if k in expected}
-    wanted = list(expected)[::3]
-    assert store.ledger_lookup("crm", wanted) == {k: expected[k] for k in wanted}
 
-    store.commit_cycle(
-        commit(
-            3,
-            ledger_upserts=[LedgerEntry(key(1), 11), LedgerEntry(key(2), 22)],
-            ledger_replace=True,
-        )
-    )
-    assert ledger_of(store) == {key(1): 11, key(2): 22}
-    assert ledger_of(store, "erp") == {key(1): 1}
+def test_a_commit_without_a_segment_still_drops_the_reservations(store: StateStore) -> None:
+    store.commit_cycle(commit(1, digest=held(b"base")))
+    store.reserve_digest("crm", b"a write that failed", 3)
+    store.commit_cycle(commit(2, digest=DigestUpdate("fp-1", None)))
+    assert segments_of(store) == [("held", b"base")]
+    store.commit_cycle(commit(3))
+    assert segments_of(store) == [("held", b"base")], "a commit without a digest leaves it"
+
+
+def test_reserved_segments_are_written_at_once_and_outlive_a_lost_cycle(
+    store: StateStore, backend: Backend
+) -> None:
+    assert store.read_digest("crm") is None
+    store.reserve_digest("crm", b"keys a crashed first cycle may have sent", 7)
+    other = open_store(backend.url)
+    try:
+        stored = other.read_digest("crm")
+    finally:
+        other.close()
+    assert stored is not None
+    assert (stored.fingerprint, stored.held_segments) == (None, 0)
+    assert [(s.kind, s.data) for s in stored.segments] == [
+        ("reserved", b"keys a crashed first cycle may have sent")
+    ]
+
+
+def test_a_segment_keeps_the_checksum_of_its_bytes(store: StateStore) -> None:
+    data = b"\x00\x01 binary \xff"
+    store.commit_cycle(commit(1, digest=held(data)))
+    stored = store.read_digest("crm")
+    assert stored is not None
+    assert stored.segments[0].sha256 == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize("batch_size", [7, 50_000])
-def test_ledger_scan_batches_in_key_order(store: StateStore, batch_size: int) -> None:
-    entries = [LedgerEntry(key(i), i) for i in range(20)]
-    store.commit_cycle(commit(1, ledger_upserts=entries))
-
-    batches = list(store.ledger_scan("crm", batch_size=batch_size))
-    keys = [e.key_json for b in batches for e in b]
-    assert all(0 < len(b) <= batch_size for b in batches)
-    assert keys == sorted(e.key_json for e in entries)
-
-
-def test_ledger_last_upsert_of_a_key_wins(store: StateStore) -> None:
-    store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1), LedgerEntry(key(1), 2)]))
-
-    assert store.ledger_lookup("crm", [key(1)]) == {key(1): 2}
-
-
-def test_reserved_ledger_entries_are_written_at_once_and_outlive_a_lost_cycle(
-    store: StateStore,
+def test_a_ledger_of_an_earlier_version_is_read_in_key_order_then_dropped(
+    backend: Backend, store: StateStore, batch_size: int
 ) -> None:
-    store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 10)]))
-    # A cycle reserves what it is about to send, then dies before its commit.
-    store.reserve_ledger(
-        "crm", [LedgerEntry(key(1), 11), LedgerEntry(key(2), 20), LedgerEntry(key(2), 21)]
+    keys = [key(i) for i in range(20)] + ODD_KEYS
+    for i, k in enumerate(keys):
+        backend.raw(
+            "INSERT INTO ledger (destination, key_json, row_hash) VALUES (?, ?, ?)",
+            ("crm", k, i - 10),
+        )
+    backend.raw(
+        "INSERT INTO ledger (destination, key_json, row_hash) VALUES ('erp', ?, 1)", (key(1),)
     )
-    store.reserve_ledger("crm", [])
-    assert store.ledger_lookup("crm", [key(1), key(2)]) == {key(1): 11, key(2): 21}
-    assert store.ledger_size("crm") == 2 and store.ledger_size("erp") == 0
-    # The next cycle deletes key 2 and commits.
-    store.commit_cycle(commit(2, ledger_deletes=[key(2)]))
-    assert store.ledger_lookup("crm", [key(1), key(2)]) == {key(1): 11}
+    assert store.ledger_size("crm") == len(keys)
+    batches = list(store.ledger_scan("crm", batch_size=batch_size))
+    assert all(0 < len(b) <= batch_size for b in batches)
+    assert [e.key_json for b in batches for e in b] == sorted(keys)
+
+    store.commit_cycle(commit(1, digest=DigestUpdate("fp-1", b"built", 21, drop_ledger=True)))
+    assert store.ledger_size("crm") == 0
+    assert store.ledger_size("erp") == 1
 
 
 # --- leases -------------------------------------------------------------------------------
@@ -533,6 +549,27 @@ def test_an_older_store_gains_the_invalid_sample_of_runs_and_keeps_its_runs(
     assert (oldest.started_at, oldest.invalid, oldest.invalid_sample) == (10.0, 3, ())
 
 
+def test_an_older_store_marks_its_destinations_as_synced_before_digests(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as before:
+        before.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        before.setattr(migrations, "LATEST", 3)
+        older = open_store(backend.url)
+        older.commit_cycle(commit(7))
+        older.close()
+
+    store = open_store(backend.url)
+    try:
+        stored = store.read_digest("crm")
+        fresh = store.read_digest("erp")
+    finally:
+        store.close()
+    assert stored is not None
+    assert (stored.fingerprint, stored.held_segments, stored.segments) == ("", 0, ())
+    assert fresh is None, "a destination never synced has no digest yet"
+
+
 def test_a_newer_schema_asks_to_upgrade(backend: Backend) -> None:
     open_store(backend.url).close()
     backend.raw("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (999, 0.0))
@@ -565,7 +602,7 @@ def test_ping_answers_and_a_closed_store_says_so(store: StateStore) -> None:
 def test_sqlite_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "new" / "state" / "state.db"
     store = open_store(f"sqlite:///{path}")
-    store.commit_cycle(commit(1, ledger_upserts=[LedgerEntry(key(1), 1)]))
+    store.commit_cycle(commit(1, digest=held(b"segment")))
 
     modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in path.parent.iterdir()}
     store.close()

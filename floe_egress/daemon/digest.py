@@ -1,0 +1,234 @@
+"""The digest of what a destination holds, as a cycle uses and keeps it.
+
+Before the cycle (`inspect`): its fingerprint (what the hashes mean: the sink type, the
+field mapping, the value conversion, the key, the hashed columns and their types, the
+hash function) and whether the stored digest can be trusted. It cannot when it is lost
+(a checkpoint but no digest, or fewer held segments than its meta row says), damaged (a
+segment whose bytes do not match their sha256, or that does not decode), or made with
+another fingerprint; each is said in `trouble`, and the cycle then sends every row once
+and replaces the digest. A digest an earlier version never kept is built from the table
+at the checkpoint instead, which the destination confirmed.
+
+During the cycle (`Tally`): before each write, the keys it may deliver are reserved (a
+segment of their own, in the store, before anything is sent); after it, what the
+destination confirmed is noted, failed rows left out. At the commit (`Tally.update`),
+one held segment with the cycle's changes, which replaces every earlier one after a
+full send, and every 32 segments folds them into one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+
+from floe_egress.changes import digest as digests
+from floe_egress.changes.keys import key_json, key_jsons, keys_table, parse_key_json
+from floe_egress.config.models import Destination
+from floe_egress.errors import DigestDamagedError
+from floe_egress.sinks.base import DeliveryReport
+from floe_egress.state.store import DigestUpdate, StateStore, StoredDigest
+
+log = structlog.get_logger("floe_egress.digest")
+
+BEFORE_DIGESTS = ""
+"""The fingerprint migration 4 gives destinations synced before digests existed."""
+COMPACT_AFTER = 32
+"""Held segments a digest may have before a commit folds them into one."""
+
+
+def fingerprint(
+    dest: Destination, key: Sequence[str], schema: pa.Schema, columns: Sequence[str]
+) -> str:
+    parts = {
+        "sink_type": dest.sink_type,
+        "field_mapping": sorted((dest.field_mapping or {}).items()),
+        "decimals": dest.sink_config.get("decimals"),
+        "key": list(key),
+        **digests.fingerprint_parts(schema, columns),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestState:
+    """What a cycle knows of the digest before it starts."""
+
+    fingerprint: str
+    columns: tuple[str, ...]
+    stored: StoredDigest | None
+    trouble: str | None = None
+    """Why the stored digest cannot be trusted (the cycle sends every row once)."""
+    before_digests: bool = False
+    """The destination was synced before digests existed: build it from the checkpoint."""
+
+    @property
+    def trusted(self) -> bool:
+        return self.trouble is None and not self.before_digests
+
+
+def inspect(
+    store: StateStore,
+    dest: Destination,
+    key: Sequence[str],
+    schema: pa.Schema,
+    *,
+    synced: bool,
+) -> DigestState:
+    """The digest's state for a cycle of `dest` (B's `schema`; `synced`: it has a
+    checkpoint). Reads only the meta and the segment list, not the segments."""
+    columns = tuple(digests.hashed_columns(schema.names, key, dest.field_mapping))
+    fp = fingerprint(dest, key, schema, columns)
+    stored = store.read_digest(dest.name, data=False)
+    trouble: str | None = None
+    before = False
+    if stored is None:
+        if synced:
+            trouble = "the digest of what the destination holds is missing"
+    elif stored.fingerprint == BEFORE_DIGESTS:
+        before = True
+    elif stored.fingerprint is not None and stored.fingerprint != fp:
+        trouble = (
+            "the field mapping, the sink type, the value conversion, the key or the "
+            "columns' types changed since the digest was written"
+        )
+    else:
+        held = sum(1 for s in stored.segments if s.kind == "held")
+        if held < stored.held_segments:
+            trouble = (
+                f"the digest lost {stored.held_segments - held} of its "
+                f"{stored.held_segments} segments"
+            )
+    return DigestState(fp, columns, stored, trouble, before)
+
+
+def load(store: StateStore, destination: str, key: Sequence[str]) -> pa.Table:
+    """The effective digest (see changes.digest.effective); DigestDamagedError when a segment
+    does not read back as it was written."""
+    stored = store.read_digest(destination, data=True)
+    if stored is None:
+        return pa.table({})
+    segments: list[tuple[bool, pa.Table]] = []
+    for segment in stored.segments:
+        if hashlib.sha256(segment.data).hexdigest() != segment.sha256:
+            raise DigestDamagedError(
+                f"destination {destination}: digest segment {segment.seq} does not match "
+                "its checksum"
+            )
+        try:
+            entries = digests.decode(segment.data)
+        except Exception as exc:  # anything pyarrow says about unreadable bytes
+            raise DigestDamagedError(
+                f"destination {destination}: digest segment {segment.seq} cannot be read "
+                f"({type(exc).__name__})"
+            ) from None
+        segments.append((segment.kind == "reserved", entries))
+    return digests.effective(segments, key)
+
+
+def keys_of(rows: Sequence[str], key: Sequence[str], schema: pa.Schema) -> pa.Table:
+    """Key JSON texts as a key table typed by `schema`."""
+    fields = pa.schema([schema.field(k).with_nullable(True) for k in key])
+    return keys_table([parse_key_json(k) for k in rows], fields)
+
+
+@dataclass(slots=True)
+class Tally:
+    """The digest side of one cycle: reservations before writes, confirmations after."""
+
+    store: StateStore
+    destination: str
+    key: tuple[str, ...]
+    state: DigestState
+    replace: bool
+    """This cycle's held segment replaces every earlier one (a full send, or a digest
+    built from the checkpoint)."""
+    base: pa.Table | None = None
+    """Entries the digest starts from when it is rebuilt (before-digests upgrade)."""
+    drop_ledger: bool = False
+    held_keys: int | None = None
+    """Keys the destination holds by the digest, when it was read (for the delete guard)."""
+    confirmed: list[pa.Table] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        """Whether the commit has something to write to the digest."""
+        return self.replace or self.base is not None or bool(self.confirmed)
+
+    def reserve(self, rows: pa.Table) -> pa.Table:
+        """Before `rows` (with their op column) are written: reserve their upserts in
+        the store; returns the entries of every row (deletes as gone)."""
+        ops = rows.column("_floe_op")
+        deleting = pc.equal(ops, "delete")
+        upserts = rows.filter(pc.invert(deleting))
+        gone = rows.filter(deleting)
+        ahead = digests.entries(upserts, self.key, self.state.columns)
+        if ahead.num_rows:
+            self.store.reserve_digest(self.destination, digests.encode(ahead), ahead.num_rows)
+        return pa.concat_tables([ahead, digests.gone_entries(gone, self.key).cast(ahead.schema)])
+
+    def delivered(self, entries: pa.Table, report: DeliveryReport) -> None:
+        """After a write: its entries but for the rows the destination refused."""
+        if report.failed and entries.num_rows:
+            refused = {_key_json(f.key, self.key) for f in report.failed}
+            keep = [k not in refused for k in key_jsons(entries, self.key)]
+            entries = entries.filter(pa.array(keep, pa.bool_()))
+        if entries.num_rows:
+            self.confirmed.append(entries)
+
+    def update(self) -> DigestUpdate:
+        """The commit's digest change (folded into one segment every COMPACT_AFTER)."""
+        parts = ([self.base] if self.base is not None else []) + self.confirmed
+        stored = self.state.stored
+        held = 0 if stored is None else sum(1 for s in stored.segments if s.kind == "held")
+        replace = self.replace
+        if not replace and held + 1 > COMPACT_AFTER:
+            parts = [_as_entries(load(self.store, self.destination, self.key)), *parts]
+            replace = True
+        if not parts:
+            return DigestUpdate(
+                self.state.fingerprint, None, replace=replace, drop_ledger=self.drop_ledger
+            )
+        delta = pa.concat_tables(parts, promote_options="permissive")
+        if len(parts) > 1 or replace:
+            delta = _as_entries(digests.effective([(False, p) for p in parts], self.key))
+        return DigestUpdate(
+            self.state.fingerprint,
+            digests.encode(delta),
+            delta.num_rows,
+            replace=replace,
+            drop_ledger=self.drop_ledger,
+        )
+
+
+def _as_entries(effective: pa.Table) -> pa.Table:
+    """An effective digest as held entries (an unsure key keeps its hash unknown)."""
+    if not effective.num_rows:
+        return effective
+    hashes = effective.column(digests.HASH)
+    unsure = effective.column(digests.UNSURE)
+    known = pc.if_else(unsure, pa.nulls(len(hashes), pa.uint64()), hashes)
+    keys = effective.drop_columns([digests.HASH, digests.UNSURE])
+    return keys.append_column(digests.HASH, known).append_column(
+        digests.GONE, pa.array([False] * effective.num_rows, pa.bool_())
+    )
+
+
+def _key_json(values: dict[str, object], key: Sequence[str]) -> str:
+    return key_json({k: values.get(k) for k in key})
+
+
+__all__ = [
+    "BEFORE_DIGESTS",
+    "DigestState",
+    "Tally",
+    "fingerprint",
+    "inspect",
+    "keys_of",
+    "load",
+]

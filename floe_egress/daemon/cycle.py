@@ -150,6 +150,7 @@ async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: b
         result.invalid = cs.counts.invalid
         result.invalid_sample = invalid_sample(cs)
         result.retried = int(work.resend.num_rows)
+        result.digest_rebuilt = work.digest.rebuilt
         structlog.contextvars.bind_contextvars(
             **dict(zip(_RANGE_FIELDS, (cs.plan, cs.from_snapshot, cs.to_snapshot), strict=True))
         )

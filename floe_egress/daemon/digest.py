@@ -151,6 +151,8 @@ class Tally:
     base: pa.Table | None = None
     """Entries the digest starts from when it is rebuilt (before-digests upgrade)."""
     drop_ledger: bool = False
+    rebuilt: str | None = None
+    """Why this cycle rebuilds a digest it could not trust (it sends every row once)."""
     held_keys: int | None = None
     """Keys the destination holds by the digest, when it was read (for the delete guard)."""
     confirmed: list[pa.Table] = field(default_factory=list)

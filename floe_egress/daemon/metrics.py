@@ -90,6 +90,13 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("floe_egress_ready", "1 when /readyz answers 200.", registry=r)
+        self.digest_rebuilds = Counter(
+            "floe_egress_digest_rebuilds",
+            "Cycles that sent every row once because the digest of what the destination "
+            "holds was lost, damaged or made for another mapping or sink type.",
+            ["destination"],
+            registry=r,
+        )
         self.cycle_errors = Counter(
             "floe_egress_cycle_errors",
             "Failed cycles by error kind: transient (retried with backoff) or permanent "
@@ -126,6 +133,8 @@ class Metrics:
         self.rate_limit_wait.labels(name).inc(result.rate_limit_wait_seconds)
         for status, n in result.http_statuses.items():
             self.http_responses.labels(name, str(status)).inc(n)
+        if result.digest_rebuilt is not None and result.status != "failed":
+            self.digest_rebuilds.labels(name).inc()
         if result.status == "failed" and result.error_kind is not None:
             self.cycle_errors.labels(name, result.error_kind).inc()
 

@@ -35,6 +35,9 @@ class CycleResult:
     retry_after: float | None = None
     """Seconds the destination asked to be left alone (Retry-After), when it said."""
     reason: str = ""
+    digest_rebuilt: str | None = None
+    """Why the cycle rebuilt the destination's digest (lost, damaged, another
+    fingerprint): it sent every row once."""
     duration_seconds: float = 0.0
     rate_limit_wait_seconds: float = 0.0
     http_statuses: dict[int, int] = field(default_factory=dict)
@@ -58,6 +61,7 @@ class CycleResult:
             "error_kind": self.error_kind,
             "retry_after_seconds": self.retry_after,
             "reason": self.reason,
+            "digest_rebuilt": self.digest_rebuilt,
             "duration_seconds": round(self.duration_seconds, 3),
         }
         if self.sample:

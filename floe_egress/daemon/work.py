@@ -235,7 +235,9 @@ def _plan(
     tally = Tally(store, dest.name, key, state, replace=False)
     digest: pa.Table | None = None
     trouble = state.trouble
-    if state.stored is not None and same_key and (trouble is None or explicit):
+    # The digest's keys are good for deletes even when its hashes are not (another
+    # fingerprint); a changed key makes them keys of another kind.
+    if state.stored is not None and same_key:
         try:
             if explicit or not readable or trouble is not None:
                 digest = load(store, dest.name, key)
@@ -251,6 +253,7 @@ def _plan(
             why = f"{trouble}: sending every row once"
         if trouble is not None:
             log.warning("digest_not_trusted", reason=trouble)
+            tally.rebuilt = trouble
         tally.replace = True
         tally.drop_ledger = True
         if digest is not None and digest.num_rows:

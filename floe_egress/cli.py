@@ -1,7 +1,8 @@
 """The `floe-egress` command line: a thin shell over config, changes, sinks, state and daemon.
 
-Exit codes: 0 success; 1 a destination failed; 2 the configuration is invalid;
-130 interrupted. Only this module exits the process.
+Exit codes: 0 success; 1 a destination failed (verify: differences found); 2 the
+configuration is invalid (verify: nothing to compare with); 130 interrupted. Only this
+module exits the process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from floe_egress import __version__, logs
+from floe_egress.cli_output import failed_row_json, print_json, print_results
 from floe_egress.config import ConfigValidationError, LoadedConfig, default_config_path
 from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
@@ -80,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("destination")
     p.add_argument("--retry", action="store_true")
     p.add_argument("--json", action="store_true")
+    p = command("verify", "Compare a destination with its table at the checkpoint.")
+    p.add_argument("destination")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--repair", action="store_true", help="queue the differing keys for the next cycle"
+    )
     command("run", "Run the daemon: scheduler, HTTP endpoints, systemd notify.")
     p = sub.add_parser(
         "demo",
@@ -99,10 +107,6 @@ def _destinations(spec: FloeSpec, name: str | None) -> list[Destination]:
     if name is not None:
         return [spec.destination(name)]
     return [d for d in spec.ingestion.destinations if d.enabled]
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -129,7 +133,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    _print_json(spec_schema())
+    print_json(spec_schema())
     return EXIT_OK
 
 
@@ -145,34 +149,6 @@ def cmd_sinks(args: argparse.Namespace) -> int:
             + (f"  - {sink_type.description}" if sink_type.description else "")
         )
     return EXIT_OK
-
-
-def _print_results(results: Sequence[Any], *, as_json: bool, verb: str) -> None:
-    from floe_egress.daemon.result import invalid_lines
-
-    if as_json:
-        _print_json([r.to_json() for r in results])
-        return
-    for r in results:
-        head = f"{r.destination}: {r.status}"
-        if r.plan:
-            head += f" (plan {r.plan}, snapshot {r.from_snapshot} -> {r.to_snapshot})"
-        print(head)
-        if r.status in ("ok", "noop"):
-            print(
-                f"  {verb}: {r.inserted} inserted, {r.updated} updated, {r.deleted} deleted; "
-                f"{r.failed} failed, {r.invalid} invalid, {r.retried} retried"
-            )
-        for line in invalid_lines(r.invalid, r.invalid_sample):
-            print(f"  {line}")
-        if r.reason:
-            print(f"  why: {r.reason}")
-        if r.error:
-            print(f"  error: {r.error}")
-        for op, rows in r.sample.items():
-            print(f"  sample {op}:")
-            for row in rows:
-                print(f"    {json.dumps(row, default=str)}")
 
 
 async def _cycles(
@@ -196,7 +172,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     results = asyncio.run(_cycles(loaded, dests, send=True, force=args.force))
     if args.force:
         _hand_force_to_holders(loaded, [r for r in results if r.status == "skipped"])
-    _print_results(results, as_json=args.json, verb="sent")
+    print_results(results, as_json=args.json, verb="sent")
     return _exit_code(results)
 
 
@@ -223,7 +199,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     loaded = _load(args)
     dests = _destinations(loaded.spec, args.destination)
     results = asyncio.run(_cycles(loaded, dests, send=False))
-    _print_results(results, as_json=args.json, verb="would send")
+    print_results(results, as_json=args.json, verb="would send")
     return _exit_code(results)
 
 
@@ -240,7 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     loaded = _load(args)
     statuses = collect_status(loaded.spec)
     if args.json:
-        _print_json(statuses)
+        print_json(statuses)
         return EXIT_OK
     now = time.time()
     for s in statuses:
@@ -299,18 +275,6 @@ def cmd_resync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _failed_row_json(r: Any) -> dict[str, Any]:
-    return {
-        "key": json.loads(r.key_json),
-        "op": r.op,
-        "reason": r.reason,
-        "attempts": r.attempts,
-        "first_seen": r.first_seen,
-        "last_seen": r.last_seen,
-        "parked": r.parked,
-    }
-
-
 def cmd_failures(args: argparse.Namespace) -> int:
     from floe_egress.daemon.runtime import Runtime
 
@@ -325,7 +289,7 @@ def cmd_failures(args: argparse.Namespace) -> int:
             asyncio.run(runtime.close())
         results = asyncio.run(_cycles(loaded, [dest], send=True))
         if not args.json:
-            _print_results(results, as_json=False, verb="sent")
+            print_results(results, as_json=False, verb="sent")
     runtime = Runtime(loaded.spec)
     try:
         rows = runtime.store.failed_rows(dest.name)
@@ -333,17 +297,34 @@ def cmd_failures(args: argparse.Namespace) -> int:
         asyncio.run(runtime.close())
     code = _exit_code(results)
     if args.json:
-        listing = [_failed_row_json(r) for r in rows]
+        listing = [failed_row_json(r) for r in rows]
         if args.retry:
-            _print_json({"retry": [r.to_json() for r in results], "failed_rows": listing})
+            print_json({"retry": [r.to_json() for r in results], "failed_rows": listing})
         else:
-            _print_json(listing)
+            print_json(listing)
         return code
     print(f"{dest.name}: {len(rows)} failed row{'s' if len(rows) != 1 else ''}")
     for r in rows:
         state = "parked (failures --retry to try again)" if r.parked else "will retry"
         print(f"  {r.key_json} {r.op}: {r.reason} (attempts {r.attempts}, {state})")
     return code
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from floe_egress.cli_output import print_verify
+    from floe_egress.daemon.verify import verify_destination
+
+    loaded = _load(args)
+    dest = loaded.spec.destination(args.destination)
+    try:
+        report = verify_destination(loaded.spec, dest, repair=args.repair)
+    except ConfigError:
+        raise
+    except EgressError as exc:  # nothing to compare with: not a difference
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    print_verify(report, as_json=args.json)
+    return EXIT_OK if report.agrees else EXIT_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -368,6 +349,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "resync": cmd_resync,
     "failures": cmd_failures,
+    "verify": cmd_verify,
     "run": cmd_run,
     "demo": cmd_demo,
 }

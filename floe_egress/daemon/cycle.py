@@ -311,6 +311,7 @@ def _commit(
         and not work.retry_keys
         and work.resync_requested_at is None
         and work.force_requested_at is None
+        and work.repairs_seen is None
         and not work.digest.pending
     ):
         rt.store.record_run(run)
@@ -325,6 +326,7 @@ def _commit(
             digest=work.digest.update(),
             clear_resync=work.resync_requested_at,
             clear_force=work.force_requested_at,
+            clear_repairs=work.repairs_seen,
         )
     )
 

@@ -1,10 +1,10 @@
 """What one cycle will deliver, worked out before anything is sent.
 
 - the change set A→B (A: the checkpoint, or a resync request; none: full);
-- rows to send again at their state in B: failed rows that are not parked, and the keys
-  of an interrupted delivery (a cycle that started sending A→B' and never committed:
-  if the table has moved on to B, keys that A→B' changed may not appear in A→B at all,
-  yet the destination holds their B' values);
+- rows to send again at their state in B: failed rows that are not parked, keys
+  `verify --repair` queued, and the keys of an interrupted delivery (a cycle that
+  started sending A→B' and never committed: if the table has moved on to B, keys that
+  A→B' changed may not appear in A→B at all, yet the destination holds their B' values);
 - when A cannot be read (expired, the table replaced): only what differs between B and
   the digest of what the destination holds (daemon/digest.py), deletes included;
 - the digest side of the cycle (what to reserve, whether its segment replaces the
@@ -70,6 +70,8 @@ class Workload:
     """The resync request this cycle carries out (cleared by its commit)."""
     force_requested_at: float | None = None
     """A pending `sync --force` made while another process held the destination."""
+    repairs_seen: float | None = None
+    """The newest repair key (`verify --repair`) this cycle sends (cleared by its commit)."""
 
     @property
     def schema(self) -> pa.Schema:
@@ -159,7 +161,8 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     override: set[str] = set()
     retry_keys: list[str] = []
     failed = store.failed_rows(dest.name) if store.failed_row_count(dest.name) else []
-    if failed or attempts:
+    repairs = store.pending_repairs(dest.name)
+    if failed or attempts or repairs:
         sent_ops = ops_by_key(change_set, lambda rows: filter_for_mode(rows, dest.mode))
         for row in failed:
             sent_op = sent_ops.get(row.key_json)
@@ -174,6 +177,14 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
                 wanted[row.key_json] = row.op
                 if sent_op is not None:
                     override.add(row.key_json)
+        for repair in repairs:  # like a failed row: sent at its state in B
+            sent_op = sent_ops.get(repair.key_json)
+            if repair.key_json in wanted:
+                continue
+            if sent_op is None or (repair.op == "insert" and sent_op == "update"):
+                wanted[repair.key_json] = repair.op
+                if sent_op is not None:
+                    override.add(repair.key_json)
         touched: set[str] = set()
         for attempt in attempts:
             touched |= keys_touched(
@@ -209,6 +220,7 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         override=frozenset(override),
         resync_requested_at=resync.requested_at if resync is not None else None,
         force_requested_at=store.pending_force(dest.name),
+        repairs_seen=max((r.queued_at for r in repairs), default=None),
     )
 
 

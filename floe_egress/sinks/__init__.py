@@ -24,12 +24,19 @@ from floe_egress.sinks.registry import (
 )
 
 if TYPE_CHECKING:
-    from floe_egress.sinks.base import DeliveryReport, FailedRow, Sink, WriteContext
+    from floe_egress.sinks.base import (
+        DeliveryReport,
+        FailedRow,
+        ReadBackSink,
+        Sink,
+        WriteContext,
+    )
     from floe_egress.sinks.delivery import Delivery, payload_digest
 
 _LAZY = {
     "DeliveryReport": "floe_egress.sinks.base",
     "FailedRow": "floe_egress.sinks.base",
+    "ReadBackSink": "floe_egress.sinks.base",
     "Sink": "floe_egress.sinks.base",
     "WriteContext": "floe_egress.sinks.base",
     "Delivery": "floe_egress.sinks.delivery",
@@ -51,6 +58,7 @@ __all__ = [
     "Delivery",
     "DeliveryReport",
     "FailedRow",
+    "ReadBackSink",
     "Sink",
     "SinkType",
     "WriteContext",

@@ -11,6 +11,7 @@ retry may succeed, `PermanentSinkError` when the whole batch is refused for good
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,3 +107,21 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Release connections and prune dlt's completed load packages."""
+
+
+@runtime_checkable
+class ReadBackSink(Sink, Protocol):
+    """A sink whose destination can be read back (database tables), for `verify`."""
+
+    @property
+    def location(self) -> str:
+        """Where the rows are read from, for messages (never a password)."""
+
+    def unreadable(self, schema: pa.Schema) -> dict[str, str]:
+        """Columns of `schema` (the table's names and Arrow types) whose values cannot
+        be compared after a round trip through the destination, with why."""
+
+    async def read_back(self, schema: pa.Schema, consume: Callable[[pa.Table], None]) -> int:
+        """Hand every row the destination holds to `consume`, batch by batch (on a worker
+        thread), as `schema`: the field mapping undone and each value converted back to
+        the table's type. Returns how many rows were read; a missing table reads as empty."""

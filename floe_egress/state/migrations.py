@@ -153,6 +153,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             SELECT destination, '', 0, 0 FROM checkpoints""",
         ),
     ),
+    # Keys `verify --repair` found differing: the next cycle sends them at their state
+    # in B (a delete when B no longer holds them), then its commit clears them.
+    Migration(
+        5,
+        _for_both(
+            """CREATE TABLE repairs (
+                destination TEXT NOT NULL,
+                key_json TEXT NOT NULL,
+                op TEXT NOT NULL,
+                queued_at {float} NOT NULL,
+                PRIMARY KEY (destination, key_json)
+            )""",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 
 from floe_egress.clock import Clock
@@ -30,12 +30,14 @@ from floe_egress.state.queries import (
     last_per_key,
     run_from_row,
 )
+from floe_egress.state.repairs import Repairs
 from floe_egress.state.store import (
     Attempt,
     Checkpoint,
     CycleCommit,
     FailedRowRecord,
     LedgerEntry,
+    RepairKey,
     ResyncRequest,
     RunRecord,
     StoredDigest,
@@ -59,6 +61,7 @@ class SqlStore(ABC):
         self._digests = Digests(self, faults)
         self._ledger = Ledger(self)
         self._leases = Leases(self, self.now_sql)
+        self._repairs = Repairs(self, clock)
 
     @abstractmethod
     def transaction(self, *, write: bool = True) -> AbstractContextManager[Cursor]:
@@ -172,6 +175,8 @@ class SqlStore(ABC):
                     "DELETE FROM force_requests WHERE destination = ? AND requested_at = ?",
                     (cp.destination, commit.clear_force),
                 )
+            if commit.clear_repairs is not None:
+                Repairs.clear(cur, cp.destination, commit.clear_repairs)
 
     def unpark_failed_rows(self, destination: str) -> int:
         """Make parked rows eligible for the next cycle again (an operator's retry)."""
@@ -270,13 +275,19 @@ class SqlStore(ABC):
             return None
         return ResyncRequest(destination, int_or_none(row[0]), float(row[1]))
 
-    # --- digest, ledger and leases (objects of their own) ------------------------------
+    # --- digest, repairs, ledger and leases (objects of their own) ---------------------
 
     def read_digest(self, destination: str, *, data: bool = True) -> StoredDigest | None:
         return self._digests.read(destination, data=data)
 
     def reserve_digest(self, destination: str, data: bytes, rows: int) -> None:
         self._digests.reserve(destination, data, rows)
+
+    def queue_repairs(self, destination: str, keys: Iterable[tuple[str, str]]) -> int:
+        return self._repairs.queue(destination, keys)
+
+    def pending_repairs(self, destination: str) -> list[RepairKey]:
+        return self._repairs.pending(destination)
 
     def ledger_scan(
         self, destination: str, batch_size: int = 50_000

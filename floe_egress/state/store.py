@@ -8,7 +8,7 @@ only way a checkpoint moves, and it writes everything of one cycle in one transa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -125,6 +125,16 @@ class DigestUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class RepairKey:
+    """A key `verify --repair` queued for the next cycle (state/repairs.py)."""
+
+    key_json: str
+    op: str
+    """`insert`, `update` or `delete`: what the destination needs for this key."""
+    queued_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ResyncRequest:
     destination: str
     from_snapshot: int | None
@@ -158,6 +168,9 @@ class CycleCommit:
     one made while the cycle ran) is cleared. Committing always clears the attempts."""
     clear_force: float | None = None
     """`requested_at` of the force request this cycle used, cleared with it."""
+    clear_repairs: float | None = None
+    """The newest `queued_at` of the repair keys this cycle sent: those queued up to
+    then are cleared."""
 
 
 class StateStore(Protocol):
@@ -199,6 +212,11 @@ class StateStore(Protocol):
 
     def pending_force(self, destination: str) -> float | None:
         """When a force request was made, if one is pending."""
+
+    def queue_repairs(self, destination: str, keys: Iterable[tuple[str, str]]) -> int:
+        """Queue `(key_json, op)` pairs for the next cycle to send; returns how many."""
+
+    def pending_repairs(self, destination: str) -> list[RepairKey]: ...
 
     def read_digest(self, destination: str, *, data: bool = True) -> StoredDigest | None:
         """The digest's segments (their bytes when `data`) and meta, in one transaction."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import deque
+from collections.abc import Callable
 
 import pyarrow as pa
 import structlog
@@ -20,7 +21,7 @@ import structlog
 from floe_egress.changes.model import OP_COLUMN
 from floe_egress.errors import ConfigError, PermanentSinkError, SinkError
 from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
-from floe_egress.sinks.database import failures
+from floe_egress.sinks.database import failures, readback
 from floe_egress.sinks.database.dlt_db import DltDb, RunStats
 from floe_egress.sinks.database.frames import build_frame, event_identity
 from floe_egress.sinks.database.models import DEFAULT_BATCH_SIZE
@@ -93,6 +94,28 @@ class DatabaseSink:
 
     async def close(self) -> None:
         await self.db.call(self.db.prune)
+
+    @property
+    def location(self) -> str:
+        return self.target.where
+
+    def unreadable(self, schema: pa.Schema) -> dict[str, str]:
+        return readback.unreadable(schema)
+
+    async def read_back(self, schema: pa.Schema, consume: Callable[[pa.Table], None]) -> int:
+        mapping = self._request.field_mapping
+
+        def read() -> int:
+            try:
+                return readback.read_rows(self.db, mapping, schema, consume, self._where())
+            except SinkError:
+                raise
+            except Exception as exc:
+                raise failures.sink_error(
+                    exc, f"{self._where()}: reading the table back", self.target.masked
+                ) from None
+
+        return await self.db.call(read)
 
     def _map(self, changes: pa.Table) -> pa.Table:
         if OP_COLUMN not in changes.column_names:

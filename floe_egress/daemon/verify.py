@@ -171,15 +171,14 @@ def _digest_side(
     if state.before_digests:
         note = "no digest yet (synced by an earlier version): the next sync builds it"
         return Side("digest", compared=False, note=note), None
-    trouble = state.trouble
-    digest: pa.Table | None = None
-    if trouble is None:
-        try:
-            digest = load(store, dest.name, key)
-        except DigestDamagedError as exc:
-            trouble = str(exc)
-    if trouble is not None or digest is None:
-        note = f"{trouble}; the next sync sends every row once and rebuilds it"
+    if state.trouble is not None:
+        note = f"{state.trouble}; the next sync sends every row once and rebuilds it"
+        return Side("digest", compared=True, note=note, trouble=True), None
+    try:
+        digest = load(store, dest.name, key)
+    except DigestDamagedError as exc:
+        # A cycle reads the segments only when it needs them (A unreadable, a resync).
+        note = f"{exc}; `floe-egress resync {dest.name}` rebuilds it with one full send"
         return Side("digest", compared=True, note=note, trouble=True), None
     side = _side("digest", dest, expected, digest, key)
     side.keys = digest.num_rows

@@ -66,7 +66,8 @@ class Side:
             return [head + f"cannot be trusted: {self.note}"]
         counts = ", ".join(f"{self.count(c)} {c}" for c in CATEGORIES if c in self.counted)
         verdict = "agrees" if not self.differences else counts
-        lines = [head + f"{verdict} ({self.keys} {'keys' if self.name == 'digest' else 'rows'})"]
+        what = "key" if self.name == "digest" else "row"
+        lines = [head + f"{verdict} ({self.keys} {what}{'' if self.keys == 1 else 's'})"]
         if self.note:
             lines.append(f"    note: {self.note}")
         for category in CATEGORIES:

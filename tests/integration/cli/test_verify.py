@@ -111,7 +111,9 @@ def test_verify_names_the_row_deleted_the_value_changed_and_the_row_added_at_the
     assert (report["agrees"], report["differences"], report["table_rows"]) == (False, 3, 10)
     assert report["digest"]["differences"] == 0
     found = report["destination_table"]
-    assert {c: (found[c]["count"], found[c]["sample"]) for c in ("missing", "extra", "differing")} == {
+    assert {
+        c: (found[c]["count"], found[c]["sample"]) for c in ("missing", "extra", "differing")
+    } == {
         "missing": (1, [{"customer_id": 3}]),
         "extra": (1, [{"customer_id": 999}]),
         "differing": (1, [{"customer_id": 5}]),
@@ -188,6 +190,30 @@ def test_a_digest_that_disagrees_with_the_table_is_reported_and_repaired(
     assert destination_rows(pg) == table_rows(world)
 
 
+def test_a_damaged_digest_is_a_difference_until_a_resync_rebuilds_it(
+    world: World, pg: str, cli: Cli
+) -> None:
+    config = synced_mirror(world, pg, cli)
+    conn = sqlite3.connect(world.state_url.removeprefix("sqlite:///"))
+    with conn:
+        conn.execute("UPDATE digest_segments SET data = X'00' WHERE destination = 'app_db'")
+    conn.close()
+
+    damaged = cli("verify", "app_db", "--config", str(config))
+    assert cli("resync", "app_db", "--config", str(config)).code == 0
+    assert cli("sync", "--config", str(config)).code == 0
+    rebuilt = cli("verify", "app_db", "--config", str(config))
+
+    assert damaged.code == 1
+    assert (
+        "  digest: cannot be trusted: destination app_db: digest segment 1 does not match "
+        "its checksum; `floe-egress resync app_db` rebuilds it with one full send"
+        in damaged.out.splitlines()
+    )
+    assert "  destination (" in damaged.out  # the destination itself still agrees
+    assert rebuilt.code == 0, rebuilt.out
+
+
 @pytest.mark.parametrize("mode", ["upsert", "update", "insert", "mirror", "append"])
 def test_a_healthy_destination_agrees_in_every_mode(
     world: World, pg: str, cli: Cli, mode: str
@@ -233,9 +259,7 @@ def test_a_healthy_rest_destination_agrees_through_its_digest(
     assert (as_json["differences"], as_json["destination_table"]["compared"]) == (0, False)
 
 
-def test_a_destination_never_synced_has_nothing_to_verify(
-    world: World, pg: str, cli: Cli
-) -> None:
+def test_a_destination_never_synced_has_nothing_to_verify(world: World, pg: str, cli: Cli) -> None:
     config = world.write_config([pg_destination()])
     world.table.append(customers(initial_rows(3)))
 

@@ -308,6 +308,30 @@ def test_resync_request_is_replaced_and_cleared_by_a_commit(store: StateStore) -
     assert store.pending_resync("crm") is None
 
 
+def test_repair_keys_are_queued_then_cleared_by_the_commit_that_sent_them(
+    store: StateStore,
+) -> None:
+    empty = store.pending_repairs("crm")
+    store.queue_repairs("crm", [(key(1), "insert"), (key(2), "update"), (key(3), "delete")])
+    store.queue_repairs("crm", [(key(2), "insert")])
+    store.queue_repairs("other", [(key(1), "update")])
+    read = store.pending_repairs("crm")
+    store.commit_cycle(commit(1))
+    kept_without_clear = store.pending_repairs("crm")
+    store.queue_repairs("crm", [(key(4), "update")])  # while a cycle runs
+    store.commit_cycle(commit(2, clear_repairs=max(r.queued_at for r in read)))
+
+    assert empty == []
+    assert {(r.key_json, r.op) for r in read} == {
+        (key(1), "insert"),
+        (key(2), "insert"),
+        (key(3), "delete"),
+    }
+    assert kept_without_clear == read
+    assert [(r.key_json, r.op) for r in store.pending_repairs("crm")] == [(key(4), "update")]
+    assert [(r.key_json, r.op) for r in store.pending_repairs("other")] == [(key(1), "update")]
+
+
 # --- digest -------------------------------------------------------------------------------
 
 ODD_KEYS = [

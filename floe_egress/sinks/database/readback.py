@@ -90,9 +90,16 @@ def _array(values: list[Any], data_type: pa.DataType, where: str) -> pa.Array:
     try:
         return pa.array(values).cast(data_type)
     except _CONVERSION as exc:
-        raise PermanentSinkError(
-            f"{where} cannot be read back as {data_type}: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        error = exc
+    if pa.types.is_timestamp(data_type) and data_type.tz is not None:
+        try:  # SQLite keeps UTC instants as text without a zone
+            naive = pa.array(values).cast(pa.timestamp(data_type.unit))
+            return naive.cast(data_type)
+        except _CONVERSION:
+            pass
+    raise PermanentSinkError(
+        f"{where} cannot be read back as {data_type}: {str(error).splitlines()[0][:200]}"
+    ) from None
 
 
 __all__ = ["READ_BATCH_ROWS", "read_rows", "unreadable"]

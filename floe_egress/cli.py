@@ -243,6 +243,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             for line in invalid_lines(run["invalid"], run["invalid_sample"]):
                 print(f"    {line}")
         print(f"  failed rows: {s['failed_rows']}")
+        if digest := s.get("digest"):
+            print(
+                f"  digest: {digest['state']} ({digest['entries']} entries in "
+                f"{digest['segments']} segment{'' if digest['segments'] == 1 else 's'}, "
+                f"{digest['reserved']} reserved)"
+            )
         if s.get("error"):
             print(f"  error: {s['error']}")
     return EXIT_OK

@@ -314,6 +314,7 @@ def test_status_text_output(world: World, config: Path, cli: Cli) -> None:
     assert f"checkpoint: snapshot {current_snapshot(world)}" in run.out
     assert "last run: ok (full) 3 inserted" in run.out
     assert "failed rows: 0" in run.out
+    assert "digest: ok (3 entries in 1 segment, 0 reserved)" in run.out
 
 
 # --- resync -------------------------------------------------------------------------

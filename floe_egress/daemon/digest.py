@@ -208,7 +208,7 @@ class Tally:
         held = 0 if stored is None else sum(1 for s in stored.segments if s.kind == "held")
         replace = self.replace
         if not replace and held + 1 > COMPACT_AFTER:
-            parts = [_as_entries(load(self.store, self.destination, self.key)), *parts]
+            parts = [as_entries(load(self.store, self.destination, self.key)), *parts]
             replace = True
         if not parts:
             return DigestUpdate(
@@ -216,7 +216,7 @@ class Tally:
             )
         delta = pa.concat_tables(parts, promote_options="permissive")
         if len(parts) > 1 or replace:
-            delta = _as_entries(digests.effective([(False, p) for p in parts], self.key))
+            delta = as_entries(digests.effective([(False, p) for p in parts], self.key))
         return DigestUpdate(
             self.state.fingerprint,
             digests.encode(delta),
@@ -226,7 +226,7 @@ class Tally:
         )
 
 
-def _as_entries(effective: pa.Table) -> pa.Table:
+def as_entries(effective: pa.Table) -> pa.Table:
     """An effective digest as held entries (an unsure key keeps its hash unknown)."""
     if not effective.num_rows:
         return effective
@@ -247,6 +247,7 @@ __all__ = [
     "BEFORE_DIGESTS",
     "DigestState",
     "Tally",
+    "as_entries",
     "fingerprint",
     "inspect",
     "keys_of",

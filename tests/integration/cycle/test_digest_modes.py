@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from floe_egress.config.models import SyncMode
 from floe_egress.daemon.cycle import CycleResult, run_cycle
@@ -151,3 +152,151 @@ async def test_expiry_sends_only_the_net_change(
         assert dest.posted(since) == promise.counts.total, "exactly the changed rows arrive"
     again = await sync(mode)
     assert (again.plan, again.status) == ("noop", "noop")
+
+
+def replace_table(world: World, at_a: Rows) -> None:
+    """Drop gold.customers and create it again: 1-40 as they were, 41-50 changed, 51-60
+    gone, 61-70 new."""
+    world.catalog.drop_table("gold.customers")
+    table = world.catalog.create_table("gold.customers", schema=customers([]).schema)
+    with table.update_schema() as update:
+        update.set_identifier_fields("customer_id")
+    kept = [(k, r["email"], r["plan"]) for k, r in at_a.items() if k <= 40]
+    changed = [(k, f"other{k}@example.com", "team") for k in range(41, 51)]
+    new = [(k, f"user{k}@example.com", "pro") for k in range(61, 71)]
+    world.reload().append(customers(kept + changed + new))
+
+
+@pytest.mark.parametrize("mode", mode_params())
+async def test_a_replaced_table_sends_only_what_differs(
+    world: World, dest: Dest, sync: Syncs, mode: SyncMode
+) -> None:
+    held = await first_sync(world, dest, sync, mode)
+    events = dest.events()
+    at_a = world.rows()
+    replace_table(world, at_a)
+    sent = {k: record(r) for k, r in at_a.items()}
+    promise = promised(mode, sent if mode == "append" else held, world.rows())
+
+    result = await sync(mode)
+
+    assert result.plan == "digest", result.reason
+    assert Counts(result.inserted, result.updated, result.deleted) == promise.counts
+    if mode == "append":
+        assert sorted(dest.events()) == sorted(events + promise.events)
+    else:
+        assert dest.held() == promise.held
+
+
+def changes_between(world: World) -> None:
+    """Updates 1-5 (their plan), inserts 61-65, deletes 56-60."""
+    upsert(world, [(i, f"user{i}@example.com", "gold") for i in range(1, 6)])
+    world.reload().append(customers([(i, f"user{i}@example.com", "pro") for i in range(61, 66)]))
+    world.reload().delete("customer_id > 55 and customer_id <= 60")
+
+
+async def then_differences_only(
+    world: World,
+    dest: Dest,
+    sync: Syncs,
+    mode: SyncMode,
+    *,
+    unknown: frozenset[int] = frozenset(),
+    **overrides: Any,
+) -> None:
+    """One more change on each side of an expiry (no email changes: email is part of
+    the changed key): the next cycle compares with the digest the last one wrote and
+    sends only that. `unknown`: keys the destination holds that the digest does not
+    know (rows under an earlier key), left as they are."""
+    held, events, before = dest.held(), dest.events(), world.rows()
+    stale = {k: held.pop(k) for k in unknown}
+    upsert(world, [(2, before[2]["email"], "platinum")])
+    expire_all_but_current(world)
+    upsert(world, [(3, before[3]["email"], "platinum"), (90, "user90@example.com", "pro")])
+    world.reload().delete("customer_id = 4")
+    sent = {k: record(r) for k, r in before.items()}
+    key = tuple(overrides.get("primary_key", ["customer_id"]))
+    promise = promised(mode, sent if mode == "append" else held, world.rows(), key=key)
+    result = await sync(mode, **overrides)
+    assert result.plan == "digest", result.reason
+    assert result.digest_rebuilt is None
+    assert Counts(result.inserted, result.updated, result.deleted) == promise.counts
+    if mode == "append":
+        assert sorted(dest.events()) == sorted(events + promise.events)
+    else:
+        assert dest.held() == {**stale, **promise.held}
+
+
+KEY = ["customer_id", "email"]
+NO_PLAN = {"customer_id": "external_id", "email": "email"}
+
+
+@pytest.mark.parametrize("mode", mode_params())
+async def test_a_changed_mapping_sends_every_row_once_then_differences_only(
+    world: World, dest: Dest, sync: Syncs, mode: SyncMode
+) -> None:
+    """The mapping gains plan -> plan_tier: the digest's hashes no longer describe what
+    would be sent, so every row is sent once (a log line says why); its keys still give
+    the updates and mirror mode's deletes."""
+    world.table.append(customers(initial_rows(60)))
+    if mode == "update":
+        if isinstance(dest, RestDest):
+            dest.preload({k: record(r) for k, r in world.rows().items()})
+        else:
+            await sync("upsert", field_mapping=NO_PLAN)
+    await sync(mode, field_mapping=NO_PLAN)
+    held, events, at_a = dest.held(), dest.events(), world.rows()
+    changes_between(world)
+    sent = {k: (k, r["email"], None) for k, r in at_a.items()}
+    promise = promised(mode, sent if mode == "append" else held, world.rows(), everything=True)
+
+    with capture_logs() as logs:
+        result = await sync(mode)
+
+    assert result.plan == "full", result.reason
+    assert result.digest_rebuilt is not None and "field mapping" in result.digest_rebuilt
+    [warning] = [e for e in logs if e["event"] == "digest_not_trusted"]
+    assert "field mapping" in warning["reason"]
+    counts = promise.counts
+    if mode == "update" and dest.kind == "rest":  # the API does not say which it skipped
+        counts = Counts(0, len(world.rows()))
+    assert Counts(result.inserted, result.updated, result.deleted) == counts
+    if mode == "append":
+        assert sorted(dest.events()) == sorted(events + promise.events)
+    else:
+        assert dest.held() == promise.held
+    await then_differences_only(world, dest, sync, mode)
+
+
+@pytest.mark.parametrize("mode", mode_params())
+async def test_a_changed_key_sends_every_row_once_then_differences_only(
+    world: World, dest: Dest, sync: Syncs, mode: SyncMode
+) -> None:
+    """primary_key changes from the table's identifier (customer_id) to customer_id
+    and email: the digest's keys are of another kind, every row is sent once, and the
+    digest starts again from what that cycle sent."""
+    held = await first_sync(world, dest, sync, mode)
+    events = dest.events()
+    changes_between(world)
+    now = {k: record(r) for k, r in world.rows().items()}
+
+    result = await sync(mode, primary_key=KEY)
+
+    assert result.plan == "full", result.reason
+    assert "key changed" in result.reason
+    sent = Counts(len(now))
+    if mode == "update":  # every row as an update: the destination updates those it holds
+        sent = Counts(0, len(now) if dest.kind == "rest" else len(now.keys() & held.keys()))
+    elif mode == "insert" and dest.kind == "postgres":  # skips the keys it holds
+        sent = Counts(len(now.keys() - held.keys()))
+    assert Counts(result.inserted, result.updated, result.deleted) == sent
+    if mode == "append":
+        assert sorted(dest.events()) == sorted(events + [("insert", r) for r in now.values()])
+    elif mode == "insert":
+        assert dest.held() == {**now, **held}
+    elif mode == "update":
+        assert dest.held() == {**held, **{k: r for k, r in now.items() if k in held}}
+    else:
+        assert dest.held() == {**held, **now}, "rows keyed by the old key are not deleted"
+    unknown = frozenset(held.keys() - now.keys()) if mode == "mirror" else frozenset()
+    await then_differences_only(world, dest, sync, mode, unknown=unknown, primary_key=KEY)

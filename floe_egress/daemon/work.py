@@ -173,7 +173,12 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         for row in failed:
             sent_op = sent_ops.get(row.key_json)
             if row.parked:
-                if sent_op is not None:  # delivered by the change set: resolved if it works
+                if sent_op in ("insert", "update") and change_set.plan == "digest":
+                    # The digest lacks (or holds an older version of) a row the destination
+                    # refused, so comparing with it would send a parked row again each
+                    # time: it stays parked (`floe-egress failures --retry` sends it).
+                    override.add(row.key_json)
+                elif sent_op is not None:  # delivered by the change set: resolved if it works
                     retry_keys.append(row.key_json)
                 continue
             retry_keys.append(row.key_json)

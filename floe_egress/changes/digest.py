@@ -12,8 +12,9 @@ floe_egress/state/digest.py). A segment is a Parquet table of the key columns, `
 `effective` folds segments into one row per key the destination may hold; `compare`
 sets the rows of a snapshot against it, and gives the change set that makes the
 destination equal to the snapshot: inserts for keys it lacks, updates for keys whose
-hash differs (or whose fate a reserved write left unsure), deletes for keys the
-snapshot no longer has. Everything runs in DuckDB and Arrow: no per-row Python.
+hash differs (or whose fate a reserved write left unsure: an insert again when the
+destination held no row of it before), deletes for keys the snapshot no longer has.
+Everything runs in DuckDB and Arrow: no per-row Python.
 
 The hash covers the columns a destination is sent (`hashed_columns`), in their source
 types; what else decides the bytes sent (the field mapping, the sink type, the value
@@ -208,7 +209,8 @@ def compare(
         wanted = con.execute(
             f"""
             SELECT {", ".join(f"c.{_q(k)}" for k in key)},
-                CASE WHEN d.present IS NULL THEN 'insert' ELSE 'update' END AS {OP_COLUMN}
+                CASE WHEN d.present IS NULL OR (d.{UNSURE} AND d.{HASH} IS NULL)
+                    THEN 'insert' ELSE 'update' END AS {OP_COLUMN}
             FROM counts c LEFT JOIN {sent} d USING ({keys})
             WHERE NOT c.is_null AND c.n = 1
               AND ({everything} OR d.present IS NULL OR d.{UNSURE}

@@ -27,6 +27,7 @@ from floe_egress.changes import OP_COLUMN, ChangeSet
 from floe_egress.changes.keys import key_json
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
+from floe_egress.daemon.digest import Tally
 from floe_egress.daemon.leases import CycleLease, StandaloneLease
 from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runtime import Runtime
@@ -262,7 +263,16 @@ async def _deliver(
         before_write=lease.check,
         after_write=confirmed,
     )
-    await delivery.run(work.batches(), report)
+    await delivery.run(_noting_unsent(work.batches(), tally, dest), report)
+
+
+def _noting_unsent(
+    tables: Iterator[pa.Table], tally: Tally, dest: Destination
+) -> Iterator[pa.Table]:
+    """`tables`, each shown to the digest before the mode drops what it does not send."""
+    for table in tables:
+        tally.unsent(table, dest.mode)
+        yield table
 
 
 def _run_record(dest: Destination, result: CycleResult, started_wall: float) -> RunRecord:

@@ -11,9 +11,10 @@ at the checkpoint instead, which the destination confirmed.
 
 During the cycle (`Tally`): before each write, the keys it may deliver are reserved (a
 segment of their own, in the store, before anything is sent); after it, what the
-destination confirmed is noted, failed rows left out. At the commit (`Tally.update`),
-one held segment with the cycle's changes, which replaces every earlier one after a
-full send, and every 32 segments folds them into one.
+destination confirmed is noted, failed rows left out; in update mode the rows the
+table inserts are noted too, although the mode never sends them (`unsent`). At the
+commit (`Tally.update`), one held segment with the cycle's changes, which replaces every
+earlier one after a full send, and every 32 segments folds them into one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import structlog
 
 from floe_egress.changes import digest as digests
 from floe_egress.changes.keys import key_json, key_jsons, keys_table, parse_key_json
-from floe_egress.config.models import Destination
+from floe_egress.changes.model import OP_COLUMN
+from floe_egress.config.models import Destination, SyncMode
 from floe_egress.errors import DigestDamagedError
 from floe_egress.sinks.base import DeliveryReport
 from floe_egress.state.store import DigestUpdate, StateStore, StoredDigest
@@ -156,11 +158,26 @@ class Tally:
     held_keys: int | None = None
     """Keys the destination holds by the digest, when it was read (for the delete guard)."""
     confirmed: list[pa.Table] = field(default_factory=list)
+    noted: list[pa.Table] = field(default_factory=list)
+    """Entries of rows the mode does not send (see `unsent`)."""
 
     @property
     def pending(self) -> bool:
         """Whether the commit has something to write to the digest."""
-        return self.replace or self.base is not None or bool(self.confirmed)
+        return self.replace or self.base is not None or bool(self.confirmed or self.noted)
+
+    def unsent(self, rows: pa.Table, mode: SyncMode) -> None:
+        """Rows (with their op column) before the mode drops what it does not send.
+
+        Update mode never sends an insert: the key is one the destination holds of its
+        own, or one it lacks. Its row is noted all the same, so that when A cannot be
+        read, a later change of that key compares as the update A→B would have sent,
+        not as an insert the mode drops. Nothing is sent, so nothing is reserved."""
+        if mode != "update" or not rows.num_rows:
+            return
+        inserts = rows.filter(pc.equal(rows.column(OP_COLUMN), "insert"))
+        if inserts.num_rows:
+            self.noted.append(digests.entries(inserts, self.key, self.state.columns))
 
     def reserve(self, rows: pa.Table) -> pa.Table:
         """Before `rows` (with their op column) are written: reserve their upserts in
@@ -185,12 +202,13 @@ class Tally:
 
     def update(self) -> DigestUpdate:
         """The commit's digest change (folded into one segment every COMPACT_AFTER)."""
-        parts = ([self.base] if self.base is not None else []) + self.confirmed
+        # Later parts win key by key: what was confirmed over what was only noted.
+        parts = ([self.base] if self.base is not None else []) + self.noted + self.confirmed
         stored = self.state.stored
         held = 0 if stored is None else sum(1 for s in stored.segments if s.kind == "held")
         replace = self.replace
         if not replace and held + 1 > COMPACT_AFTER:
-            parts = [_as_entries(load(self.store, self.destination, self.key)), *parts]
+            parts = [as_entries(load(self.store, self.destination, self.key)), *parts]
             replace = True
         if not parts:
             return DigestUpdate(
@@ -198,7 +216,7 @@ class Tally:
             )
         delta = pa.concat_tables(parts, promote_options="permissive")
         if len(parts) > 1 or replace:
-            delta = _as_entries(digests.effective([(False, p) for p in parts], self.key))
+            delta = as_entries(digests.effective([(False, p) for p in parts], self.key))
         return DigestUpdate(
             self.state.fingerprint,
             digests.encode(delta),
@@ -208,7 +226,7 @@ class Tally:
         )
 
 
-def _as_entries(effective: pa.Table) -> pa.Table:
+def as_entries(effective: pa.Table) -> pa.Table:
     """An effective digest as held entries (an unsure key keeps its hash unknown)."""
     if not effective.num_rows:
         return effective
@@ -229,6 +247,7 @@ __all__ = [
     "BEFORE_DIGESTS",
     "DigestState",
     "Tally",
+    "as_entries",
     "fingerprint",
     "inspect",
     "keys_of",

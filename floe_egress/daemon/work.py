@@ -9,7 +9,11 @@
   the digest of what the destination holds (daemon/digest.py), deletes included;
 - the digest side of the cycle (what to reserve, whether its segment replaces the
   digest): a digest that cannot be trusted (lost, damaged, another fingerprint) makes
-  the cycle send every row once, as does an explicit `resync`.
+  the cycle send every row once, as does an explicit `resync`; in a mode that drops
+  some ops (an insert-mode update, an upsert-mode delete) the digest keeps what it
+  said of the keys those ops would have touched;
+- update mode: a full send to a destination synced before sends every row as an
+  update (as inserts the mode would drop them all, the changes of the range too).
 
 This module decides; the rows are computed in changes/ (`capture`, `compare`,
 `ops_by_key`, `keys_touched`, `rows_at`).
@@ -19,15 +23,18 @@ Synchronous: pyiceberg and the state store block; the cycle calls it in a thread
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from pyiceberg.table import Table
 
 from floe_egress.changes import (
+    OP_COLUMN,
     ChangeSet,
     capture,
     keys_touched,
@@ -43,7 +50,7 @@ from floe_egress.changes.keys import key_jsons
 from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.source import arrow_schema
 from floe_egress.config.models import Destination
-from floe_egress.daemon.digest import DigestState, Tally, inspect, keys_of, load
+from floe_egress.daemon.digest import DigestState, Tally, as_entries, inspect, keys_of, load
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.errors import DigestDamagedError
 from floe_egress.sinks.mapping import filter_for_mode
@@ -155,6 +162,8 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     change_set, tally = _plan(
         rt, dest, table, key, state, from_snapshot, full_reason, readable, explicit, same_key
     )
+    if dest.mode == "update" and change_set.plan == "full" and checkpoint is not None:
+        change_set = as_updates(change_set)
     schema = change_set.schema
 
     wanted: dict[str, str] = {}
@@ -167,7 +176,12 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         for row in failed:
             sent_op = sent_ops.get(row.key_json)
             if row.parked:
-                if sent_op is not None:  # delivered by the change set: resolved if it works
+                if sent_op in ("insert", "update") and change_set.plan == "digest":
+                    # The digest lacks (or holds an older version of) a row the destination
+                    # refused, so comparing with it would send a parked row again each
+                    # time: it stays parked (`floe-egress failures --retry` sends it).
+                    override.add(row.key_json)
+                elif sent_op is not None:  # delivered by the change set: resolved if it works
                     retry_keys.append(row.key_json)
                 continue
             retry_keys.append(row.key_json)
@@ -224,6 +238,22 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     )
 
 
+def as_updates(change_set: ChangeSet) -> ChangeSet:
+    """A full send in update mode: every row goes as an update (the destination
+    updates the keys it holds, skips the others), as an insert it would never be sent."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in change_set.batches():
+            at = batch.schema.get_field_index(OP_COLUMN)
+            ops = batch.column(at)
+            relabeled = pc.if_else(pc.equal(ops, "insert"), "update", ops).cast(ops.type)
+            yield batch.set_column(at, batch.schema.field(at), relabeled)
+
+    counts = change_set.counts
+    moved = dataclasses.replace(counts, inserted=0, updated=counts.updated + counts.inserted)
+    return dataclasses.replace(change_set, counts=moved, batches=batches)
+
+
 def _readable(table: Table, attempt: Attempt) -> bool:
     if table.snapshot_by_id(attempt.to_snapshot) is None:
         return False
@@ -271,6 +301,10 @@ def _plan(
         if digest is not None and digest.num_rows:
             span = _span(table, dest, key, None)
             tally.held_keys = digest.num_rows
+            if dest.mode not in ("mirror", "append"):
+                # The mode drops some ops (an insert-mode update, an upsert-mode delete):
+                # the destination still holds those keys as the digest says.
+                tally.base = as_entries(digest)
             return digests.compare(span, state.columns, digest, reason=why, everything=True), tally
         return capture(table, ref=dest.ref, from_snapshot=None, key=key, full_reason=why), tally
     if state.before_digests:

@@ -1,10 +1,10 @@
 """One sync cycle of one destination.
 
-lease → what to deliver (daemon/work.py: change set A→B, rows to resend, ledger deletes)
-→ delete guard → record the attempt → deliver batch by batch (mirror mode: each batch's
-keys into the ledger before it is sent; the next batch is read while one is written)
-→ one transaction: checkpoint B, run record, failed rows, deletes out of the ledger,
-attempt cleared. A crash before that
+lease → what to deliver (daemon/work.py: change set A→B, or B against the digest when A
+cannot be read; rows to resend, failed rows, repairs) → delete guard → record the
+attempt → deliver batch by batch (each batch's keys reserved in the digest before it is
+sent; the next batch is read while one is written) → one transaction: checkpoint B, run
+record, failed rows, the digest's held segment, attempt cleared. A crash before that
 transaction resends A→B (writes are idempotent upserts/deletes by key), together with
 the keys of the interrupted attempt if the table has moved on; after it nothing is
 resent.

@@ -40,6 +40,9 @@ log = structlog.get_logger("floe_egress.digest")
 
 BEFORE_DIGESTS = ""
 """The fingerprint migration 4 gives destinations synced before digests existed."""
+DAMAGED = "damaged"
+"""The fingerprint a commit leaves when it found a segment damaged while folding: the
+next cycle does not trust the digest and rebuilds it by one full send."""
 COMPACT_AFTER = 32
 """Held segments a digest may have before a commit folds them into one."""
 
@@ -94,6 +97,8 @@ def inspect(
             trouble = "the digest of what the destination holds is missing"
     elif stored.fingerprint == BEFORE_DIGESTS:
         before = True
+    elif stored.fingerprint == DAMAGED:
+        trouble = "a segment of the digest was found damaged when it was last folded"
     elif stored.fingerprint is not None and stored.fingerprint != fp:
         trouble = (
             "the field mapping, the sink type, the value conversion, the key or the "
@@ -207,18 +212,23 @@ class Tally:
         stored = self.state.stored
         held = 0 if stored is None else sum(1 for s in stored.segments if s.kind == "held")
         replace = self.replace
+        stamp = self.state.fingerprint
         if not replace and held + 1 > COMPACT_AFTER:
-            parts = [as_entries(load(self.store, self.destination, self.key)), *parts]
-            replace = True
+            try:
+                parts = [as_entries(load(self.store, self.destination, self.key)), *parts]
+                replace = True
+            except DigestDamagedError as exc:
+                # The checkpoint must still move (the writes were confirmed): the
+                # segment is added unfolded and the next cycle rebuilds the digest.
+                log.warning("digest_not_trusted", destination=self.destination, reason=str(exc))
+                stamp = DAMAGED
         if not parts:
-            return DigestUpdate(
-                self.state.fingerprint, None, replace=replace, drop_ledger=self.drop_ledger
-            )
+            return DigestUpdate(stamp, None, replace=replace, drop_ledger=self.drop_ledger)
         delta = pa.concat_tables(parts, promote_options="permissive")
         if len(parts) > 1 or replace:
             delta = as_entries(digests.effective([(False, p) for p in parts], self.key))
         return DigestUpdate(
-            self.state.fingerprint,
+            stamp,
             digests.encode(delta),
             delta.num_rows,
             replace=replace,
@@ -245,6 +255,7 @@ def _key_json(values: dict[str, object], key: Sequence[str]) -> str:
 
 __all__ = [
     "BEFORE_DIGESTS",
+    "DAMAGED",
     "DigestState",
     "Tally",
     "as_entries",

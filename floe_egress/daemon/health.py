@@ -24,6 +24,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
+from floe_egress.daemon.digest import DAMAGED
 from floe_egress.daemon.leases import DaemonLeases
 from floe_egress.daemon.metrics import Metrics
 from floe_egress.daemon.runner import Runner
@@ -101,6 +102,8 @@ def _digest_status(stored: StoredDigest | None, checkpoint: Checkpoint | None) -
     held = [s for s in stored.segments if s.kind == "held"]
     if stored.fingerprint == "":
         state = "to be built from the table at the checkpoint (synced before digests)"
+    elif stored.fingerprint == DAMAGED:
+        state = "a damaged segment was found: rebuilt by one full send"
     elif len(held) < stored.held_segments:
         state = f"{stored.held_segments - len(held)} segments missing: rebuilt by one full send"
     else:

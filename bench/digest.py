@@ -71,7 +71,11 @@ def write_digest(directory: Path, a: int, fingerprint: str) -> None:
 
     table = _catalog(directory).load_table("gold.facts")
     columns = digests.hashed_columns(table.schema().column_names, KEY, None)
-    entries = digests.snapshot_entries(table, a, KEY, columns)
+    # As a full send's commit writes it: folded, so one entry per key in key order.
+    folded = digests.effective([(False, digests.snapshot_entries(table, a, KEY, columns))], KEY)
+    entries = folded.drop_columns([digests.UNSURE]).append_column(
+        digests.GONE, pa.array(np.zeros(folded.num_rows, dtype=bool))
+    )
     shutil.rmtree(directory / "state", ignore_errors=True)
     (directory / "state").mkdir()
     store = open_store(_state_url(directory))
@@ -287,6 +291,11 @@ def main() -> None:
     _table(results)
 
 
+def _cell(row: dict[str, Any], mode: str) -> str:
+    m = row.get(mode)
+    return "-" if m is None else f"{m['median_s']:.2f} s ({m['peak_mb']:.0f} MB)"
+
+
 def _table(results: list[dict[str, Any]]) -> None:
     print(
         "\n| N | load | compare | load + compare (peak RSS) | file-level diff of a rewrite "
@@ -294,20 +303,13 @@ def _table(results: list[dict[str, Any]]) -> None:
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-
-        def cell(mode: str) -> str:
-            m = r.get(mode)
-            if m is None:
-                return "-"
-            return f"{m['median_s']:.2f} s ({m['peak_mb']:.0f} MB)"
-
         ratio = "-"
         if "together" in r and "filediff" in r:
             ratio = f"{r['together']['median_s'] / r['filediff']['median_s']:.2f}"
         out = r.get("together", r.get("compare", {})).get("rows", "-")
         print(
-            f"| {r['n']:,} | {cell('load')} | {cell('compare')} | {cell('together')} | "
-            f"{cell('filediff')} | {ratio} | {out} |"
+            f"| {r['n']:,} | {_cell(r, 'load')} | {_cell(r, 'compare')} | "
+            f"{_cell(r, 'together')} | {_cell(r, 'filediff')} | {ratio} | {out} |"
         )
 
 

@@ -26,11 +26,14 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.table import Table
 
+from floe_egress.changes.digest_files import compare_files
+from floe_egress.changes.digest_fold import fold_sorted
 from floe_egress.changes.duck import cursor
 from floe_egress.changes.files import check_readable
 from floe_egress.changes.full import invalid_profile
@@ -125,15 +128,23 @@ def encode(segment: pa.Table) -> bytes:
 
 
 def decode(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    return pq.read_table(pa.BufferReader(data))
 
 
 def effective(segments: Sequence[tuple[bool, pa.Table]], key: Sequence[str]) -> pa.Table:
     """One row per key the destination may hold, from `(reserved, entries)` segments in
-    the order they were written: the key, `HASH` (null: unknown) and `UNSURE`."""
+    the order they were written: the key, `HASH` (null: unknown) and `UNSURE`, in key
+    order."""
+    folded = fold_sorted(
+        segments, key, _fold, hash_column=HASH, gone_column=GONE, unsure_column=UNSURE
+    )
+    return folded if folded is not None else _fold(segments, key)
+
+
+def _fold(segments: Sequence[tuple[bool, pa.Table]], key: Sequence[str]) -> pa.Table:
     parts = [
-        t.append_column(_SEQ, pa.array([i] * t.num_rows, pa.int64())).append_column(
-            _RESERVED, pa.array([reserved] * t.num_rows, pa.bool_())
+        t.append_column(_SEQ, pa.array(np.full(t.num_rows, i, dtype=np.int64))).append_column(
+            _RESERVED, pa.array(np.full(t.num_rows, reserved, dtype=bool))
         )
         for i, (reserved, t) in enumerate(segments)
         if t.num_rows
@@ -185,6 +196,18 @@ def compare(
         return span.change_set(plan, ChangeCounts(), reason=reason)
     table, key = span.table, span.key
     check_readable(table, snapshot, span.name)
+    by_files = compare_files(
+        span,
+        snapshot,
+        columns,
+        digest,
+        hash_column=HASH,
+        unsure_column=UNSURE,
+        everything=everything,
+        reason=reason,
+    )
+    if by_files is not None:
+        return by_files
     keys = ", ".join(_q(k) for k in key)
     null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))

@@ -97,7 +97,7 @@ def _duck_types(target: pa.Schema) -> tuple[str, ...]:
 class RowReader:
     """Reads data files of `table` with B's `schema` and hashes their rows."""
 
-    def __init__(self, table: Table, schema: Schema) -> None:
+    def __init__(self, table: Table, schema: Schema, hashed: Sequence[str] | None = None) -> None:
         self.table = table
         self.schema = schema
         self.target = arrow_schema(schema)
@@ -113,9 +113,10 @@ class RowReader:
         )
         self._plain_types = [_plain(f.type) for f in self.target]
         self._primitive = not any(_is_nested(f.type) for f in self.target)
-        cast = ", ".join(
-            f"CAST({q(n)} AS {t})" for n, t in zip(self.names, self.duck_types, strict=True)
-        )
+        # The row hash covers `hashed` in that order (a digest's columns), else every
+        # column of B in B's order.
+        types = dict(zip(self.names, self.duck_types, strict=True))
+        cast = ", ".join(f"CAST({q(n)} AS {types[n]})" for n in (hashed or self.names))
         self.hash_sql = f"hash({cast})"
 
     # -- whole rows ---------------------------------------------------------------
@@ -227,7 +228,9 @@ class RowReader:
                 del result
         finally:
             con.close()
-        keys_table = pa.concat_tables(key_parts)
+        # One chunk: the key columns are then viewed, not copied, as numpy arrays.
+        keys_table = pa.concat_tables(key_parts).combine_chunks()
+        del key_parts
         compacts = []
         start = 0
         for side in sides:

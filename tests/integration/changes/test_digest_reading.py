@@ -1,0 +1,185 @@
+"""How a digest is folded and compared at scale, on real tables: the shortcut for a large
+segment in key order folds exactly as the general fold does; B's files read by DuckDB
+hash exactly as the rows a destination was sent (digests written before still compare
+equal, whatever the column types); files DuckDB cannot read as they are (a renamed
+column) are read with Arrow and give the same change set."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+
+import numpy as np
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import In
+from pyiceberg.schema import Schema
+from pyiceberg.types import (
+    BinaryType,
+    BooleanType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestampType,
+    TimestamptzType,
+    UUIDType,
+)
+
+from floe_egress.changes import OP_COLUMN, capture
+from floe_egress.changes import digest as digests
+from floe_egress.changes.digest_fold import MIN_ROWS, fold_sorted
+from floe_egress.changes.ranges import SnapshotRange
+from tests.fixtures.tables import change_rows
+
+KEY = ("id",)
+COLUMNS = ("id", "name")
+ARROW = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("name", pa.string())])
+
+
+def rows(ids: list[int] | np.ndarray, name: str = "n") -> pa.Table:
+    ids = list(map(int, ids))
+    return pa.table({"id": ids, "name": [f"{name}{i}" for i in ids]}, ARROW)
+
+
+def entries(ids: list[int] | np.ndarray, name: str = "n") -> pa.Table:
+    return digests.entries(rows(ids, name), KEY, COLUMNS)
+
+
+def span(table: object) -> SnapshotRange:
+    return SnapshotRange.of(
+        table,  # type: ignore[arg-type]
+        ref="main",
+        from_snapshot=None,
+        key=KEY,
+        to_snapshot=None,
+        batch_rows=1000,
+    )
+
+
+def test_a_large_segment_in_key_order_folds_as_the_general_fold_does() -> None:
+    even = np.arange(0, 2 * MIN_ROWS + 20, 2)
+    base = pa.concat_tables(
+        [
+            entries(even[10:]),
+            digests.gone_entries(rows(even[:5]), KEY),
+            digests.unknown_entries(rows(even[5:10]), KEY),
+        ]
+    ).sort_by("id")
+    later = [
+        (False, entries([0, 3, 20, 21, 10**9], name="v2")),  # a gone key back, new keys
+        (False, digests.gone_entries(rows([22, 24, 21]), KEY)),
+        (True, entries([26, 27, 2], name="v3")),  # reserved: unsure
+        (False, entries([24], name="v4")),  # deleted, then sent again
+    ]
+    shuffled = base.take(pa.array(np.random.default_rng(1).permutation(base.num_rows)))
+
+    shortcut = fold_sorted(
+        [(False, base), *later],
+        KEY,
+        digests.effective,
+        hash_column=digests.HASH,
+        gone_column=digests.GONE,
+        unsure_column=digests.UNSURE,
+    )
+    general = digests.effective([(False, shuffled), *later], KEY)
+
+    assert shortcut is not None, "a large held segment in key order takes the shortcut"
+    assert digests.effective([(False, base), *later], KEY).equals(shortcut)
+    assert shortcut.to_pydict() == general.to_pydict()
+    held = dict(zip(shortcut["id"].to_pylist(), shortcut[digests.UNSURE].to_pylist(), strict=True))
+    assert [k for k in (0, 2, 3, 4, 21, 22, 24, 27, 10**9) if k in held] == [0, 2, 3, 24, 27, 10**9]
+    assert [k for k, unsure in held.items() if unsure] == [2, 26, 27]
+    assert shortcut["id"].to_pylist() == sorted(held), "in key order"
+
+
+def test_files_read_by_duckdb_hash_as_the_rows_sent_whatever_the_types(
+    sqlite_catalog: Catalog,
+) -> None:
+    types = [
+        IntegerType(),
+        DoubleType(),
+        DecimalType(10, 2),
+        DecimalType(38, 6),
+        DateType(),
+        TimestampType(),
+        TimestamptzType(),
+        BooleanType(),
+        BinaryType(),
+        UUIDType(),
+        StringType(),
+    ]
+    schema = Schema(
+        NestedField(1, "id", LongType(), required=True),
+        *(NestedField(i + 2, f"c{i}", t, required=False) for i, t in enumerate(types)),
+    )
+    table = sqlite_catalog.create_table("gold.typed", schema=schema)
+    arrow = table.schema().as_arrow()
+    n = 50
+    moment = dt.datetime(2026, 3, 1, 12, 30, 15, 123456)
+    values = {
+        "id": list(range(n)),
+        "c0": [i - 25 for i in range(n)],
+        "c1": [i / 7 if i % 9 else None for i in range(n)],
+        "c2": [decimal.Decimal(i) / 4 for i in range(n)],
+        "c3": [decimal.Decimal(i) * 10**20 + decimal.Decimal("0.000001") for i in range(n)],
+        "c4": [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(n)],
+        "c5": [moment + dt.timedelta(seconds=i) for i in range(n)],
+        "c6": [(moment + dt.timedelta(minutes=i)).replace(tzinfo=dt.UTC) for i in range(n)],
+        "c7": [i % 2 == 0 for i in range(n)],
+        "c8": [bytes([i, 0, 255]) for i in range(n)],
+        "c9": [uuid.UUID(int=(0xF0 << 120) | i).bytes for i in range(n)],
+        "c10": [f"é{i}" if i % 5 else None for i in range(n)],
+    }
+    for part in (slice(0, 25), slice(25, n)):  # two data files
+        table.append(pa.table({k: v[part] for k, v in values.items()}, schema=arrow))
+    columns = digests.hashed_columns(table.schema().column_names, KEY, None)
+    # What the cycle keeps: the entries of the rows as they were sent.
+    sent_rows = pa.concat_tables(
+        pa.Table.from_batches([b]) for b in capture(table, from_snapshot=None, key=KEY).batches()
+    ).drop_columns([OP_COLUMN])
+    digest = digests.effective([(False, digests.entries(sent_rows, KEY, columns))], KEY)
+
+    unchanged = digests.compare(span(table), columns, digest, reason="")
+    table.delete(In("id", [3]))
+
+    changed = digests.compare(span(table), columns, digest, reason="")
+
+    assert (unchanged.counts.total, unchanged.counts.invalid) == (0, 0)
+    assert (changed.counts.inserted, changed.counts.updated, changed.counts.deleted) == (0, 0, 1)
+
+
+def test_files_duckdb_cannot_read_as_they_are_give_the_same_change_set(
+    sqlite_catalog: Catalog,
+) -> None:
+    schema = Schema(
+        NestedField(1, "id", LongType(), required=True),
+        NestedField(2, "name", StringType(), required=False),
+    )
+    table = sqlite_catalog.create_table("gold.renamed", schema=schema)
+    for start in (0, 50, 100):
+        table.append(rows(range(start, start + 50)))
+    digest = digests.effective([(False, entries(range(150)))], KEY)
+    # Files written before keep the old column name (100-149 are never rewritten).
+    with table.update_schema() as update:
+        update.rename_column("name", "label")
+    renamed = pa.schema(
+        [pa.field("id", pa.int64(), nullable=False), pa.field("label", pa.string())]
+    )
+    table.delete(In("id", [5, 60]))
+    table.append(pa.table({"id": [7, 200], "label": ["changed", "new"]}, renamed).slice(1))
+    table.upsert(pa.table({"id": [7], "label": ["changed"]}, renamed), join_cols=["id"])
+
+    cs = digests.compare(span(table), ("id", "label"), digest, reason="expired")
+
+    assert (cs.counts.inserted, cs.counts.updated, cs.counts.deleted) == (1, 1, 2)
+    assert sorted((r[OP_COLUMN], r["id"], r["label"]) for r in change_rows(cs)) == [
+        ("delete", 5, None),
+        ("delete", 60, None),
+        ("insert", 200, "new"),
+        ("update", 7, "changed"),
+    ]

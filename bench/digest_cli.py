@@ -105,9 +105,9 @@ def sync_once(directory: Path) -> dict[str, Any]:
     shutil.rmtree(directory / "state")
     shutil.copytree(directory / "state-at-a", directory / "state")
     config = directory / "floe.yaml"
+    command = [str(CLI), "--log-level", "WARNING", "sync", "-c", str(config), "-d", DESTINATION]
     out = subprocess.run(
-        ["/usr/bin/time", "-v", str(CLI), "--log-level", "WARNING", "sync", "-c", str(config)]
-        + ["-d", DESTINATION, "--json"],
+        ["/usr/bin/time", "-v", *command, "--json"],
         capture_output=True,
         text=True,
         cwd=directory,
@@ -116,7 +116,8 @@ def sync_once(directory: Path) -> dict[str, Any]:
         raise RuntimeError(f"sync failed ({out.returncode}): {out.stderr[-2000:]}")
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", out.stderr)
-    assert peak is not None and wall is not None, out.stderr[-2000:]
+    if peak is None or wall is None:
+        raise RuntimeError(f"no measurement from /usr/bin/time: {out.stderr[-2000:]}")
     seconds = sum(float(p) * 60**i for i, p in enumerate(reversed(wall.group(1).split(":"))))
     result = json.loads(out.stdout)
     runs = result if isinstance(result, list) else result.get("results", [result])

@@ -59,15 +59,11 @@ def fold_sorted(
         dtype=bool,
     )
     keep[touched] = False
-    kept = np.flatnonzero(keep)
-    # One take builds the result: the kept entries of the large segment and the folded
-    # ones of the keys the others name, merged in key order.
-    unsure = pa.array(np.zeros(base.num_rows, dtype=bool))
     rest = pa.table(
         {
             key[0]: base.column(key[0]),
             hash_column: base.column(hash_column).cast(pa.uint64()),
-            unsure_column: unsure,
+            unsure_column: pa.array(np.zeros(base.num_rows, dtype=bool)),
         }
     )
     small = rest.schema.empty_table()
@@ -75,17 +71,54 @@ def fold_sorted(
         picked = base.take(pa.array(touched, pa.int64()))
         small = fold([(r, picked if i == big else t) for i, (r, t) in enumerate(segments)], key)
         small = small.select(rest.column_names).cast(rest.schema) if small.num_rows else small
-    if not small.num_rows:
-        return rest.take(pa.array(kept)) if len(kept) < base.num_rows else rest
-    small_keys = integer_view(small.column(key[0]))
+    if not small.num_rows and bool(keep.all()):
+        return rest
+    return _merge(rest, keys, keep, small, key[0])
+
+
+def _merge(
+    rest: pa.Table, keys: np.ndarray, keep: np.ndarray, small: pa.Table, name: str
+) -> pa.Table:
+    """The rows of `rest` where `keep` (their keys: `keys`, in order) and the rows of
+    `small` (in key order, none of them kept), merged in key order."""
+    small_keys = integer_view(small.column(name)) if small.num_rows else keys[:0]
     assert small_keys is not None
-    at = np.searchsorted(keys[kept], small_keys) + np.arange(len(small_keys))
-    order = np.empty(len(kept) + len(small_keys), dtype=np.int64)
-    placed = np.ones(len(order), dtype=bool)
+    kept_keys = keys[keep]
+    at = np.searchsorted(kept_keys, small_keys) + np.arange(len(small_keys))
+    placed = np.ones(len(kept_keys) + len(small_keys), dtype=bool)
     placed[at] = False
-    order[placed] = kept
-    order[at] = base.num_rows + np.arange(len(small_keys))
-    return pa.concat_tables([rest, small]).take(pa.array(order))
+    if not pa.types.is_integer(rest.schema.field(name).type):
+        order = np.empty(len(placed), dtype=np.int64)
+        order[placed] = np.flatnonzero(keep)
+        order[at] = len(keys) + np.arange(len(small_keys))
+        return pa.concat_tables([rest, small]).take(pa.array(order))
+    # Integer keys: each column merged with numpy (several times faster than a take).
+    columns = {}
+    for column in rest.column_names:
+        parts = (rest.column(column), small.column(column))
+        if column == name:
+            values = [kept_keys, small_keys]
+        else:
+            values = [_values(parts[0])[keep], _values(parts[1])]
+        merged = np.empty(len(placed), dtype=values[0].dtype)
+        merged[placed], merged[at] = values
+        mask = None
+        if parts[0].null_count or parts[1].null_count:
+            mask = np.empty(len(placed), dtype=bool)
+            mask[placed], mask[at] = _nulls(parts[0])[keep], _nulls(parts[1])
+        columns[column] = pa.array(merged, type=rest.schema.field(column).type, mask=mask)
+    return pa.table(columns)
+
+
+def _values(column: pa.ChunkedArray) -> np.ndarray:
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    if array.null_count:
+        array = pc.fill_null(array, False if pa.types.is_boolean(array.type) else 0)
+    return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
+def _nulls(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 __all__ = ["MIN_ROWS", "fold_sorted"]

@@ -18,9 +18,12 @@ a fresh child process (peak RSS is the measurement's own, imports included):
              rewrite (every file removed and added: the file-level diff reads them all),
              deletes by key as the daemon captures them outside append mode, iterated
 
-Reproduce:  .venv/bin/python bench/digest.py                          (N = 1M, 5M; ~15 min)
-            .venv/bin/python bench/digest.py --sizes 100000 --repeat 3  (quick)
-            .venv/bin/python bench/digest.py --sizes 1000000 --cli      (+ `floe-egress sync`)
+Times are the median of every timed run (--rounds children per mode, run in turn, each
+timing --repeat runs); peak RSS is the highest of the children's.
+
+Reproduce:  .venv/bin/python bench/digest.py                          (N = 1M, 5M; ~5 min)
+            .venv/bin/python bench/digest.py --sizes 100000 --rounds 1  (quick)
+            bench/digest_cli.py measures `floe-egress sync` itself.
 """
 
 from __future__ import annotations
@@ -261,7 +264,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000000,5000000")
     parser.add_argument("--k", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per child")
+    parser.add_argument("--rounds", type=int, default=2, help="children per mode, alternated")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--measure")
     parser.add_argument("--dir", type=Path)
@@ -280,10 +284,21 @@ def main() -> None:
         a = prepare(directory, n, args.k)
         print(f"# N={n:,}: table, digest and rewrite built in {time.perf_counter() - t0:.1f} s")
         row: dict[str, Any] = {"n": n, "k": args.k}
+        # Rounds alternate the modes, so a busy spell of the machine hits them alike.
+        for _ in range(args.rounds):
+            for mode in args.modes.split(","):
+                m = _child(directory, mode, a, args.repeat)
+                print(json.dumps({"n": n, "mode": mode, **m}), flush=True)
+                row.setdefault(mode, []).append(m)
         for mode in args.modes.split(","):
-            m = _child(directory, mode, a, args.repeat)
-            row[mode] = m
-            print(json.dumps({"n": n, "mode": mode, **m}), flush=True)
+            runs = row[mode]
+            times = [t for m in runs for t in m["times"]]
+            row[mode] = {
+                **runs[0],
+                "times": times,
+                "median_s": statistics.median(times),
+                "peak_mb": max(m["peak_mb"] for m in runs),
+            }
         results.append(row)
         if not args.keep:
             shutil.rmtree(directory)

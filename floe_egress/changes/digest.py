@@ -51,6 +51,7 @@ HASH_VERSION = "duckdb-hash-1"
 _SEQ = "_floe_seq"
 _RESERVED = "_floe_reserved"
 _ROW = "_floe_row"
+_ONE_CHUNK_ROWS = 100_000
 
 
 def _q(name: str) -> str:
@@ -128,7 +129,14 @@ def encode(segment: pa.Table) -> bytes:
 
 
 def decode(data: bytes) -> pa.Table:
-    return pq.read_table(pa.BufferReader(data))
+    # One chunk per column: folding and comparing then view the columns, never copy them.
+    table = pq.read_table(pa.BufferReader(data))
+    if table.num_rows < _ONE_CHUNK_ROWS or all(c.num_chunks <= 1 for c in table.columns):
+        return table
+    combined = table.combine_chunks()
+    del table
+    pa.default_memory_pool().release_unused()  # the chunks' memory, for what follows
+    return combined
 
 
 def effective(segments: Sequence[tuple[bool, pa.Table]], key: Sequence[str]) -> pa.Table:

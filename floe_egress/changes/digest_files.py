@@ -14,14 +14,18 @@ hashes of both sides (about 34 bytes a row for an integer key) plus one file's r
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.conversions import from_bytes
+from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask
 from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.types import DateType, IntegerType, LongType, TimestampType, TimestamptzType
 
 from floe_egress.changes.capture import invalid_sample
 from floe_egress.changes.diff import classify
@@ -34,6 +38,7 @@ from floe_egress.changes.reading import Compact, RowReader, q
 from floe_egress.errors import SourceError
 
 READ_THREADS = 2
+_ORDERED = (IntegerType, LongType, DateType, TimestampType, TimestamptzType)
 _POS = "__floe_pos"
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
@@ -54,7 +59,7 @@ def compare_files(
     table, key = span.table, span.key
     # What loading and folding the digest freed goes back to the system before B is read.
     pa.default_memory_pool().release_unused()
-    tasks = planned_tasks(table, snapshot, span.name)
+    tasks = _in_key_order(planned_tasks(table, snapshot, span.name), span.schema, key)
     reader = RowReader(table, span.schema, hashed=columns)
     key_schema = pa.schema([reader.target.field(k).with_nullable(True) for k in key])
     before = _digest_side(digest, key, key_schema, hash_column)
@@ -91,6 +96,27 @@ def compare_files(
         invalid=invalid_sample(after, classified, key),
         reason=reason,
     )
+
+
+def _in_key_order(
+    tasks: list[FileScanTask], schema: Schema, key: Sequence[str]
+) -> list[FileScanTask]:
+    """The data files by the lower bound of an integer-like key (files written in key
+    order then give B's keys in order, which classifies fastest); as planned otherwise.
+    Only an order to read them in: nothing depends on it."""
+    field = schema.find_field(key[0]) if len(key) == 1 else None
+    if field is None or not isinstance(field.field_type, _ORDERED):
+        return tasks
+    bounds = []
+    for task in tasks:
+        raw = (task.file.lower_bounds or {}).get(field.field_id)
+        if raw is None:
+            return tasks
+        try:
+            bounds.append(from_bytes(field.field_type, raw))
+        except (ValueError, struct.error):  # written with another type (int, then long)
+            return tasks
+    return [tasks[i] for i in sorted(range(len(tasks)), key=bounds.__getitem__)]
 
 
 def _digest_side(

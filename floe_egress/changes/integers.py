@@ -52,10 +52,12 @@ def classify_integers(
     b_rows = np.flatnonzero(~b_null) if b_null.any() else None
     ka = a_keys if a_rows is None else a_keys[a_rows]
     kb = b_keys if b_rows is None else b_keys[b_rows]
-    # A in key order (a digest always is, files written in order too) is searched as it
-    # is, at no memory cost; otherwise a table indexed by key saves sorting it.
+    # Both sides in key order (a digest always is, files written in order often are): A
+    # is searched as it is, at no memory cost; otherwise a table indexed by key (ids)
+    # saves sorting A or B's slices (~2x faster, 5 bytes per key of the range).
     a_in_order = _in_order(ka)
-    lookup = _dense_lookup(ka, kb) if len(ka) and len(kb) and not a_in_order else None
+    ordered = a_in_order and _in_order(kb)
+    lookup = _dense_lookup(ka, kb) if len(ka) and len(kb) and not ordered else None
     if lookup is None:
         lookup = _sorted_lookup(ka, kb, a_in_order)
     if lookup is None:
@@ -122,7 +124,10 @@ def _sorted_lookup(ka: np.ndarray, kb: np.ndarray, a_in_order: bool) -> Lookup |
     def lookup(keys: np.ndarray) -> np.ndarray:
         order = None if _in_order(keys) else np.argsort(keys, kind="stable")
         queries = keys if order is None else keys[order]  # searched in order: 10x faster
-        found = np.searchsorted(a_sorted, queries)
+        # Only the part of A the slice's keys span (it stays in the CPU's cache).
+        low = int(np.searchsorted(a_sorted, queries[0])) if len(queries) else 0
+        high = int(np.searchsorted(a_sorted, queries[-1], side="right")) if len(queries) else 0
+        found = np.searchsorted(a_sorted[low:high], queries) + low
         np.minimum(found, len(a_sorted) - 1, out=found)
         hit = a_sorted[found] == queries
         rows = np.where(hit, found if a_order is None else a_order[found], -1)

@@ -7,7 +7,8 @@ spread over the table); the destination is a local DuckDB file (`duckdb` sink, m
 mode), and the state a SQLite store holding a checkpoint at A and the digest of A with
 the fingerprint the destination's configuration gives. Each run starts from a copy of
 that state (the destination file and dlt's working files live in it too, so each run
-starts empty). Wall time and peak RSS are measured by /usr/bin/time around the CLI.
+starts empty) and of the catalog with A readable or expired; the two syncs run in turn.
+Wall time and peak RSS are measured by /usr/bin/time around the CLI.
 
 Reproduce:  .venv/bin/python bench/digest_cli.py                       (N = 1M; ~3 min)
             .venv/bin/python bench/digest_cli.py --sizes 1000000,5000000
@@ -101,7 +102,8 @@ def expire_all_but_current(directory: Path) -> None:
     table.maintenance.expire_snapshots().by_ids(older).commit()
 
 
-def sync_once(directory: Path) -> dict[str, Any]:
+def sync_once(directory: Path, catalog: str) -> dict[str, Any]:
+    shutil.copyfile(directory / catalog, directory / "catalog.db")
     shutil.rmtree(directory / "state")
     shutil.copytree(directory / "state-at-a", directory / "state")
     config = directory / "floe.yaml"
@@ -130,10 +132,7 @@ def sync_once(directory: Path) -> dict[str, Any]:
     }
 
 
-def measure(directory: Path, repeat: int) -> dict[str, Any]:
-    runs = [sync_once(directory) for _ in range(repeat)]
-    for r in runs:
-        print(json.dumps(r), flush=True)
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "wall_s": statistics.median(r["wall_s"] for r in runs),
         "walls": [round(r["wall_s"], 2) for r in runs],
@@ -156,10 +155,19 @@ def main() -> None:
         t0 = time.perf_counter()
         prepare(directory, n, args.k)
         print(f"# N={n:,}: table, digest and rewrite built in {time.perf_counter() - t0:.1f} s")
-        rewrite_diff = measure(directory, args.repeat)
+        # The catalog with A readable and with A expired, restored in turn before each run.
+        shutil.copyfile(directory / "catalog.db", directory / "catalog-readable.db")
         expire_all_but_current(directory)
-        digest = measure(directory, args.repeat)
-        results.append({"n": n, "k": args.k, "rewrite_diff": rewrite_diff, "digest": digest})
+        shutil.copyfile(directory / "catalog.db", directory / "catalog-expired.db")
+        runs: dict[str, list[dict[str, Any]]] = {"rewrite_diff": [], "digest": []}
+        for _ in range(args.repeat):
+            for name, catalog in (
+                ("rewrite_diff", "catalog-readable.db"),
+                ("digest", "catalog-expired.db"),
+            ):
+                runs[name].append(sync_once(directory, catalog))
+                print(json.dumps({"run": name, **runs[name][-1]}), flush=True)
+        results.append({"n": n, "k": args.k, **{k: summary(v) for k, v in runs.items()}})
         shutil.rmtree(directory)
     args.json_out.write_text(json.dumps(results, indent=1) + "\n")
     print("\n| N | sync, A expired (digest) | sync, A readable (rewrite diff) | rows sent |")

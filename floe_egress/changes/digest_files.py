@@ -34,7 +34,7 @@ from floe_egress.changes.files import planned_tasks
 from floe_egress.changes.keys import conform
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, PlanKind
 from floe_egress.changes.ranges import SnapshotRange
-from floe_egress.changes.reading import Compact, RowReader, q
+from floe_egress.changes.reading import NATIVE_FILE, NATIVE_ROW, Compact, RowReader, local_path, q
 from floe_egress.errors import SourceError
 
 READ_THREADS = 2
@@ -65,7 +65,7 @@ def compare_files(
     before = _digest_side(digest, key, key_schema, hash_column)
     if before is None:
         return None
-    after = _side(reader, tasks, key, key_schema)
+    after, native = _side(reader, tasks, key, key_schema)
     classified = classify(before, after, key)
     updates = classified.updates
     force = _force_keys(digest, key, hash_column, unsure_column, everything)
@@ -82,7 +82,8 @@ def compare_files(
     plan: PlanKind = "full" if everything else "digest"
 
     def batches() -> Iterator[pa.RecordBatch]:
-        yield from _changed_rows(reader, tasks, after.offsets, inserts, updates, span)
+        changed = _native_changed_rows if native else _changed_rows
+        yield from changed(reader, tasks, after.offsets, inserts, updates, span)
         if len(deletes):
             gone = before.keys.take(pa.array(deletes, pa.int64()))
             ops = pa.array(["delete"] * gone.num_rows, pa.string())
@@ -176,13 +177,14 @@ def _held_once(
 
 def _side(
     reader: RowReader, tasks: Sequence[FileScanTask], key: tuple[str, ...], key_schema: pa.Schema
-) -> Compact:
-    """Key and row hash of every row of B's files, in file order."""
+) -> tuple[Compact, bool]:
+    """Key and row hash of every row of B's files, in file order; whether DuckDB read
+    the files itself."""
     if not tasks:
-        return Compact(key_schema.empty_table(), _NO_ROWS, np.zeros(1, dtype=np.int64))
+        return Compact(key_schema.empty_table(), _NO_ROWS, np.zeros(1, dtype=np.int64)), False
     native = reader.native_compacts([tasks], key)
     if native is not None:
-        return native[0]
+        return native[0], True
 
     def one(task: FileScanTask) -> tuple[pa.Table, np.ndarray]:
         rows = reader.read(task)
@@ -191,11 +193,53 @@ def _side(
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="floe-read") as pool:
         parts = list(pool.map(one, tasks))
     counts = [p[0].num_rows for p in parts]
-    return Compact(
+    compact = Compact(
         keys=pa.concat_tables([p[0] for p in parts]),
         hashes=np.concatenate([p[1] for p in parts]),
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
     )
+    return compact, False
+
+
+def _native_changed_rows(
+    reader: RowReader,
+    tasks: Sequence[FileScanTask],
+    offsets: np.ndarray,
+    inserts: np.ndarray,
+    updates: np.ndarray,
+    span: SnapshotRange,
+) -> Iterator[pa.RecordBatch]:
+    """The whole rows at the insert and update positions of B, read by DuckDB from the
+    files that hold them (as pass 1 read them), a group of files of about `batch_rows`
+    changed rows at a time."""
+    positions = np.concatenate([inserts, updates])
+    ops = np.concatenate([np.full(len(inserts), "insert"), np.full(len(updates), "update")])
+    order = np.argsort(positions, kind="stable")
+    positions, ops = positions[order], ops[order]
+    files = np.searchsorted(offsets, positions, side="right") - 1
+    paths = [local_path(t) or "" for t in tasks]
+    first = 0
+    while first < len(positions):
+        # Whole files only: up to the last file the next batch_rows positions reach.
+        last = min(first + span.batch_rows, len(positions))
+        last = int(np.searchsorted(files, files[last - 1], side="right"))
+        group = files[first:last]
+        wanted = pa.table(
+            {
+                NATIVE_FILE: pa.array(paths).take(pa.array(group)),
+                NATIVE_ROW: pa.array(positions[first:last] - offsets[group]),
+                OP_COLUMN: pa.array(ops[first:last], pa.string()),
+            }
+        )
+        rows = reader.native_rows([paths[i] for i in np.unique(group)], wanted)
+        if rows.num_rows != last - first:
+            raise SourceError(
+                f"table {span.name}: {last - first} changed rows were found in its data "
+                f"files, {rows.num_rows} read again: a file changed while it was compared "
+                "with the digest"
+            )
+        yield from rows.cast(span.out).to_batches(max_chunksize=span.batch_rows)
+        first = last
 
 
 def _changed_rows(

@@ -12,6 +12,7 @@ import uuid
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import In
@@ -35,6 +36,7 @@ from floe_egress.changes import OP_COLUMN, capture
 from floe_egress.changes import digest as digests
 from floe_egress.changes.digest_fold import MIN_ROWS, fold_sorted
 from floe_egress.changes.ranges import SnapshotRange
+from floe_egress.changes.source import uuids_as_text
 from tests.fixtures.tables import change_rows
 
 KEY = ("id",)
@@ -158,11 +160,23 @@ def test_files_read_by_duckdb_hash_as_the_rows_sent_whatever_the_types(
 
     unchanged = digests.compare(span(table), columns, digest, reason="")
     table.delete(In("id", [3]))
+    edited = pa.table({k: v[7:8] for k, v in values.items()}, schema=arrow)
+    c3 = pa.array([decimal.Decimal("-1.5")], arrow.field("c3").type)
+    edited = edited.set_column(4, arrow.field("c3"), c3)
+    table.upsert(edited, join_cols=["id"])
+    table.append(pa.table({**{k: v[20:21] for k, v in values.items()}, "id": [100]}, arrow))
 
     changed = digests.compare(span(table), columns, digest, reason="")
 
     assert (unchanged.counts.total, unchanged.counts.invalid) == (0, 0)
-    assert (changed.counts.inserted, changed.counts.updated, changed.counts.deleted) == (0, 0, 1)
+    assert (changed.counts.inserted, changed.counts.updated, changed.counts.deleted) == (1, 1, 1)
+    # The rows sent are the table's, value for value and type for type.
+    out = span(table).out
+    sent = pa.concat_tables(pa.Table.from_batches([b], out) for b in changed.batches())
+    sent = sent.filter(pc.not_equal(sent[OP_COLUMN], "delete")).drop_columns([OP_COLUMN])
+    expected = uuids_as_text(table.scan(row_filter=In("id", [7, 100])).to_arrow())
+    assert sent.sort_by("id").to_pylist() == expected.sort_by("id").to_pylist()
+    assert sent.schema == pa.schema(list(out)[:-1])
 
 
 def test_files_duckdb_cannot_read_as_they_are_give_the_same_change_set(

@@ -124,7 +124,7 @@ def capture(
         plan,
         counts,
         lambda: iter(changes.to_batches(max_chunksize=batch_rows)),
-        invalid=_invalid_rows(after.compact, classified, key),
+        invalid=invalid_sample(after.compact, classified, key),
     )
 
 
@@ -303,7 +303,7 @@ def _keys_only(side: Compact, positions: np.ndarray, schema: pa.Schema) -> pa.Ta
     return conform(side.keys.take(pa.array(positions, pa.int64())), schema)
 
 
-def _invalid_rows(
+def invalid_sample(
     after: Compact, classified: Classified, key: tuple[str, ...]
 ) -> tuple[InvalidRow, ...]:
     """The first INVALID_SAMPLE invalid keys: null keys (each distinct one), then keys B

@@ -21,7 +21,7 @@ rows hold it in the whole of A and of B:
 
 When neither side repeats a key and the unchanged files hold none of the changed keys
 (the normal case) one pass classifies everything: with numpy when the key is one
-integer-like column (sort and binary search), otherwise one DuckDB aggregation. Else a
+integer-like column (integers.py), otherwise one DuckDB aggregation. Else a
 slower DuckDB path pairs identical rows one to one and counts rows per key.
 """
 
@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from floe_egress.changes.duck import cursor
+from floe_egress.changes.integers import classify_integers, integer_view
 from floe_egress.changes.reading import Compact, q
 
 _IDX = "__floe_i"
@@ -90,22 +91,6 @@ def _null_mask(keys: pa.Table) -> np.ndarray:
     return mask
 
 
-def _integer_view(column: pa.ChunkedArray) -> np.ndarray | None:
-    """The key column as int64 with the same equality, or None for other types."""
-    t = column.type
-    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if pa.types.is_date32(t) or pa.types.is_time32(t):
-        array = array.view(pa.int32())
-    elif pa.types.is_date64(t) or pa.types.is_timestamp(t) or pa.types.is_time64(t):
-        array = array.view(pa.int64())
-    elif not pa.types.is_integer(t) or t == pa.uint64():
-        return None
-    if array.null_count:
-        array = pc.fill_null(array, 0)
-    values = np.asarray(array.to_numpy(zero_copy_only=False))
-    return values if values.dtype == np.int64 else values.astype(np.int64)
-
-
 def classify(
     a: Compact, b: Compact, key: tuple[str, ...], untouched: Untouched | None = None
 ) -> Classified:
@@ -145,10 +130,10 @@ def _classify_unique_keys(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(inserts, updates, deletes) when no key repeats on either side; else None."""
     if len(key) == 1:
-        a_keys = _integer_view(a.keys.column(0))
-        b_keys = _integer_view(b.keys.column(0))
+        a_keys = integer_view(a.keys.column(0))
+        b_keys = integer_view(b.keys.column(0))
         if a_keys is not None and b_keys is not None:
-            return _classify_integers(a_keys, a.hashes, a_null, b_keys, b.hashes, b_null)
+            return classify_integers(a_keys, a.hashes, a_null, b_keys, b.hashes, b_null)
     con = cursor()
     try:
         for name, side in (("a", a), ("b", b)):
@@ -168,90 +153,6 @@ def _sql_table(side: Compact) -> pa.Table:
     return side.keys.append_column(_HASH, pa.array(hashes, pa.int64())).append_column(
         _IDX, pa.array(np.arange(n, dtype=np.int64))
     )
-
-
-def _classify_integers(
-    a_keys: np.ndarray,
-    a_hashes: np.ndarray,
-    a_null: np.ndarray,
-    b_keys: np.ndarray,
-    b_hashes: np.ndarray,
-    b_null: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(inserts, updates, deletes) for unique integer keys; None when a key repeats."""
-    a_rows = np.flatnonzero(~a_null) if a_null.any() else None
-    b_rows = np.flatnonzero(~b_null) if b_null.any() else None
-    ka = a_keys if a_rows is None else a_keys[a_rows]
-    kb = b_keys if b_rows is None else b_keys[b_rows]
-    matched = _match_dense(ka, kb) if len(ka) and len(kb) else None
-    if matched is None:
-        matched = _match_sorted(ka, kb)
-    if matched is None:
-        return None
-    b_hit, a_hit = matched  # B rows (within kb) found in A, and their rows in A (within ka)
-    b_found = np.zeros(len(kb), dtype=bool)
-    b_found[b_hit] = True
-    inserts = np.flatnonzero(~b_found)
-    if len(a_hit):
-        ha = a_hashes if a_rows is None else a_hashes[a_rows]
-        hb = b_hashes if b_rows is None else b_hashes[b_rows]
-        updates = np.sort(b_hit[ha[a_hit] != hb[b_hit]])
-    else:
-        updates = _EMPTY
-    gone = np.ones(len(ka), dtype=bool)
-    gone[a_hit] = False
-    deletes = np.flatnonzero(gone)
-    if b_rows is not None:
-        inserts, updates = b_rows[inserts], b_rows[updates]
-    if a_rows is not None:
-        deletes = a_rows[deletes]
-    return inserts, updates, deletes
-
-
-def _match_dense(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Matching keys through a table indexed by key, when the keys span a range at most
-    twice the number of rows (ids); None otherwise, or when a key repeats."""
-    low = min(int(ka.min()), int(kb.min()))
-    span = max(int(ka.max()), int(kb.max())) - low + 1
-    if span > 2 * (len(ka) + len(kb)) or max(len(ka), len(kb)) >= 2**31:
-        return None
-    row_of = np.full(span, -1, dtype=np.int32)  # key - low -> its row in A
-    row_of[ka - low] = np.arange(len(ka), dtype=np.int32)
-    if np.count_nonzero(row_of >= 0) != len(ka):
-        return None  # a key of A repeats
-    rb = kb - low
-    seen = np.zeros(span, dtype=bool)
-    seen[rb] = True
-    if np.count_nonzero(seen) != len(kb):
-        return None  # a key of B repeats
-    del seen
-    in_a = row_of[rb]
-    del row_of, rb
-    b_hit = np.flatnonzero(in_a >= 0)
-    return b_hit, in_a[b_hit]
-
-
-def _match_sorted(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Matching keys by sorting both sides (stable sorts: data files are often sorted
-    already) and a binary search in key order; None when a key repeats."""
-    a_order = np.argsort(ka, kind="stable")
-    a_sorted = ka[a_order]
-    if _repeats(a_sorted):
-        return None
-    b_order = np.argsort(kb, kind="stable")
-    b_sorted = kb[b_order]
-    if _repeats(b_sorted):
-        return None
-    if not len(a_sorted):
-        return _EMPTY, _EMPTY
-    found = np.searchsorted(a_sorted, b_sorted)
-    np.minimum(found, len(a_sorted) - 1, out=found)
-    hit = a_sorted[found] == b_sorted
-    return b_order[hit], a_order[found[hit]]
-
-
-def _repeats(sorted_keys: np.ndarray) -> bool:
-    return bool(len(sorted_keys) > 1 and (sorted_keys[1:] == sorted_keys[:-1]).any())
 
 
 def _classify_unique(

@@ -27,11 +27,14 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.table import Table
 
+from floe_egress.changes.digest_files import compare_files
+from floe_egress.changes.digest_fold import fold_sorted
 from floe_egress.changes.duck import cursor
 from floe_egress.changes.files import check_readable
 from floe_egress.changes.full import invalid_profile
@@ -49,6 +52,7 @@ HASH_VERSION = "duckdb-hash-1"
 _SEQ = "_floe_seq"
 _RESERVED = "_floe_reserved"
 _ROW = "_floe_row"
+_ONE_CHUNK_ROWS = 100_000
 
 
 def _q(name: str) -> str:
@@ -126,15 +130,30 @@ def encode(segment: pa.Table) -> bytes:
 
 
 def decode(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    # One chunk per column: folding and comparing then view the columns, never copy them.
+    table = pq.read_table(pa.BufferReader(data))
+    if table.num_rows < _ONE_CHUNK_ROWS or all(c.num_chunks <= 1 for c in table.columns):
+        return table
+    combined = table.combine_chunks()
+    del table
+    pa.default_memory_pool().release_unused()  # the chunks' memory, for what follows
+    return combined
 
 
 def effective(segments: Sequence[tuple[bool, pa.Table]], key: Sequence[str]) -> pa.Table:
     """One row per key the destination may hold, from `(reserved, entries)` segments in
-    the order they were written: the key, `HASH` (null: unknown) and `UNSURE`."""
+    the order they were written: the key, `HASH` (null: unknown) and `UNSURE`, in key
+    order."""
+    folded = fold_sorted(
+        segments, key, _fold, hash_column=HASH, gone_column=GONE, unsure_column=UNSURE
+    )
+    return folded if folded is not None else _fold(segments, key)
+
+
+def _fold(segments: Sequence[tuple[bool, pa.Table]], key: Sequence[str]) -> pa.Table:
     parts = [
-        t.append_column(_SEQ, pa.array([i] * t.num_rows, pa.int64())).append_column(
-            _RESERVED, pa.array([reserved] * t.num_rows, pa.bool_())
+        t.append_column(_SEQ, pa.array(np.full(t.num_rows, i, dtype=np.int64))).append_column(
+            _RESERVED, pa.array(np.full(t.num_rows, reserved, dtype=bool))
         )
         for i, (reserved, t) in enumerate(segments)
         if t.num_rows
@@ -186,6 +205,18 @@ def compare(
         return span.change_set(plan, ChangeCounts(), reason=reason)
     table, key = span.table, span.key
     check_readable(table, snapshot, span.name)
+    by_files = compare_files(
+        span,
+        snapshot,
+        columns,
+        digest,
+        hash_column=HASH,
+        unsure_column=UNSURE,
+        everything=everything,
+        reason=reason,
+    )
+    if by_files is not None:
+        return by_files
     keys = ", ".join(_q(k) for k in key)
     null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))

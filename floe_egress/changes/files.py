@@ -58,7 +58,7 @@ def _live_tasks_of(table: Table, manifests: Iterable[ManifestFile]) -> list[File
     return tasks
 
 
-def _planned_tasks(table: Table, snapshot: Snapshot, table_name: str) -> list[FileScanTask]:
+def planned_tasks(table: Table, snapshot: Snapshot, table_name: str) -> list[FileScanTask]:
     try:
         return list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
     except ValueError as exc:
@@ -89,8 +89,8 @@ def diff_files(table: Table, a: Snapshot, b: Snapshot, table_name: str) -> FileD
 
     if _has_delete_manifests(a_manifests) or _has_delete_manifests(b_manifests):
         _check_no_equality_deletes(table, a_manifests, table_name)
-        a_tasks = _planned_tasks(table, a, table_name)
-        b_tasks = _planned_tasks(table, b, table_name)
+        a_tasks = planned_tasks(table, a, table_name)
+        b_tasks = planned_tasks(table, b, table_name)
     else:
         a_paths = {m.manifest_path for m in a_manifests}
         b_paths = {m.manifest_path for m in b_manifests}

@@ -46,6 +46,8 @@ _NONE = np.zeros(0, dtype=np.int64)
 NATIVE_GROUP_ROWS = 2_000_000
 """Rows per DuckDB query when it reads many files: its Arrow result costs several times
 the size of the data while it is built."""
+NATIVE_FILE = "__floe_file"
+NATIVE_ROW = "__floe_row"
 _CHUNK_ROWS = 16_384
 """DuckDB scans an Arrow table one chunk per thread: smaller chunks use both cores."""
 
@@ -97,7 +99,7 @@ def _duck_types(target: pa.Schema) -> tuple[str, ...]:
 class RowReader:
     """Reads data files of `table` with B's `schema` and hashes their rows."""
 
-    def __init__(self, table: Table, schema: Schema) -> None:
+    def __init__(self, table: Table, schema: Schema, hashed: Sequence[str] | None = None) -> None:
         self.table = table
         self.schema = schema
         self.target = arrow_schema(schema)
@@ -113,9 +115,10 @@ class RowReader:
         )
         self._plain_types = [_plain(f.type) for f in self.target]
         self._primitive = not any(_is_nested(f.type) for f in self.target)
-        cast = ", ".join(
-            f"CAST({q(n)} AS {t})" for n, t in zip(self.names, self.duck_types, strict=True)
-        )
+        # The row hash covers `hashed` in that order (a digest's columns), else every
+        # column of B in B's order.
+        types = dict(zip(self.names, self.duck_types, strict=True))
+        cast = ", ".join(f"CAST({q(n)} AS {types[n]})" for n in (hashed or self.names))
         self.hash_sql = f"hash({cast})"
 
     # -- whole rows ---------------------------------------------------------------
@@ -189,7 +192,7 @@ class RowReader:
             return None
         paths = []
         for task in tasks:
-            path = _local_path(task)
+            path = local_path(task)
             if path is None or task.delete_files or task.file.file_format != FileFormat.PARQUET:
                 return None
             paths.append(path)
@@ -227,7 +230,9 @@ class RowReader:
                 del result
         finally:
             con.close()
-        keys_table = pa.concat_tables(key_parts)
+        # One chunk: the key columns are then viewed, not copied, as numpy arrays.
+        keys_table = pa.concat_tables(key_parts).combine_chunks()
+        del key_parts
         compacts = []
         start = 0
         for side in sides:
@@ -244,6 +249,30 @@ class RowReader:
             )
             start += len(side)
         return compacts
+
+    def native_rows(self, paths: Sequence[str], wanted: pa.Table) -> pa.Table:
+        """The whole rows (B's columns, UUIDs as text) at the places `wanted` names, with
+        its other columns after them. `wanted` has `NATIVE_FILE` (a path of `paths`) and
+        `NATIVE_ROW` (a row of that file); call it only for files `native_compacts` read.
+        DuckDB reads the files and joins, so no other row becomes an Arrow row."""
+        columns = ", ".join(
+            f"CAST(x.{q(n)} AS VARCHAR) AS {q(n)}" if n in self._uuid else f"x.{q(n)}"
+            for n in self.names
+        )
+        extra = [c for c in wanted.column_names if c not in (NATIVE_FILE, NATIVE_ROW)]
+        files = ", ".join(_literal(p) for p in paths)
+        con = cursor()
+        try:
+            con.register("w", wanted)
+            return con.sql(
+                f"SELECT {columns}{''.join(f', w.{q(c)}' for c in extra)} "
+                f"FROM read_parquet([{files}], file_row_number = true, "
+                f"filename = '{NATIVE_FILE}', hive_partitioning = false) x "
+                f"JOIN w ON x.{NATIVE_FILE} = w.{NATIVE_FILE} "
+                f"AND x.file_row_number = w.{NATIVE_ROW}"
+            ).to_arrow_table()
+        finally:
+            con.close()
 
     def _native_schema_ok(self, con: duckdb.DuckDBPyConnection, paths: list[str]) -> bool:
         rows = con.execute(
@@ -280,7 +309,7 @@ class RowReader:
         return tuple(str(row[1]) for row in described) == self.native_types
 
 
-def _local_path(task: FileScanTask) -> str | None:
+def local_path(task: FileScanTask) -> str | None:
     """The local file system path of a data file, when DuckDB can open it as is."""
     location = task.file.file_path
     parsed = urlparse(location)

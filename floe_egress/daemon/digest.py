@@ -135,6 +135,7 @@ def load(store: StateStore, destination: str, key: Sequence[str]) -> pa.Table:
                 f"({type(exc).__name__})"
             ) from None
         segments.append((segment.kind == "reserved", entries))
+    del stored  # the segments' bytes, before the fold needs its memory
     return digests.effective(segments, key)
 
 

@@ -7,7 +7,8 @@ Parquet files itself when that reads exactly what pyarrow would, otherwise Arrow
 each file and DuckDB hashes it). `diff.classify` then sorts the keys into inserts
 (B only), updates (hash differs) and deletes (digest only), with B's null and repeated
 keys invalid; keys the digest holds unsure or with an unknown hash (or every key, for
-`everything`) are updates wherever B holds them once. Whole rows are read afterwards,
+`everything`) are updates wherever B holds them once, inserts when only a reserved write
+holds them. Whole rows are read afterwards,
 one file at a time and only from the files holding a change, so memory is the keys and
 hashes of both sides (about 34 bytes a row for an integer key) plus one file's rows.
 """
@@ -69,10 +70,18 @@ def compare_files(
     classified = classify(before, after, key)
     updates = classified.updates
     force = _force_keys(digest, key, hash_column, unsure_column, everything)
-    if force is not None:
-        forced = _held_once(after, force, classified.duplicates.select(list(key)), key)
-        updates = np.union1d(updates, np.setdiff1d(forced, classified.inserts))
     inserts, deletes = classified.inserts, classified.deletes
+    if force is not None:
+        duplicates = classified.duplicates.select(list(key))
+        forced = _held_once(after, force, duplicates, key)
+        updates = np.union1d(updates, np.setdiff1d(forced, inserts))
+        fresh = _reserved_only(digest, key, hash_column, unsure_column)
+        if fresh is not None:
+            # The destination held no row of these before a write that never confirmed:
+            # for it they are inserts still (insert mode drops updates).
+            again = _held_once(after, fresh, duplicates, key)
+            updates = np.setdiff1d(updates, again)
+            inserts = np.union1d(inserts, again)
     counts = ChangeCounts(
         inserted=len(inserts),
         updated=len(updates),
@@ -153,6 +162,16 @@ def _force_keys(
     if not pc.any(unsure).as_py():
         return None
     return digest.filter(unsure).select(list(key))
+
+
+def _reserved_only(
+    digest: pa.Table, key: Sequence[str], hash_column: str, unsure_column: str
+) -> pa.Table | None:
+    """Keys only a reserved write holds (unsure, with no confirmed hash); None if none."""
+    fresh = pc.and_(pc.is_null(digest.column(hash_column)), digest.column(unsure_column))
+    if not pc.any(fresh).as_py():
+        return None
+    return digest.filter(fresh).select(list(key))
 
 
 def _held_once(

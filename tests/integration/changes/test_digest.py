@@ -120,6 +120,23 @@ def test_unsure_and_unknown_keys_are_sent_again(table: Table) -> None:
     assert sent(cs) == [("update", 2, "n2"), ("update", 3, "n3")]
 
 
+def test_a_key_only_a_reserved_write_holds_is_an_insert_again(table: Table) -> None:
+    """A write reserved key 11 and never confirmed: the destination may hold it or not.
+    Sent again as an insert (insert mode drops updates); if B lost it, deleted."""
+    destination = digests.effective(
+        [
+            held({i: f"n{i}" for i in range(1, 10)}),
+            (True, digests.entries(rows({10: "n10", 12: "n12"}), KEY, COLUMNS)),
+        ],
+        KEY,
+    )
+
+    cs = digests.compare(span(table), COLUMNS, destination, reason="")
+
+    assert sent(cs) == [("delete", 12, None), ("insert", 10, "n10")]
+    assert (cs.counts.inserted, cs.counts.updated, cs.counts.deleted) == (1, 0, 1)
+
+
 def test_keys_held_twice_or_null_are_neither_sent_nor_deleted(sqlite_catalog: Catalog) -> None:
     schema = Schema(
         NestedField(1, "id", LongType(), required=False),

@@ -48,6 +48,10 @@ NATIVE_GROUP_ROWS = 2_000_000
 the size of the data while it is built."""
 NATIVE_FILE = "__floe_file"
 NATIVE_ROW = "__floe_row"
+_DUCKDB_NAMES = frozenset(
+    {"file_row_number", "filename", NATIVE_FILE, NATIVE_ROW, "__floe_h", "__floe_n"}
+)
+"""Column names the DuckDB reads add or use: a table with one is read by Arrow."""
 _CHUNK_ROWS = 16_384
 """DuckDB scans an Arrow table one chunk per thread: smaller chunks use both cores."""
 
@@ -296,6 +300,8 @@ class RowReader:
             by_id[field_id] = name
         if len(set(by_id.values())) != len(layout):
             return False
+        if _DUCKDB_NAMES & {str(name).lower() for name in by_id.values()}:
+            return False  # a column named like what read_parquet adds would be shadowed
         for name, field_id in zip(self.names, self.field_ids, strict=True):
             if by_id.get(field_id) != name:
                 return False

@@ -209,3 +209,39 @@ def test_files_duckdb_cannot_read_as_they_are_give_the_same_change_set(
         ("insert", 200, "new"),
         ("update", 7, "changed"),
     ]
+
+
+def test_a_column_named_like_duckdbs_own_is_read_as_it_is(sqlite_catalog: Catalog) -> None:
+    schema = Schema(
+        NestedField(1, "id", LongType(), required=True),
+        NestedField(2, "file_row_number", StringType(), required=False),
+        NestedField(3, "filename", StringType(), required=False),
+    )
+    table = sqlite_catalog.create_table("gold.clash", schema=schema)
+    arrow = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("file_row_number", pa.string()),
+            pa.field("filename", pa.string()),
+        ]
+    )
+
+    def clash(ids: range, tag: str) -> pa.Table:
+        return pa.table(
+            {"id": list(ids), "file_row_number": [tag] * len(ids), "filename": [tag] * len(ids)},
+            arrow,
+        )
+
+    table.append(clash(range(20), "a"))
+    table.append(clash(range(20, 40), "a"))
+    columns = ("id", "file_row_number", "filename")
+    digest = digests.effective([(False, digests.entries(clash(range(40), "a"), KEY, columns))], KEY)
+    table.upsert(clash(range(5, 7), "b"), join_cols=["id"])
+
+    cs = digests.compare(span(table), columns, digest, reason="expired")
+
+    assert (cs.counts.inserted, cs.counts.updated, cs.counts.deleted) == (0, 2, 0)
+    assert sorted((r["id"], r["file_row_number"], r["filename"]) for r in change_rows(cs)) == [
+        (5, "b", "b"),
+        (6, "b", "b"),
+    ]

@@ -12,9 +12,13 @@ that row alone is read here. pyiceberg 0.12's REST catalog has no conditional lo
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any
 
 from pyiceberg.catalog import Catalog
+
+_statements: weakref.WeakKeyDictionary[Catalog, dict[str, Any]] = weakref.WeakKeyDictionary()
+"""The SELECT of each table, per catalog: building one costs more than running it."""
 
 
 def metadata_pointer(catalog: Catalog, identifier: str) -> str | None:
@@ -25,8 +29,12 @@ def metadata_pointer(catalog: Catalog, identifier: str) -> str | None:
     sql = sys.modules.get("pyiceberg.catalog.sql")
     if sql is None or not isinstance(catalog, sql.SqlCatalog):
         return None
+    statements = _statements.setdefault(catalog, {})
+    stmt = statements.get(identifier)
+    if stmt is None:
+        stmt = statements[identifier] = _statement(sql, catalog, identifier)
     with catalog.engine.connect() as conn:
-        location = conn.execute(_statement(sql, catalog, identifier)).scalar_one_or_none()
+        location = conn.execute(stmt).scalar_one_or_none()
     return None if location is None else str(location)
 
 

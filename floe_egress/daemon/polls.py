@@ -32,6 +32,7 @@ from typing import Literal
 from floe_egress.config.models import Destination
 from floe_egress.daemon.digest import BEFORE_DIGESTS, DAMAGED
 from floe_egress.daemon.runtime import Runtime
+from floe_egress.daemon.tables import NO_POLL_CHECK
 from floe_egress.state.store import PollMarks
 
 PollResult = Literal["unchanged", "moved", "pending", "unknown"]
@@ -60,7 +61,7 @@ class Poller:
 
     def check(self, rt: Runtime) -> PollResult:
         settled = self.settled
-        if settled is None:
+        if settled is None or NO_POLL_CHECK:
             return "moved"
         if rt.tables.pointer(rt.catalog, self.dest.source_table) != settled.pointer:
             return "moved"

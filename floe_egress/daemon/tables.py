@@ -12,11 +12,17 @@ table at once and the later handle is kept.
 
 from __future__ import annotations
 
+import os
+
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from floe_egress.changes import load_table
 from floe_egress.changes.pointer import metadata_pointer
+
+NO_POLL_CHECK = os.environ.get("FLOE_EGRESS_BENCH_NO_POLL_CHECK") == "1"
+"""Only for bench/idle.py's baseline: every load loads, and every poll runs a full
+cycle (polls.py), as before polls were cheap. Not a setting: never set it in service."""
 
 
 class Tables:
@@ -31,7 +37,7 @@ class Tables:
         fresh = self._fresh.pop(identifier, None)
         if fresh is not None:
             return fresh
-        kept = self._kept.get(identifier)
+        kept = None if NO_POLL_CHECK else self._kept.get(identifier)
         if kept is not None and metadata_pointer(catalog, identifier) == kept.metadata_location:
             return kept
         table = load_table(catalog, identifier)
@@ -53,4 +59,4 @@ class Tables:
         self._fresh.pop(identifier, None)
 
 
-__all__ = ["Tables"]
+__all__ = ["NO_POLL_CHECK", "Tables"]

@@ -27,7 +27,7 @@ _PART = r"[A-Za-z_][A-Za-z0-9_\-]*"
 _TABLE = re.compile(rf"{_PART}(\.{_PART})+")
 CRON_HORIZON = timedelta(days=3653)
 """A cron expression must fire within this long (ten years) to be accepted."""
-DEFAULT_INTERVAL_SECONDS = 10.0
+DEFAULT_INTERVAL_SECONDS = 1.0
 
 Column = Annotated[Text, Field(min_length=1, max_length=256)]
 """A source column name."""
@@ -116,7 +116,7 @@ class RateLimit(_Model):
 
 class Schedule(_Model):
     interval_seconds: Annotated[FiniteFloat, Field(ge=0.1, le=7 * 86_400)] | None = None
-    """Seconds between cycles, from 0.1 s to a week (default 10 s); longer: use cron."""
+    """Seconds between polls, from 0.1 s to a week (default 1 s); longer: use cron."""
     cron: Annotated[Text, Field(min_length=1, max_length=256)] | None = None
 
     @model_validator(mode="after")

@@ -146,6 +146,7 @@ async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: b
             return result
         work = await asyncio.to_thread(prepare_work, rt, dest)
         cs = work.change_set
+        result.table_pointer = work.pointer
         result.plan, result.reason = cs.plan, cs.reason
         result.from_snapshot, result.to_snapshot = cs.from_snapshot, cs.to_snapshot
         result.invalid = cs.counts.invalid

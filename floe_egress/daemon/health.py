@@ -141,6 +141,9 @@ def runner_status(runner: Runner, next_run: datetime | None, held_here: bool) ->
         "next_attempt_at": _iso(time.time() + retry_in) if retry_in else None,
         "next_run": next_run.isoformat() if next_run else None,
         "last_result": runner.last.to_json() if runner.last else None,
+        "last_poll": None
+        if runner.poller.last is None
+        else {"at": _iso(runner.poller.last[0]), "result": runner.poller.last[1]},
     }
 
 

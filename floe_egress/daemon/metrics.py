@@ -1,7 +1,9 @@
 """Prometheus metrics of the daemon (one registry per daemon, text format on /metrics).
 
 Families (counters carry the `_total` suffix on the wire):
-floe_egress_cycles{destination,result}, floe_egress_rows{destination,op},
+floe_egress_cycles{destination,result},
+floe_egress_polls{destination,result} (result: unchanged (no cycle ran), moved, pending,
+unknown; see polls.py), floe_egress_rows{destination,op},
 floe_egress_failed_rows{destination}, floe_egress_invalid_rows{destination},
 floe_egress_cycle_duration_seconds{destination} (histogram),
 floe_egress_lag_seconds{destination}, floe_egress_rate_limit_wait_seconds{destination},
@@ -42,6 +44,14 @@ class Metrics:
         r = self.registry
         self.cycles = Counter(
             "floe_egress_cycles", "Sync cycles by result.", ["destination", "result"], registry=r
+        )
+        self.polls = Counter(
+            "floe_egress_polls",
+            "Scheduled polls by result: unchanged (neither the table nor the state moved: "
+            "no cycle ran), moved (the table moved), pending (something in the state "
+            "store waits), unknown (the table or the state could not be read).",
+            ["destination", "result"],
+            registry=r,
         )
         self.rows = Counter(
             "floe_egress_rows", "Rows delivered, by op.", ["destination", "op"], registry=r

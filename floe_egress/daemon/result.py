@@ -42,6 +42,8 @@ class CycleResult:
     rate_limit_wait_seconds: float = 0.0
     http_statuses: dict[int, int] = field(default_factory=dict)
     sample: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    table_pointer: str | None = None
+    """The metadata file of the table the cycle read (the daemon's polls compare it)."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

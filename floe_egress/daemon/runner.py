@@ -1,8 +1,10 @@
 """One destination in the daemon: its schedule, its cycles one at a time, its backoff.
 
 Requests to run (the schedule, a nudge, a lease just taken, a reload) coalesce: while a
-cycle runs, any number of requests make one more cycle after it. What a failed cycle
-does next depends on its error (errors.py):
+cycle runs, any number of requests make one more cycle after it. The schedule polls
+first (polls.py): when neither the table nor anything in the state store moved since
+the last successful cycle, the cycle is skipped. What a failed cycle does next depends
+on its error (errors.py):
 
 - transient (the destination or the catalog is down, a 503, a 429): exponential
   backoff with jitter from the schedule's interval, up to `MAX_BACKOFF`, and never
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -29,6 +32,7 @@ from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.cycle import run_cycle
 from floe_egress.daemon.leases import CycleLease
+from floe_egress.daemon.polls import Poller, PollResult
 from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.errors import EgressError, failure_kind
@@ -66,6 +70,8 @@ class RunnerHost(Protocol):
 
     def finished(self, runner: Runner, result: CycleResult, reason: str) -> None: ...
 
+    def polled(self, runner: Runner, result: PollResult) -> None: ...
+
 
 class Runner:
     """Runs the cycles of one destination, one at a time; extra requests coalesce."""
@@ -87,6 +93,7 @@ class Runner:
         self.failure: CycleResult | None = None
         """The latest failed cycle, until one succeeds."""
         self._deferred: asyncio.TimerHandle | None = None
+        self.poller = Poller(dest)
 
     @property
     def running(self) -> bool:
@@ -141,14 +148,16 @@ class Runner:
             self._deferred = None
 
     async def _run(self, reason: str) -> None:
+        poll = reason == "schedule"
         while True:
             self.again = self.again_now = False
             if not self.host.holds(self.dest.name):
                 return
-            result = await self._cycle()
-            self.last = result
-            self._backoff(result)
-            self.host.finished(self, result, reason)
+            if not poll or await self._poll() != "unchanged":
+                result = await self._cycle()
+                self.last = result
+                self._backoff(result)
+                self.host.finished(self, result, reason)
             if not self.again or not self.host.accepting:
                 return
             now = _now()
@@ -157,9 +166,37 @@ class Runner:
                 return
             if not self.again_now and now < self.not_before:
                 return  # only schedule ticks came: the schedule tries again after the backoff
-            reason = "coalesced"
+            reason, poll = "coalesced", not self.again_now
+
+    async def _poll(self) -> PollResult:
+        """Whether a cycle could do anything (polls.py); a failing destination runs one."""
+        result: PollResult = "moved"
+        if self.failure is None:
+            try:
+                result = await asyncio.to_thread(self.poller.check, self.host.runtime)
+            except Exception as exc:  # the cycle reports it, with its kind
+                log.debug("poll_failed", destination=self.dest.name, error=redact(str(exc)))
+                result = "unknown"
+        self.poller.last = (time.time(), result)
+        self.host.polled(self, result)
+        if result == "unchanged":
+            log.debug("poll_unchanged", destination=self.dest.name)
+        return result
 
     async def _cycle(self) -> CycleResult:
+        result = await self._run_cycle()
+        runtime = self.host.runtime
+        if result.status in ("ok", "noop") and result.table_pointer:
+            try:
+                await asyncio.to_thread(self.poller.settle, runtime, result.table_pointer)
+            except Exception as exc:  # the next poll runs a full cycle
+                log.debug("poll_settle_failed", destination=self.dest.name, error=redact(str(exc)))
+                self.poller.forget()
+        elif result.status == "failed":
+            self.poller.forget()
+        return result
+
+    async def _run_cycle(self) -> CycleResult:
         try:
             return await run_cycle(
                 self.host.runtime, self.dest, lease=self.host.lease_for(self.dest.name)

@@ -1,4 +1,5 @@
-"""What cycles share: the catalog, the state store, built sinks and the work directory."""
+"""What cycles share: the catalog, table handles, the state store, built sinks and the
+work directory."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pydantic import ValidationError
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from floe_egress.changes import load_table, open_catalog
+from floe_egress.changes import open_catalog
 from floe_egress.config.models import DEFAULT_STATE_DIR, Destination, FloeSpec
 from floe_egress.config.secrets import redact, resolve
+from floe_egress.daemon.tables import Tables
 from floe_egress.errors import ConfigError
 from floe_egress.sinks.base import Sink
 from floe_egress.sinks.registry import BuildRequest, get_sink_type, sink_type_names
@@ -55,6 +57,7 @@ class Runtime:
         self.work_dir = work_dir_for(spec)
         self._store = store
         self._catalog: Catalog | None = None
+        self.tables = Tables()
         self._sinks: dict[tuple[str, tuple[str, ...]], Sink] = {}
         # The first use may come from several worker threads at once.
         self._opening = threading.Lock()
@@ -79,7 +82,8 @@ class Runtime:
         return self._catalog
 
     def load_table(self, dest: Destination) -> Table:
-        return load_table(self.catalog, dest.source_table)
+        """The source table of `dest`; the handle is kept while the table does not move."""
+        return self.tables.load(self.catalog, dest.source_table)
 
     async def sink(self, dest: Destination, key: tuple[str, ...]) -> Sink:
         """The built sink of `dest` (secrets resolved now), checked once when first built."""

@@ -31,6 +31,7 @@ from floe_egress.daemon.health import LAG_EVERY, PROBE_EVERY, Health
 from floe_egress.daemon.http import Endpoints, server_token
 from floe_egress.daemon.leases import OWNER, CycleLease, DaemonLeases
 from floe_egress.daemon.metrics import Metrics
+from floe_egress.daemon.polls import PollResult
 from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runner import Runner, install, stop
 from floe_egress.daemon.runtime import Runtime
@@ -106,6 +107,9 @@ class Daemon:
                 f"{len(self.leases.held)}/{len(self.runners)} destinations held here, "
                 f"{ok} healthy; last: {result.destination} {result.status} ({reason})"
             )
+
+    def polled(self, runner: Runner, result: PollResult) -> None:
+        self.metrics.polls.labels(runner.dest.name, result).inc()
 
     def lease_held(self, name: str, held: bool) -> None:
         self.metrics.lease_held.labels(name).set(1 if held else 0)

@@ -79,6 +79,8 @@ class Workload:
     """A pending `sync --force` made while another process held the destination."""
     repairs_seen: float | None = None
     """The newest repair key (`verify --repair`) this cycle sends (cleared by its commit)."""
+    pointer: str = ""
+    """The metadata file of the table as read (what the daemon's polls compare)."""
 
     @property
     def schema(self) -> pa.Schema:
@@ -235,6 +237,7 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         resync_requested_at=resync.requested_at if resync is not None else None,
         force_requested_at=store.pending_force(dest.name),
         repairs_seen=max((r.queued_at for r in repairs), default=None),
+        pointer=table.metadata_location,
     )
 
 

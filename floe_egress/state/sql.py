@@ -19,6 +19,7 @@ from floe_egress.state.digest import Digests
 from floe_egress.state.faults import Faults
 from floe_egress.state.leases import Leases
 from floe_egress.state.ledger import Ledger
+from floe_egress.state.marks import read_marks
 from floe_egress.state.migrations import Dialect
 from floe_egress.state.queries import (
     RUN_COLUMNS,
@@ -37,6 +38,7 @@ from floe_egress.state.store import (
     CycleCommit,
     FailedRowRecord,
     LedgerEntry,
+    PollMarks,
     RepairKey,
     ResyncRequest,
     RunRecord,
@@ -223,6 +225,9 @@ class SqlStore(ABC):
             )
             rows = cur.fetchall()
         return [Attempt(destination, int_or_none(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+    def poll_marks(self, destination: str) -> PollMarks:
+        return read_marks(self, destination)
 
     def failed_rows(
         self, destination: str, *, include_parked: bool = True

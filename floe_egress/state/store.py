@@ -152,6 +152,28 @@ class Attempt:
     started_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class PollMarks:
+    """What a cycle of a destination reads from the store besides the table, in one
+    query (state/marks.py): a poll compares them with what they were after the last
+    cycle to tell whether a cycle of an unchanged table would do anything."""
+
+    checkpoint: tuple[int | None, float] | None
+    """The checkpoint's snapshot id and when it was written; None before the first."""
+    digest: tuple[str, int, float] | None
+    """The digest's meta row: its fingerprint, held segments and when it was written."""
+    digest_held: int
+    """Held digest segments present."""
+    digest_reserved: int
+    """Reserved digest segments left (a delivery that has not committed)."""
+    requests: int
+    """Pending resync and force requests, repair keys and interrupted attempts."""
+    failed: int
+    """Failed rows not parked: each cycle retries them."""
+    failed_last_seen: float | None
+    """When the least recently tried of those was last tried."""
+
+
 @dataclass(slots=True)
 class CycleCommit:
     """Everything one successful cycle writes, applied in one transaction."""
@@ -239,6 +261,9 @@ class StateStore(Protocol):
         """
 
     def pending_attempts(self, destination: str) -> list[Attempt]: ...
+
+    def poll_marks(self, destination: str) -> PollMarks:
+        """What a cycle reads besides the table, in one query (see PollMarks)."""
 
     def acquire_lease(self, destination: str, owner: str, ttl_seconds: float) -> bool:
         """Take or renew the lease on `destination` for `owner`; False if another holds it."""

@@ -119,7 +119,7 @@ def test_interval_defaults_when_no_schedule_given(
     text = edit(BASE_YAML, "      schedule:\n        interval_seconds: 5\n", "")
     compiled = compile_artifacts(load_spec(write_config(text)))
 
-    assert compiled["destinations"][0]["schedule"] == {"kind": "interval", "interval_seconds": 10.0}
+    assert compiled["destinations"][0]["schedule"] == {"kind": "interval", "interval_seconds": 1.0}
 
 
 def test_secrets_never_in_compiled_output(artifacts: dict[str, Any]) -> None:

@@ -11,15 +11,16 @@ event loop). Two hand-offs, chosen by `BuildRequest.handoff`:
   one `pipeline.run()` per write (dltrun.py), and dlt's load step calls the handler with
   each load file.
 
-Why the daemon does not go through dlt: a dlt run costs a fixed ~55-60 ms on this
-machine kind for 10 rows even with its runtime trace and state restore turned off and
-the pipeline reused (configuration resolution, schema copies and validation, load
+Why the daemon does not go through dlt: a dlt run costs a fixed 60-75 ms on a 2-core
+machine for 10 rows even with the pipeline reused and its runtime trace and state
+restore turned off (configuration resolution, schema copies and validation, load
 package files on disk; bench/RESULTS.md "Daemon latency"), more than the whole budget
-of a warm 10-row cycle (60 ms), and it adds nothing an HTTP write needs: dlt neither
-retries with backoff, nor applies keys or dispositions for custom destinations, and a
-failed package must be aborted by hand. Both hand-offs give the handler the same rows
-(the dlt one casts dlt's Parquet copy back to the table's own columns and types), so
-the requests, idempotency keys, checksums and failed rows are the same.
+of a warm 10-row cycle (60 ms; it now takes about 25-35 ms), and it adds nothing an
+HTTP write needs: dlt neither retries with backoff, nor applies keys or dispositions
+for custom destinations, and a failed package must be aborted by hand. Both hand-offs
+give the handler the same rows (the dlt one casts dlt's Parquet copy back to the
+table's own columns and types), so the requests, idempotency keys, checksums and failed
+rows are the same.
 
 Both run one write at a time per destination.
 """

@@ -9,13 +9,25 @@ schedule), and records when each commit returned and when the API answered the r
 carrying each row. A commit's latency is the last of its rows' acknowledgements minus
 the commit's end.
 
+Each run also reports the daemon's own duration of every cycle that sent rows (the
+`duration_seconds` of its `cycle_finished` log events: planning and delivery, up to the
+checkpoint commit): the warm 10-row cycle.
+
 Two paths, each with a fresh table, state and daemon:
 - schedule: `schedule.interval_seconds: 1`, nothing else;
 - nudge:    an hourly schedule, and `POST /v1/destinations/{name}/sync` right after each
             commit (the nudge's own round trip is part of the latency).
 
+`--baseline DIR` adds a "before" leg: the same daemon executable with `PYTHONPATH=DIR`,
+so it runs the floe_egress of another source tree (`git archive main | tar -x -C DIR`),
+interleaved with the current one (the "after" leg), run by run. `--repeat N` runs every
+(path, leg) N times; the summary gives the median over runs of each percentile, and the
+load average around each run (the machine is shared).
+
 Reproduce:  .venv/bin/python bench/latency.py                    (200 commits each; ~8 min)
             .venv/bin/python bench/latency.py --commits 50       (quick)
+            mkdir /tmp/base && git archive main | tar -x -C /tmp/base
+            .venv/bin/python bench/latency.py --commits 100 --repeat 3 --baseline /tmp/base
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -71,10 +84,13 @@ class AckingApi(FakeRestApi):
 @dataclass
 class Run:
     path: str
+    leg: str = "after"
     latencies: list[float] = field(default_factory=list)
     cycles: list[float] = field(default_factory=list)
     """Durations of the cycles that sent rows, from the daemon's cycle_finished events."""
     wall_seconds: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)
+    """The 1-minute load average when the run started and when it ended."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -96,7 +112,9 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def run_path(path: str, commits: int, rows: int, gap: float, workdir: Path) -> Run:
+async def run_path(
+    path: str, commits: int, rows: int, gap: float, workdir: Path, source: Path | None = None
+) -> Run:
     world = World(workdir / "world", f"sqlite:///{workdir / 'state' / 'state.db'}")
     api = await AckingApi().start()
     schedule = {"interval_seconds": 1} if path == "schedule" else {"interval_seconds": 3600}
@@ -104,8 +122,12 @@ async def run_path(path: str, commits: int, rows: int, gap: float, workdir: Path
     dest["sink_config"]["headers"] = {"Authorization": TOKEN}
     port = free_port()
     config = write_config(world, workdir / "floe.yaml", [dest], port=port)
-    daemon = await DaemonProcess.start(config, port=port, work_dir=workdir / "work", name=path)
-    run = Run(path)
+    env = {"PYTHONPATH": str(source)} if source is not None else None
+    daemon = await DaemonProcess.start(
+        config, port=port, work_dir=workdir / "work", name=path, env=env
+    )
+    run = Run(path, "before" if source is not None else "after")
+    load_at_start = os.getloadavg()[0]
     pending: list[tuple[float, list[str]]] = []
     try:
         await daemon.wait_ready(60)
@@ -144,12 +166,15 @@ async def run_path(path: str, commits: int, rows: int, gap: float, workdir: Path
     run.cycles = [
         float(e["duration_seconds"]) for e in daemon.events("cycle_finished") if e["status"] == "ok"
     ]
+    run.load = (load_at_start, os.getloadavg()[0])
     return run
 
 
 def report(run: Run, rows: int) -> dict[str, Any]:
     return {
         "path": run.path,
+        "leg": run.leg,
+        "load_average": [round(v, 2) for v in run.load],
         "commits": len(run.latencies),
         "rows_per_commit": rows,
         "latency_seconds": {k: round(v, 3) for k, v in summary(run.latencies).items()},
@@ -159,6 +184,40 @@ def report(run: Run, rows: int) -> dict[str, Any]:
     }
 
 
+def line(result: dict[str, Any]) -> str:
+    lat, cyc = result["latency_seconds"], result["cycle_seconds"]
+    return (
+        f"{result['path']:9} {result['leg']:6} {result['commits']} commits x "
+        f"{result['rows_per_commit']} rows: latency p50 {lat['p50']:.3f} s, p90 "
+        f"{lat['p90']:.3f} s, p99 {lat['p99']:.3f} s, max {lat['max']:.3f} s; "
+        f"{result['cycles_with_rows']} cycles with rows, cycle p50 {cyc['p50']:.3f} s, p99 "
+        f"{cyc['p99']:.3f} s; load {result['load_average'][0]:.2f}->{result['load_average'][1]:.2f}"
+    )
+
+
+def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (path, leg): the median over runs of each latency and cycle percentile."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault((result["path"], result["leg"]), []).append(result)
+    out = []
+    for (path, leg), runs in groups.items():
+        out.append(
+            {
+                "path": path,
+                "leg": leg,
+                "runs": len(runs),
+                **{
+                    f"{what}_{q}": round(statistics.median(r[what][q] for r in runs), 3)
+                    for what in ("latency_seconds", "cycle_seconds")
+                    for q in ("p50", "p90", "p99", "max")
+                },
+                "load_average": [r["load_average"] for r in runs],
+            }
+        )
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commits", type=int, default=200)
@@ -166,24 +225,27 @@ async def main() -> None:
     parser.add_argument("--gap", type=float, default=1.0, help="mean seconds between commits")
     parser.add_argument("--paths", nargs="+", default=["schedule", "nudge"])
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every (path, leg)")
+    parser.add_argument(
+        "--baseline", type=Path, help="a source tree whose floe_egress the 'before' leg runs"
+    )
     args = parser.parse_args()
     random.seed(args.seed)
+    sources: list[Path | None] = [None]
+    if args.baseline is not None:
+        if not (args.baseline / "floe_egress" / "__init__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no floe_egress package there")
+        sources = [args.baseline.resolve(), None]
     results = []
-    for path in args.paths:
-        with tempfile.TemporaryDirectory(prefix=f"floe-latency-{path}-") as tmp:
-            run = await run_path(path, args.commits, args.rows, args.gap, Path(tmp))
-        result = report(run, args.rows)
-        results.append(result)
-        lat = result["latency_seconds"]
-        cyc = result["cycle_seconds"]
-        print(
-            f"{path:9} {result['commits']} commits x {args.rows} rows: latency p50 "
-            f"{lat['p50']:.3f} s, p90 {lat['p90']:.3f} s, p99 {lat['p99']:.3f} s, max "
-            f"{lat['max']:.3f} s; {result['cycles_with_rows']} cycles with rows, cycle p50 "
-            f"{cyc['p50']:.3f} s, p99 {cyc['p99']:.3f} s",
-            flush=True,
-        )
-    print(json.dumps(results, indent=2))
+    for _ in range(args.repeat):
+        for path in args.paths:
+            for source in sources:
+                with tempfile.TemporaryDirectory(prefix=f"floe-latency-{path}-") as tmp:
+                    run = await run_path(path, args.commits, args.rows, args.gap, Path(tmp), source)
+                result = report(run, args.rows)
+                results.append(result)
+                print(line(result), flush=True)
+    print(json.dumps({"runs": results, "medians": medians(results)}, indent=2))
 
 
 if __name__ == "__main__":

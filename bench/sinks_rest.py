@@ -3,8 +3,9 @@
 The server (a separate process, so it does not share the client's event loop) accepts
 the default wire format and answers with record ids, like a fast API would. Measured:
 
-- sink:     floe-egress's `rest_api` sink (dlt hand-off, value conversion, idempotency
-            keys, retries armed), N rows of 10 columns in one write per batch of rows
+- sink:     floe-egress's `rest_api` sink as the daemon builds it (direct hand-off, value
+            conversion, idempotency keys, retries armed), N rows of 10 columns in one
+            write per batch of rows
 - baseline: raw aiohttp POSTs of the same number of requests and records, bodies
             pre-serialised (the ceiling for this server on this machine)
 

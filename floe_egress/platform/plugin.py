@@ -177,6 +177,7 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
             retry=retry,
             work_dir=self._work_dir / destination,
             allow_private_network=allow_private_network,
+            handoff="dlt",
         )
         request.work_dir.mkdir(parents=True, exist_ok=True)
         batch_size = config.batch_size or sink_type.default_batch_size

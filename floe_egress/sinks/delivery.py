@@ -2,11 +2,12 @@
 
 Used by the sync cycle and by the platform plugin's `write`. It keeps the rows the
 destination's mode sends, cuts them into writes of at least `MIN_ROWS_PER_WRITE` rows
-(the sink cuts each write into the destination's own batches: every write pays one dlt
-run of 0.1-0.2 s), gives each write a `WriteContext` with its index, and merges what
-the sink reports. The next write's rows are read (and `prepare`d) on a worker thread
-while one is written: reading may read Parquet files, and the event loop also serves
-health checks, leases and the watchdog.
+(the sink cuts each write into the destination's own batches: every write of a database
+sink, or of an HTTP sink behind the platform plugin, pays one dlt run of 0.05-0.2 s),
+gives each write a `WriteContext` with its index, and merges what the sink reports. The
+next write's rows are read (and `prepare`d) on a worker thread while one is written:
+reading may read Parquet files, and the event loop also serves health checks, leases
+and the watchdog.
 
 One payload digest (`payload_digest`: sha256 over the Arrow IPC stream) and one
 idempotency-key rule (`WriteContext.idempotency_key`) serve every sink and the plugin.

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -41,6 +41,10 @@ class BuildRequest:
     """A private directory for this destination (dlt pipelines, temp files)."""
     allow_private_network: bool = False
     """HTTP sink types may connect to loopback and private addresses (addresses.py)."""
+    handoff: Literal["direct", "dlt"] = "direct"
+    """How an HTTP sink type hands each write to its requests: "direct" on the caller's
+    event loop (the daemon and the CLI), or "dlt" through a dlt pipeline (the platform
+    plugin); see sinks/http/handoff.py. Other sink types ignore it."""
 
     @classmethod
     def for_destination(

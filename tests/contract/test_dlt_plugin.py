@@ -192,7 +192,7 @@ async def api() -> AsyncIterator[FakeRestApi]:
 
 
 async def test_write_to_rest_api_reports_ids_checksum_and_rejections(
-    plugin: DltIngestionPlugin, handles: list[SinkHandle], api: FakeRestApi
+    plugin: DltIngestionPlugin, handles: list[SinkHandle], api: FakeRestApi, tmp_path: Path
 ) -> None:
     import asyncio
 
@@ -224,6 +224,8 @@ async def test_write_to_rest_api_reports_ids_checksum_and_rejections(
     assert None not in keys
     assert result.checksum.startswith("sha256:")
     assert json.loads(bodies[0])["destination"] == "crm"
+    pipeline_dir = tmp_path / "work" / "crm" / "dlt" / "floe_egress_crm"
+    assert (pipeline_dir / "schemas").is_dir(), "the plugin's HTTP writes go through dlt"
 
 
 def test_create_sink_fails_fast_on_bad_credentials(

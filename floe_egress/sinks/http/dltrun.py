@@ -1,4 +1,5 @@
-"""The dlt hand-off: every write of an HTTP destination is one `pipeline.run()`.
+"""The dlt hand-off (handoff.py): every write of an HTTP destination is one
+`pipeline.run()`. The platform plugin's HTTP destinations use it; the daemon's do not.
 
 dlt 1.31 behaviours handled here (DESIGN §5):
 - The `@dlt.destination` function is a plain `def`: dlt never awaits an `async def`
@@ -22,6 +23,9 @@ dlt 1.31 behaviours handled here (DESIGN §5):
 - dlt's stored schema accumulates every column ever seen and fills absent ones with
   nulls, and it turns naive timestamps into UTC ones: the sink function gives the
   handler the columns and types of the table it was given.
+- The runtime trace (pickled into the pipeline's directory after every step) and the
+  state restore from the destination (a custom destination keeps no state) are off:
+  neither is used, and both cost time on every run.
 - `max_parallel_load_jobs` stays unset: with one slot, dlt parks its (skipped) state
   job there and sleeps a full second before loading the data job.
 """
@@ -32,7 +36,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +48,8 @@ import structlog
 
 from floe_egress.errors import SinkError, TransientSinkError
 from floe_egress.sinks.dltpackages import abort_pending, prune_completed
+from floe_egress.sinks.http.handoff import Handler
 
-Handler = Callable[[pa.Table], Awaitable[None]]
 TABLE_NAME = "changes"
 
 log = structlog.get_logger(__name__)
@@ -114,6 +118,8 @@ class DltBridge:
                 destination=factory(),
                 dev_mode=False,
             )
+            self._pipeline.config.enable_runtime_trace = False
+            self._pipeline.config.restore_from_destination = False
         return self._pipeline
 
     async def run(self, table: pa.Table, handler: Handler) -> None:

@@ -30,7 +30,8 @@ class Receipts:
     missing one): neither delivered nor failed."""
 
     def next_order(self) -> OrderKey:
-        """A fresh top-level request index (kept across dlt calls within one write)."""
+        """A fresh top-level request index (kept across the handler's calls within one
+        write: the dlt hand-off calls it once per load file)."""
         self._next_index += 1
         return (self._next_index - 1,)
 

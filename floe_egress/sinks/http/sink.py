@@ -1,4 +1,5 @@
-"""What every HTTP sink shares: field mapping, rows, the dlt hand-off, batch splitting."""
+"""What every HTTP sink shares: field mapping, rows, the hand-off (handoff.py), batch
+splitting."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from floe_egress.errors import ConfigError, PermanentSinkError
 from floe_egress.sinks.base import DeliveryReport, FailedRow, WriteContext
 from floe_egress.sinks.http.client import HttpClient, Response, error_message
 from floe_egress.sinks.http.convert import DecimalMode, JsonRecord, convert
+from floe_egress.sinks.http.handoff import Handoff, handoff_for
 from floe_egress.sinks.http.receipts import OrderKey, Receipts
 from floe_egress.sinks.mapping import apply_field_mapping, mapping_clash
 from floe_egress.sinks.registry import BuildRequest
@@ -109,8 +111,6 @@ class HttpSink(ABC):
     decimals: DecimalMode = "string"
 
     def __init__(self, request: BuildRequest, client: HttpClient) -> None:
-        from floe_egress.sinks.http.dltrun import DltBridge
-
         self._name = request.destination
         self.mode: SyncMode = request.mode
         self.key = request.key
@@ -121,7 +121,7 @@ class HttpSink(ABC):
         if (clash := mapping_clash(self.mapping, request.key)) is not None:
             raise ConfigError(f"destination {self._name!r}: {clash}")
         self.client = client
-        self.bridge = DltBridge(request.destination, request.work_dir)
+        self.handoff: Handoff = handoff_for(request.handoff, request.destination, request.work_dir)
 
     @property
     def name(self) -> str:
@@ -146,7 +146,7 @@ class HttpSink(ABC):
             await self.deliver(rows, receipts)
 
         if mapped.num_rows:
-            await self.bridge.run(mapped, handle)
+            await self.handoff.run(mapped, handle)
         report = receipts.finish()
         if receipts.skipped:
             log.info("rows_skipped", destination=self.name, mode=self.mode, **receipts.skipped)
@@ -190,14 +190,15 @@ class HttpSink(ABC):
 
     @abstractmethod
     async def deliver(self, rows: list[Row], receipts: Receipts) -> None:
-        """Send `rows` (one dlt load file) and account for each in `receipts`."""
+        """Send `rows` (one hand-off of a write: all of it, or one dlt load file) and
+        account for each in `receipts`."""
 
     @abstractmethod
     async def check(self) -> None: ...
 
     async def close(self) -> None:
         await self.client.close()
-        await self.bridge.close()
+        await self.handoff.close()
 
     def refused(self, what: str, response: Response) -> PermanentSinkError:
         return PermanentSinkError(

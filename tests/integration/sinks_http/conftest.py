@@ -12,6 +12,7 @@ import pytest
 from floe_egress.changes.model import OP_COLUMN
 from floe_egress.config.models import RateLimit, RetryConfig, SyncMode
 from floe_egress.sinks.base import Sink, WriteContext
+from floe_egress.sinks.http.handoff import HandoffKind
 from floe_egress.sinks.registry import BuildRequest, SinkType
 from tests.fixtures.fake_apis import FakeHubSpot, FakeRestApi, FakeSalesforce
 
@@ -53,8 +54,10 @@ async def make_sink(tmp_path: Path) -> AsyncIterator[SinkFactory]:
         retry: RetryConfig = FAST_RETRY,
         batch_size: int | None = None,
         allow_private_network: bool = True,
+        handoff: HandoffKind = "direct",
     ) -> Sink:
-        """Builds a sink; it may reach the fake APIs on 127.0.0.1 unless told otherwise."""
+        """Builds a sink; it may reach the fake APIs on 127.0.0.1 unless told otherwise.
+        It sends directly, as the daemon's do, unless `handoff="dlt"` (the plugin's)."""
         request = BuildRequest(
             destination=destination,
             sink_config=sink_type.config_model.model_validate(config),
@@ -66,6 +69,7 @@ async def make_sink(tmp_path: Path) -> AsyncIterator[SinkFactory]:
             retry=retry,
             work_dir=tmp_path / destination,
             allow_private_network=allow_private_network,
+            handoff=handoff,
         )
         sink = sink_type.build(request)
         built.append(sink)

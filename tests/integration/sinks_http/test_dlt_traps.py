@@ -1,4 +1,5 @@
-"""The dlt 1.31 traps of DESIGN §5: each shown on plain dlt, then handled by the bridge.
+"""The dlt 1.31 traps of DESIGN §5: each shown on plain dlt, then handled by the bridge
+(the dlt hand-off, which the platform plugin's HTTP destinations use).
 
 The `dlt_*` tests pin dlt's behaviour (they fail when dlt changes and the handling can
 be revisited); the others fail without the bridge's handling.
@@ -47,7 +48,7 @@ def batch(*ids: int) -> pa.Table:
 def sink_for(make_sink: SinkFactory, rest_server: FakeRestApi) -> Callable[[], Any]:
     rest_server.token = None
     config = {"url": f"{rest_server.url}/v1/contacts"}
-    return lambda: make_sink(rest_api.SINK_TYPE, config, mapping=MAPPING)
+    return lambda: make_sink(rest_api.SINK_TYPE, config, mapping=MAPPING, handoff="dlt")
 
 
 @pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
@@ -114,7 +115,7 @@ async def test_a_pending_package_does_not_swallow_the_next_batch(
 ) -> None:
     sink = sink_for()
     stale = sink._map(batch(99))
-    pipeline = sink.bridge.pipeline
+    pipeline = sink.handoff.pipeline
     await asyncio.to_thread(pipeline.extract, stale, table_name="changes")
     await asyncio.to_thread(pipeline.normalize)
     assert pipeline.has_pending_data
@@ -145,7 +146,7 @@ async def test_a_refused_batch_does_not_block_later_runs(
 
     with pytest.raises(PermanentSinkError, match="token revoked"):
         await sink.write(batch(1), context())
-    assert not sink.bridge.pipeline.has_pending_data
+    assert not sink.handoff.pipeline.has_pending_data
     report = await sink.write(batch(2), context(to_snapshot=3))
 
     assert list(rest_server.records) == ["2"]
@@ -178,7 +179,7 @@ async def test_completed_packages_are_pruned_and_live_under_work_dir(
     for i in range(3):
         await sink.write(batch(i), context(to_snapshot=i))
 
-    pipeline = sink.bridge.pipeline
+    pipeline = sink.handoff.pipeline
     assert pipeline.list_completed_load_packages() == []
     assert list((Path(pipeline.working_dir) / "load" / "loaded").iterdir()) == []
     assert Path(pipeline.working_dir).is_relative_to(tmp_path)
@@ -188,8 +189,8 @@ async def test_columns_dlt_remembers_from_earlier_runs_are_not_sent(
     sink_for: Callable[[], Any], rest_server: FakeRestApi, make_sink: SinkFactory
 ) -> None:
     config = {"url": f"{rest_server.url}/v1/contacts"}
-    wide = make_sink(rest_api.SINK_TYPE, config, mapping={**MAPPING, "plan": "plan"})
-    narrow = make_sink(rest_api.SINK_TYPE, config, mapping=MAPPING)
+    wide = make_sink(rest_api.SINK_TYPE, config, mapping={**MAPPING, "plan": "plan"}, handoff="dlt")
+    narrow = make_sink(rest_api.SINK_TYPE, config, mapping=MAPPING, handoff="dlt")
     rows = [{"customer_id": 1, "email": "a@x.io", "plan": "pro", "op": "insert"}]
 
     await wide.write(changes(rows), context())
@@ -214,7 +215,7 @@ async def test_a_cancelled_write_finishes_the_package_before_the_next_run(
     report = await sink.write(batch(2), context(to_snapshot=3))
 
     assert report.delivered == {"insert": 1}
-    assert not sink.bridge.pipeline.has_pending_data
+    assert not sink.handoff.pipeline.has_pending_data
 
 
 async def test_more_concurrent_writes_than_default_threads_all_finish(
@@ -227,7 +228,7 @@ async def test_more_concurrent_writes_than_default_threads_all_finish(
     rest_server.token = None
     config = {"url": f"{rest_server.url}/v1/contacts"}
     sinks = [
-        make_sink(rest_api.SINK_TYPE, config, destination=f"d{i}", mapping=MAPPING)
+        make_sink(rest_api.SINK_TYPE, config, destination=f"d{i}", mapping=MAPPING, handoff="dlt")
         for i in range(4)
     ]
 

@@ -43,6 +43,13 @@ def single_record_config(server: FakeRestApi, token: str = "t") -> dict[str, obj
     }
 
 
+ARRIVAL_WINDOW = 0.95
+"""Windows a little under a second: the limiter admits at most burst + rate in any
+second as requests leave, but they are counted as they arrive, and a loaded machine
+can delay one request enough to crowd the next second by one. 50 ms of that is
+allowed; a limiter that let requests through early would still exceed the bound."""
+
+
 async def test_rate_limit_is_never_exceeded_over_300_requests(
     make_sink: SinkFactory, threaded_server: FakeRestApi
 ) -> None:
@@ -56,7 +63,7 @@ async def test_rate_limit_is_never_exceeded_over_300_requests(
     times = [r.at for r in threaded_server.log]
     assert len(times) == 300
     assert len(threaded_server.records) == 300
-    assert max_in_window(times) <= 100 + 10
+    assert max_in_window(times, ARRIVAL_WINDOW) <= 100 + 10
     assert elapsed >= (300 - 10) / 100
     assert report.rate_limit_wait_seconds > 0
 
@@ -76,7 +83,7 @@ async def test_two_destinations_on_one_account_share_its_budget(
     times = [r.at for r in threaded_server.log]
     assert len(times) == 120
     assert len(threaded_server.records) == 120
-    assert max_in_window(times) <= 60 + 5
+    assert max_in_window(times, ARRIVAL_WINDOW) <= 60 + 5
 
 
 async def test_no_request_reaches_the_account_while_a_429_holds_it(

@@ -100,7 +100,8 @@ class Runtime:
         return sink
 
     async def close_sinks(self) -> None:
-        """Close every sink; a sink's close waits for its in-flight dlt load to end."""
+        """Close every sink; a sink's close waits for its in-flight write (a database's
+        dlt load, an HTTP sink's requests) to end."""
         sinks, self._sinks = list(self._sinks.values()), {}
         for sink in sinks:
             try:

@@ -21,7 +21,8 @@ from floe_egress.config.models import SyncMode
 
 MIN_ROWS_PER_WRITE = 20_000
 """Rows handed to one `Sink.write` at least (when there are that many): the sink cuts
-them into the destination's batches, and every write pays one dlt run (0.1-0.2 s)."""
+them into the destination's batches, and a write that goes through dlt (a database's,
+or an HTTP sink's under the platform plugin) pays one dlt run (60-90 ms at least)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,206 @@
+"""A digest too large for the fast path's memory: kept and folded in DuckDB, on disk.
+
+The fast path (`changes.digest_fold`, `changes.digest_files`) holds the effective digest
+and B's keys and hashes in Arrow and numpy, about 55 bytes a row above the process's
+idle ~160 MB. Beyond `SPILL_ROWS` rows (of the digest or of B) a digest is `Spilled`:
+a DuckDB database of its own in a temporary directory, with `memory_limit` set to
+`DUCKDB_MEMORY_LIMIT` and that directory as its `temp_directory`, so its joins,
+groupings and sorts spill to disk instead of growing. Its segments go in as Parquet
+files (the bytes the store keeps, written as they are: never decoded into Arrow) and are
+folded in SQL with `changes.digest.effective`'s semantics: later held segments override
+earlier ones key by key, a reserved segment makes a key unsure, a gone entry drops it.
+
+Budget (`MEMORY_BUDGET_MB`, peak RSS of the whole process): idle imports and table
+metadata (~160 MB), DuckDB's limit, and what is outside it: the bytes of the stored
+segments while they are written out (~9 bytes a key, freed before the fold), one data
+file of B as Arrow when DuckDB cannot read it itself, and one batch of changed rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Sequence
+
+import duckdb
+import pyarrow as pa
+
+from floe_egress.errors import DigestDamagedError
+
+MEMORY_BUDGET_MB = 600
+"""Peak RSS a comparison of a table with its digest may reach, whatever their size."""
+_IDLE_MB = 160
+"""The process before the comparison: imports, the table's metadata, the store."""
+_FAST_BYTES_PER_ROW = 55
+"""What the fast path holds a row (bench/RESULTS.md, "Digest (issue 12)")."""
+_MARGIN_MB = 100
+SPILL_ROWS = (MEMORY_BUDGET_MB - _IDLE_MB - _MARGIN_MB) * 1_000_000 // _FAST_BYTES_PER_ROW
+"""Rows (digest entries, or B's records) beyond which a comparison spills (~6.2M)."""
+DUCKDB_MEMORY_LIMIT = "200MB"
+"""DuckDB's own limit in the spilled path; it spills to its temp directory beyond."""
+
+_HASH = "_floe_hash"
+_GONE = "_floe_gone"
+_UNSURE = "_floe_unsure"
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _close(con: duckdb.DuckDBPyConnection, directory: str) -> None:
+    try:
+        con.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Spilled:
+    """An effective digest in a DuckDB database on disk: table `digest` with the key
+    columns, `_floe_hash` (UBIGINT, null: unknown) and `_floe_unsure`. The database
+    and its directory go when `close` is called or the object is collected."""
+
+    def __init__(self, key: Sequence[str], work_dir: str | None = None) -> None:
+        self.key = tuple(key)
+        self.directory = tempfile.mkdtemp(prefix="floe-digest-", dir=work_dir)
+        spill = os.path.join(self.directory, "spill")
+        os.mkdir(spill)
+        self.con = duckdb.connect(
+            os.path.join(self.directory, "digest.duckdb"),
+            config={
+                "memory_limit": DUCKDB_MEMORY_LIMIT,
+                "temp_directory": spill,
+                "preserve_insertion_order": False,
+            },
+        )
+        self._segments: list[tuple[bool, str]] = []
+        self._finalizer = weakref.finalize(self, _close, self.con, self.directory)
+        self.num_rows = 0
+
+    def close(self) -> None:
+        self._finalizer()
+
+    @property
+    def keys(self) -> str:
+        return ", ".join(q(k) for k in self.key)
+
+    def add_segment(self, reserved: bool, data: bytes, *, label: str) -> None:
+        """A segment's Parquet bytes, as the store keeps them; DigestDamagedError when
+        they are not a readable Parquet file of digest entries (`label` says where)."""
+        path = os.path.join(self.directory, f"segment-{len(self._segments)}.parquet")
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            names = {
+                str(r[0])
+                for r in self.con.execute("SELECT name FROM parquet_schema(?)", [path]).fetchall()
+            }
+        except duckdb.Error as exc:
+            raise DigestDamagedError(f"{label} cannot be read ({type(exc).__name__})") from None
+        if not {*self.key, _HASH, _GONE} <= names:
+            raise DigestDamagedError(f"{label} lacks the digest's columns")
+        self._segments.append((reserved, path))
+
+    def add_table(self, reserved: bool, entries: pa.Table) -> None:
+        """Entries held in Arrow (a small segment, or a digest already loaded)."""
+        path = os.path.join(self.directory, f"segment-{len(self._segments)}.parquet")
+        self.con.register("arrow_entries", entries)
+        try:
+            self.con.execute(f"COPY arrow_entries TO '{path}' (FORMAT parquet)")
+        finally:
+            self.con.unregister("arrow_entries")
+        self._segments.append((reserved, path))
+
+    def fold(self) -> None:
+        """Table `digest` from the segments added (see the module doc)."""
+        self.con.execute("DROP TABLE IF EXISTS digest")
+        if not self._segments:
+            self.con.execute(
+                f"CREATE TABLE digest AS SELECT {', '.join(f'NULL AS {q(k)}' for k in self.key)}, "
+                f"NULL::UBIGINT AS {_HASH}, false AS {_UNSURE} WHERE false"
+            )
+            self.num_rows = 0
+            return
+        keys = self.keys
+        union = " UNION ALL BY NAME ".join(
+            f"SELECT {keys}, CAST({_HASH} AS UBIGINT) AS h, {_GONE} AS g, {i} AS seq, "
+            f"{str(reserved).lower()} AS r FROM read_parquet('{path}')"
+            for i, (reserved, path) in enumerate(self._segments)
+        )
+        try:
+            self.con.execute(
+                f"""
+                CREATE TABLE digest AS
+                WITH folded AS (
+                    SELECT {keys},
+                        arg_max({{'h': h, 'g': g}}, seq) FILTER (WHERE NOT r) AS held,
+                        bool_or(r) AS unsure
+                    FROM ({union}) GROUP BY ALL
+                )
+                SELECT {keys},
+                    CASE WHEN coalesce(held.g, true) THEN NULL ELSE held.h END AS {_HASH},
+                    unsure AS {_UNSURE}
+                FROM folded
+                WHERE unsure OR NOT coalesce(held.g, true)
+                """
+            )
+        except duckdb.Error as exc:
+            raise DigestDamagedError(
+                f"a segment of the digest cannot be folded ({type(exc).__name__}: {exc})"
+            ) from None
+        for _, path in self._segments:
+            os.remove(path)
+        self._segments.clear()
+        row = self.con.execute("SELECT count(*) FROM digest").fetchone()
+        self.num_rows = int(row[0]) if row else 0
+
+    def compacted(self, parts: Sequence[pa.Table]) -> tuple[bytes, int]:
+        """The digest as held entries (an unsure key with its hash unknown), overridden
+        key by key by the held `parts` in order: one segment's Parquet bytes and its
+        rows, in key order, written by DuckDB (what `Tally.update` stores)."""
+        base = os.path.join(self.directory, "base.parquet")
+        self.con.execute(
+            f"COPY (SELECT {self.keys}, CASE WHEN {_UNSURE} THEN NULL ELSE {_HASH} END "
+            f"AS {_HASH}, false AS {_GONE} FROM digest) TO '{base}' (FORMAT parquet)"
+        )
+        self._segments = [(False, base)]
+        for part in parts:
+            if part.num_rows:
+                self.add_table(False, part)
+        self.fold()
+        out = os.path.join(self.directory, "compacted.parquet")
+        self.con.execute(
+            f"COPY (SELECT {self.keys}, {_HASH}, false AS {_GONE} FROM digest "
+            f"ORDER BY {self.keys}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+        with open(out, "rb") as f:
+            data = f.read()
+        os.remove(out)
+        return data, self.num_rows
+
+    def to_arrow(self) -> pa.Table:
+        """The whole digest in Arrow, in key order (small digests only: tests, verify)."""
+        return self.con.execute(f"SELECT * FROM digest ORDER BY {self.keys}").to_arrow_table()
+
+
+def spill_table(digest: pa.Table, key: Sequence[str]) -> Spilled:
+    """An effective digest already in Arrow, spilled (B is too large for the fast path)."""
+    spilled = Spilled(key)
+    spilled.con.register("arrow_digest", digest)
+    try:
+        spilled.con.execute("CREATE TABLE digest AS SELECT * FROM arrow_digest")
+    finally:
+        spilled.con.unregister("arrow_digest")
+    spilled.num_rows = digest.num_rows
+    return spilled
+
+
+__all__ = [
+    "DUCKDB_MEMORY_LIMIT",
+    "MEMORY_BUDGET_MB",
+    "SPILL_ROWS",
+    "Spilled",
+    "spill_table",
+]

@@ -61,46 +61,44 @@ def compare_spilled(
         and not any(t.delete_files for t in tasks)
         and reader.native_ok(con, [p for p in paths if p is not None])
     )
-    for name in ("b", "grouped", "changed"):
+    for name in ("b", "invalid", "changed", "gone"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     if native:
-        _native_side(digest, reader, [p for p in paths if p is not None], key)
+        rows = _native_side(digest, reader, [p for p in paths if p is not None], key)
+        con.execute(f"CREATE TABLE b AS SELECT * FROM {rows}")
+        con.unregister("paths")
     else:
         _arrow_side(digest, reader, tasks, key)
-    null = " OR ".join(f"{q(k)} IS NULL" for k in key)
+    null = " OR ".join(f"b.{q(k)} IS NULL" for k in key)
+    # Null keys, and keys B holds more than once: neither sent nor deleted.
     con.execute(
-        f"""
-        CREATE TABLE grouped AS
-        SELECT {keys}, count(*) AS n, ({null}) AS is_null, any_value({_H}) AS {_H},
-            any_value({NATIVE_FILE}) AS {NATIVE_FILE}, any_value({NATIVE_ROW}) AS {NATIVE_ROW}
-        FROM b GROUP BY ALL
-        """
+        f"CREATE TABLE invalid AS SELECT {keys}, count(*) AS n, ({null}) AS is_null "
+        f"FROM b GROUP BY ALL HAVING count(*) > 1 OR ({null})"
     )
     everything_sql = "true" if everything else "false"
     con.execute(
         f"""
         CREATE TABLE changed AS
-        SELECT g.{NATIVE_FILE}, g.{NATIVE_ROW},
+        SELECT b.{NATIVE_FILE}, b.{NATIVE_ROW},
             CASE WHEN d.present IS NULL OR (d.{unsure_column} AND d.{hash_column} IS NULL)
                 THEN 'insert' ELSE 'update' END AS {OP_COLUMN}
-        FROM grouped g LEFT JOIN (SELECT *, true AS present FROM digest) d USING ({keys})
-        WHERE NOT g.is_null AND g.n = 1
+        FROM b ANTI JOIN invalid USING ({keys})
+            LEFT JOIN (SELECT *, true AS present FROM digest) d USING ({keys})
+        WHERE NOT ({null})
           AND ({everything_sql} OR d.present IS NULL OR d.{unsure_column}
-               OR d.{hash_column} IS DISTINCT FROM g.{_H})
+               OR d.{hash_column} IS DISTINCT FROM b.{_H})
         """
     )
     ops = dict(con.execute(f"SELECT {OP_COLUMN}, count(*) FROM changed GROUP BY ALL").fetchall())
-    deleted_row = con.execute(
-        f"SELECT count(*) FROM (SELECT {keys} FROM digest ANTI JOIN grouped USING ({keys}))"
-    ).fetchone()
-    invalid_row = con.execute(
-        "SELECT coalesce(sum(n), 0) FROM grouped WHERE is_null OR n > 1"
-    ).fetchone()
+    con.execute(f"CREATE TABLE gone AS SELECT {keys} FROM digest ANTI JOIN b USING ({keys})")
+    con.execute("DROP TABLE b")
+    deleted_row = con.execute("SELECT count(*) FROM gone").fetchone()
+    invalid_row = con.execute("SELECT coalesce(sum(n), 0) FROM invalid").fetchone()
     nulls = con.execute(
-        f"SELECT {keys}, n FROM grouped WHERE is_null ORDER BY {keys} LIMIT {_SAMPLE}"
+        f"SELECT {keys}, n FROM invalid WHERE is_null ORDER BY {keys} LIMIT {_SAMPLE}"
     ).to_arrow_table()
     dupes = con.execute(
-        f"SELECT {keys}, n FROM grouped WHERE n > 1 AND NOT is_null ORDER BY {keys} LIMIT {_SAMPLE}"
+        f"SELECT {keys}, n FROM invalid WHERE NOT is_null ORDER BY {keys} LIMIT {_SAMPLE}"
     ).to_arrow_table()
     sample, _ = invalid_profile(nulls, dupes)
     counts = ChangeCounts(
@@ -116,9 +114,7 @@ def compare_spilled(
             yield from _native_rows(digest, reader, [p or "" for p in paths], span)
         else:
             yield from _arrow_rows(digest, reader, tasks, span)
-        gone = con.execute(
-            f"SELECT {keys} FROM digest ANTI JOIN grouped USING ({keys}) ORDER BY {keys}"
-        ).to_arrow_reader(span.batch_rows)
+        gone = con.execute(f"SELECT * FROM gone ORDER BY {keys}").to_arrow_reader(span.batch_rows)
         for batch in gone:
             if batch.num_rows:
                 ops = pa.array(["delete"] * batch.num_rows, pa.string())
@@ -128,26 +124,20 @@ def compare_spilled(
     return span.change_set(plan, counts, batches, invalid=sample, reason=reason)
 
 
-def _native_side(digest: Spilled, reader: RowReader, paths: list[str], key: Sequence[str]) -> None:
-    con = digest.con
-    con.register("paths", pa.table({NATIVE_FILE: paths, _N: np.arange(len(paths))}))
+def _native_side(digest: Spilled, reader: RowReader, paths: list[str], key: Sequence[str]) -> str:
+    """A relation of B's rows read by DuckDB (registers `paths`: unregister it after)."""
+    digest.con.register("paths", pa.table({NATIVE_FILE: paths, _N: np.arange(len(paths))}))
     files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    try:
-        con.execute(
-            f"""
-            CREATE TABLE b AS
-            SELECT {", ".join(f"x.{q(k)}" for k in key)}, x.{_H},
-                p.{_N} AS {NATIVE_FILE}, x.{NATIVE_ROW}
-            FROM (
-                SELECT {reader.native_keys(key)}, {reader.hash_sql} AS {_H},
-                    file_row_number AS {NATIVE_ROW}, {NATIVE_FILE}
-                FROM read_parquet([{files}], file_row_number = true,
-                    filename = '{NATIVE_FILE}', hive_partitioning = false)
-            ) x JOIN paths p USING ({NATIVE_FILE})
-            """
-        )
-    finally:
-        con.unregister("paths")
+    return f"""(
+        SELECT {", ".join(f"x.{q(k)}" for k in key)}, x.{_H},
+            p.{_N} AS {NATIVE_FILE}, x.{NATIVE_ROW}
+        FROM (
+            SELECT {reader.native_keys(key)}, {reader.hash_sql} AS {_H},
+                file_row_number AS {NATIVE_ROW}, {NATIVE_FILE}
+            FROM read_parquet([{files}], file_row_number = true,
+                filename = '{NATIVE_FILE}', hive_partitioning = false)
+        ) x JOIN paths p USING ({NATIVE_FILE})
+    )"""
 
 
 def _arrow_side(

@@ -61,6 +61,17 @@ class Digests:
             segments=segments,
         )
 
+    def segment(self, destination: str, seq: int) -> bytes | None:
+        """One segment's bytes (None when it is gone), so that a large digest is read
+        one segment at a time."""
+        with self._db.transaction(write=False) as cur:
+            cur.execute(
+                "SELECT data FROM digest_segments WHERE destination = ? AND seq = ?",
+                (destination, seq),
+            )
+            row = cur.fetchone()
+        return None if row is None else bytes(row[0] or b"")
+
     def reserve(self, destination: str, data: bytes, rows: int) -> None:
         with self._db.transaction() as cur:
             self._insert(cur, destination, "reserved", data, rows)

@@ -280,6 +280,9 @@ class SqlStore(ABC):
     def read_digest(self, destination: str, *, data: bool = True) -> StoredDigest | None:
         return self._digests.read(destination, data=data)
 
+    def read_digest_segment(self, destination: str, seq: int) -> bytes | None:
+        return self._digests.segment(destination, seq)
+
     def reserve_digest(self, destination: str, data: bytes, rows: int) -> None:
         self._digests.reserve(destination, data, rows)
 

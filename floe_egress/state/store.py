@@ -221,6 +221,9 @@ class StateStore(Protocol):
     def read_digest(self, destination: str, *, data: bool = True) -> StoredDigest | None:
         """The digest's segments (their bytes when `data`) and meta, in one transaction."""
 
+    def read_digest_segment(self, destination: str, seq: int) -> bytes | None:
+        """One segment's bytes (None when it is gone): a large digest segment by segment."""
+
     def reserve_digest(self, destination: str, data: bytes, rows: int) -> None:
         """Before a write: a reserved segment with the keys it may deliver, in a
         transaction of its own, so a crash before the commit cannot hide one."""

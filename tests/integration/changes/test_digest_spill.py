@@ -20,6 +20,7 @@ from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType
 
 from floe_egress.changes import digest as digests
+from floe_egress.changes import digest_spill
 from floe_egress.changes.digest_spill import SPILL_ROWS, Spilled
 from floe_egress.changes.model import ChangeSet
 from floe_egress.changes.ranges import SnapshotRange
@@ -29,6 +30,17 @@ from floe_egress.state import Checkpoint, CycleCommit, DigestUpdate, RunRecord, 
 from tests.fixtures.tables import change_rows
 
 Segments = list[tuple[bool, pa.Table]]
+
+
+@pytest.fixture(params=["fold-all", "fold-around-largest"], autouse=True)
+def fold(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both folds of the spilled path: everything grouped, or the largest held segment
+    kept but for the keys the others name (normally from 100,000 entries)."""
+    if request.param == "fold-all":
+        monkeypatch.setattr(digest_spill, "AROUND_ROWS", 10**12)
+    else:
+        monkeypatch.setattr(digest_spill, "AROUND_ROWS", 0)
+    return str(request.param)
 
 
 def _table(catalog: Catalog, name: str, *, arrow_read: bool, nullable: bool = False) -> Table:
@@ -239,3 +251,16 @@ def test_a_damaged_segment_is_reported_not_trusted(tmp_path: Path) -> None:
 
     with pytest.raises(DigestDamagedError, match="destination crm: digest segment 2"):
         load_for_compare(store, "crm", ("id",), spill_rows=1)
+
+
+def test_a_held_segment_naming_a_key_twice_folds_as_the_fast_path_folds() -> None:
+    """The fold around the largest segment gives way to the whole fold when that segment
+    names a key twice (which entry of one segment wins is not defined: same values here)."""
+    twice = pa.concat_tables([_entries({1: "a", 2: "b", 3: "c"}), _entries({2: "b", 3: "c"})])
+    gone = digests.gone_entries(_entries({3: None}), ("id",))
+    segments: Segments = [(False, twice), (False, gone.cast(twice.schema))]
+
+    spilled = _spilled(segments, ("id",))
+
+    assert spilled.to_arrow().to_pylist() == digests.effective(segments, ("id",)).to_pylist()
+    assert spilled.num_rows == 2

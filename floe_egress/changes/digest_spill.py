@@ -88,12 +88,20 @@ class Spilled:
     def keys(self) -> str:
         return ", ".join(q(k) for k in self.key)
 
+    def segment_path(self) -> str:
+        """Where the next segment's Parquet bytes go (then `add_segment_file`)."""
+        return os.path.join(self.directory, f"segment-{len(self._segments)}.parquet")
+
     def add_segment(self, reserved: bool, data: bytes, *, label: str) -> None:
-        """A segment's Parquet bytes, as the store keeps them; DigestDamagedError when
-        they are not a readable Parquet file of digest entries (`label` says where)."""
-        path = os.path.join(self.directory, f"segment-{len(self._segments)}.parquet")
+        """A segment's Parquet bytes, as the store keeps them (see `add_segment_file`)."""
+        path = self.segment_path()
         with open(path, "wb") as f:
             f.write(data)
+        self.add_segment_file(reserved, path, label=label)
+
+    def add_segment_file(self, reserved: bool, path: str, *, label: str) -> None:
+        """The segment at `path` (`segment_path`); DigestDamagedError when it is not a
+        readable Parquet file of digest entries (`label` says where)."""
         try:
             names = {
                 str(r[0])
@@ -107,7 +115,7 @@ class Spilled:
 
     def add_table(self, reserved: bool, entries: pa.Table) -> None:
         """Entries held in Arrow (a small segment, or a digest already loaded)."""
-        path = os.path.join(self.directory, f"segment-{len(self._segments)}.parquet")
+        path = self.segment_path()
         self.con.register("arrow_entries", entries)
         try:
             self.con.execute(f"COPY arrow_entries TO '{path}' (FORMAT parquet)")

@@ -152,14 +152,15 @@ def load_for_compare(
         return load(store, destination, key)
     spilled = Spilled(key)
     try:
-        # One segment's bytes at a time: a large one is most of the digest.
+        # Copied to files part by part: a large segment is most of the digest.
         for segment in listed.segments:
             label = f"destination {destination}: digest segment {segment.seq}"
-            data = store.read_digest_segment(destination, segment.seq)
-            if data is None or hashlib.sha256(data).hexdigest() != segment.sha256:
+            path = spilled.segment_path()
+            with open(path, "wb") as out:
+                sha256 = store.copy_digest_segment(destination, segment.seq, out)
+            if sha256 != segment.sha256:
                 raise DigestDamagedError(f"{label} does not match its checksum")
-            spilled.add_segment(segment.kind == "reserved", data, label=label)
-            del data
+            spilled.add_segment_file(segment.kind == "reserved", path, label=label)
         try:
             spilled.fold()
         except DigestDamagedError as exc:

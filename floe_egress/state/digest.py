@@ -17,10 +17,14 @@ its bytes, so a damaged one is too. The digest is never trusted when either is o
 from __future__ import annotations
 
 import hashlib
+from typing import BinaryIO
 
 from floe_egress.state.cursor import Cursor, Transactions
 from floe_egress.state.faults import Faults
 from floe_egress.state.store import DigestSegment, DigestUpdate, StoredDigest
+
+COPY_CHUNK = 64 * 2**20
+"""Bytes of a segment read at once by `Digests.copy`."""
 
 
 def sha256_of(data: bytes) -> str:
@@ -61,16 +65,31 @@ class Digests:
             segments=segments,
         )
 
-    def segment(self, destination: str, seq: int) -> bytes | None:
-        """One segment's bytes (None when it is gone), so that a large digest is read
-        one segment at a time."""
+    def copy(self, destination: str, seq: int, out: BinaryIO) -> str | None:
+        """Write one segment's bytes to `out`, COPY_CHUNK bytes at a time (a large
+        segment is most of a digest: it is never held whole); its sha256, or None when
+        it is gone."""
+        digest = hashlib.sha256()
         with self._db.transaction(write=False) as cur:
             cur.execute(
-                "SELECT data FROM digest_segments WHERE destination = ? AND seq = ?",
+                "SELECT length(data) FROM digest_segments WHERE destination = ? AND seq = ?",
                 (destination, seq),
             )
             row = cur.fetchone()
-        return None if row is None else bytes(row[0] or b"")
+            if row is None:
+                return None
+            size = int(row[0] or 0)
+            for start in range(0, size, COPY_CHUNK):
+                cur.execute(
+                    "SELECT substr(data, ?, ?) FROM digest_segments "
+                    "WHERE destination = ? AND seq = ?",
+                    (start + 1, COPY_CHUNK, destination, seq),
+                )
+                part = cur.fetchone()
+                chunk = bytes(part[0] or b"") if part is not None else b""
+                digest.update(chunk)
+                out.write(chunk)
+        return digest.hexdigest()
 
     def reserve(self, destination: str, data: bytes, rows: int) -> None:
         with self._db.transaction() as cur:

@@ -27,6 +27,7 @@ from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.daemon.digest import as_entries, load, load_for_compare
 from floe_egress.errors import DigestDamagedError
 from floe_egress.state import Checkpoint, CycleCommit, DigestUpdate, RunRecord, open_store
+from floe_egress.state import digest as state_digest
 from tests.fixtures.tables import change_rows
 
 Segments = list[tuple[bool, pa.Table]]
@@ -211,8 +212,9 @@ def _entries(data: dict[int, str | None]) -> pa.Table:
 
 
 def test_a_large_digest_is_loaded_spilled_and_compacts_as_the_fast_path_does(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(state_digest, "COPY_CHUNK", 100)  # segments copied in many parts
     segments: Segments = [
         (False, _entries({i: f"n{i}" for i in range(1, 50)})),
         (False, _entries({2: "two"})),

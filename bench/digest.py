@@ -259,6 +259,20 @@ def _child(directory: Path, mode: str, a: int, repeat: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _checkpoint(directory: Path) -> int:
+    """A's snapshot id: the checkpoint of the digest's destination."""
+    from floe_egress.state import open_store
+
+    store = open_store(_state_url(directory))
+    try:
+        checkpoint = store.get_checkpoint(DESTINATION)
+    finally:
+        store.close()
+    assert checkpoint is not None
+    assert checkpoint.snapshot_id is not None
+    return int(checkpoint.snapshot_id)
+
+
 def prepare(directory: Path, n: int, k: int) -> int:
     """Build the table, the digest of A and B; A's snapshot id."""
     from floe_egress.daemon.digest import load
@@ -293,6 +307,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path)
     parser.add_argument("--from-snapshot", type=int)
     parser.add_argument("--keep", action="store_true", help="keep the built data")
+    parser.add_argument("--reuse", action="store_true", help="use data an earlier --keep left")
     parser.add_argument("--json-out", type=Path, default=ROOT / "bench" / "digest-results.json")
     args = parser.parse_args()
     if args.spill_rows is not None:
@@ -305,8 +320,12 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         directory = DATA_DIR / f"digest-{n}"
         t0 = time.perf_counter()
-        a = prepare(directory, n, args.k)
-        print(f"# N={n:,}: table, digest and rewrite built in {time.perf_counter() - t0:.1f} s")
+        if args.reuse and (directory / "state" / "state.db").exists():
+            a = _checkpoint(directory)
+            print(f"# N={n:,}: reusing the table, digest and rewrite of an earlier --keep run")
+        else:
+            a = prepare(directory, n, args.k)
+            print(f"# N={n:,}: table, digest and rewrite built in {time.perf_counter() - t0:.1f} s")
         row: dict[str, Any] = {"n": n, "k": args.k}
         # Rounds alternate the modes, so a busy spell of the machine hits them alike.
         for _ in range(args.rounds):

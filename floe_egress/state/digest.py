@@ -23,7 +23,7 @@ from floe_egress.state.cursor import Cursor, Transactions
 from floe_egress.state.faults import Faults
 from floe_egress.state.store import DigestSegment, DigestUpdate, StoredDigest
 
-COPY_CHUNK = 64 * 2**20
+COPY_CHUNK = 16 * 2**20
 """Bytes of a segment read at once by `Digests.copy`."""
 
 
@@ -71,24 +71,22 @@ class Digests:
         it is gone."""
         digest = hashlib.sha256()
         with self._db.transaction(write=False) as cur:
-            cur.execute(
-                "SELECT length(data) FROM digest_segments WHERE destination = ? AND seq = ?",
-                (destination, seq),
-            )
-            row = cur.fetchone()
-            if row is None:
-                return None
-            size = int(row[0] or 0)
-            for start in range(0, size, COPY_CHUNK):
+            start = 1
+            while True:  # no length(data) first: SQLite would read the whole blob for it
                 cur.execute(
                     "SELECT substr(data, ?, ?) FROM digest_segments "
                     "WHERE destination = ? AND seq = ?",
-                    (start + 1, COPY_CHUNK, destination, seq),
+                    (start, COPY_CHUNK, destination, seq),
                 )
-                part = cur.fetchone()
-                chunk = bytes(part[0] or b"") if part is not None else b""
+                row = cur.fetchone()
+                if row is None:
+                    return None
+                chunk = bytes(row[0] or b"")
                 digest.update(chunk)
                 out.write(chunk)
+                if len(chunk) < COPY_CHUNK:
+                    break
+                start += COPY_CHUNK
         return digest.hexdigest()
 
     def reserve(self, destination: str, data: bytes, rows: int) -> None:

@@ -36,7 +36,12 @@ from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.digest_files import compare_files
 from floe_egress.changes.digest_fold import fold_sorted
-from floe_egress.changes.digest_spill import SPILL_ROWS, Spilled, spill_table
+from floe_egress.changes.digest_spill import (
+    FALLBACK_SPILL_ROWS,
+    SPILL_ROWS,
+    Spilled,
+    spill_table,
+)
 from floe_egress.changes.digest_spill_compare import compare_spilled
 from floe_egress.changes.duck import cursor
 from floe_egress.changes.files import check_readable
@@ -213,6 +218,22 @@ def compare(
     limit = SPILL_ROWS if spill_rows is None else spill_rows
     if not isinstance(digest, Spilled) and _records(snapshot) > limit:
         digest = spill_table(digest, key)
+    if not isinstance(digest, Spilled):
+        by_files = compare_files(
+            span,
+            snapshot,
+            columns,
+            digest,
+            hash_column=HASH,
+            unsure_column=UNSURE,
+            everything=everything,
+            reason=reason,
+        )
+        if by_files is not None:
+            return by_files
+        # Keys that do not convert to B's key types: the SQL plan below, in memory.
+        if max(digest.num_rows, _records(snapshot)) > min(limit, FALLBACK_SPILL_ROWS):
+            digest = spill_table(digest, key)
     if isinstance(digest, Spilled):
         return compare_spilled(
             span,
@@ -224,18 +245,6 @@ def compare(
             everything=everything,
             reason=reason,
         )
-    by_files = compare_files(
-        span,
-        snapshot,
-        columns,
-        digest,
-        hash_column=HASH,
-        unsure_column=UNSURE,
-        everything=everything,
-        reason=reason,
-    )
-    if by_files is not None:
-        return by_files
     keys = ", ".join(_q(k) for k in key)
     null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))

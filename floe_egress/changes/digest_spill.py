@@ -38,6 +38,10 @@ _FAST_BYTES_PER_ROW = 55
 _MARGIN_MB = 100
 SPILL_ROWS = (MEMORY_BUDGET_MB - _IDLE_MB - _MARGIN_MB) * 1_000_000 // _FAST_BYTES_PER_ROW
 """Rows (digest entries, or B's records) beyond which a comparison spills (~6.2M)."""
+FALLBACK_SPILL_ROWS = 1_000_000
+"""Rows beyond which a digest whose keys do not convert to B's key types (no fast path)
+spills rather than take changes.digest.compare's in-memory SQL plan (~240 bytes a row:
+1.2 GB at 5M)."""
 DUCKDB_MEMORY_LIMIT = "200MB"
 """DuckDB's own limit in the spilled path; it spills to its temp directory beyond."""
 
@@ -254,6 +258,7 @@ def spill_table(digest: pa.Table, key: Sequence[str]) -> Spilled:
 
 __all__ = [
     "DUCKDB_MEMORY_LIMIT",
+    "FALLBACK_SPILL_ROWS",
     "MEMORY_BUDGET_MB",
     "SPILL_ROWS",
     "Spilled",

@@ -266,3 +266,29 @@ def test_a_held_segment_naming_a_key_twice_folds_as_the_fast_path_folds() -> Non
 
     assert spilled.to_arrow().to_pylist() == digests.effective(segments, ("id",)).to_pylist()
     assert spilled.num_rows == 2
+
+
+@pytest.mark.parametrize("arrow_read", [False, True], ids=["duckdb-reads", "arrow-reads"])
+def test_where_the_fast_path_cannot_match_keys_the_sql_plan_and_the_spilled_path_agree(
+    sqlite_catalog: Catalog, arrow_read: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A digest whose keys do not convert to B's key types has no fast path: beyond
+    FALLBACK_SPILL_ROWS it spills instead of taking the in-memory SQL plan."""
+    tbl = _table(sqlite_catalog, "fallback", arrow_read=arrow_read, nullable=True)
+    tbl.append(_rows(tbl, [(1, "a"), (2, "b2"), (2, "b3"), (None, "x"), (4, "d"), (5, "e")]))
+    key, columns = ("id",), ("id", "name")
+    segments: Segments = [
+        (False, digests.entries(_rows(tbl, {1: "a", 3: "c", 4: "old"}), key, columns)),
+        (True, digests.entries(_rows(tbl, {5: "e", 6: "f"}), key, columns)),
+    ]
+    effective = digests.effective(segments, key)
+    monkeypatch.setattr(digests, "compare_files", lambda *a, **k: None)
+    outcomes = []
+    for rows in (10**12, 0):
+        monkeypatch.setattr(digests, "FALLBACK_SPILL_ROWS", rows)
+        cs = digests.compare(_span(tbl, key), columns, effective, reason="r")
+        outcomes.append(_outcome(cs))
+
+    assert outcomes[0] == outcomes[1]
+    counts = outcomes[0][1]
+    assert (counts.inserted, counts.updated, counts.deleted, counts.invalid) == (1, 1, 2, 3)

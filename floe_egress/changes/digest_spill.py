@@ -11,9 +11,10 @@ folded in SQL with `changes.digest.effective`'s semantics: later held segments o
 earlier ones key by key, a reserved segment makes a key unsure, a gone entry drops it.
 
 Budget (`MEMORY_BUDGET_MB`, peak RSS of the whole process): idle imports and table
-metadata (~160 MB), DuckDB's limit, and what is outside it: the bytes of the stored
-segments while they are written out (~9 bytes a key, freed before the fold), one data
-file of B as Arrow when DuckDB cannot read it itself, and one batch of changed rows.
+metadata (~190 MB), DuckDB (~300 MB of RSS under its 200 MB limit), and what is outside
+it: a 16 MB part of a segment while the store copies it to its file, one data file of B
+as Arrow when DuckDB cannot read it itself, and one batch of changed rows. Measured
+(bench/RESULTS.md, "Digest (issue 12)"): 519 MB at 10M rows, 523 MB at 20M.
 """
 
 from __future__ import annotations

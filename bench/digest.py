@@ -13,7 +13,9 @@ a fresh child process (peak RSS is the measurement's own, imports included):
 - compare:   floe_egress.changes.digest.compare(B, effective digest) and every batch of
              its change set iterated (what a cycle whose A expired sends), the effective
              digest read beforehand from a Parquet copy (not timed)
-- together:  load, then compare and iterate, as a cycle does
+- together:  load, then compare and iterate, as a cycle does (the digest loaded as a
+             cycle loads it: beyond SPILL_ROWS entries spilled to DuckDB on disk;
+             --spill-rows 0 forces that bounded path at any size)
 - filediff:  the baseline: floe_egress.changes.capture(A -> B) of the whole-table
              rewrite (every file removed and added: the file-level diff reads them all),
              deletes by key as the daemon captures them outside append mode, iterated
@@ -23,6 +25,8 @@ timing --repeat runs); peak RSS is the highest of the children's.
 
 Reproduce:  .venv/bin/python bench/digest.py                          (N = 1M, 5M; ~5 min)
             .venv/bin/python bench/digest.py --sizes 100000 --rounds 1  (quick)
+            .venv/bin/python bench/digest.py --sizes 10000000,20000000 --rounds 1 \
+                --modes together   (the bounded path, taken beyond SPILL_ROWS)
             bench/digest_cli.py measures `floe-egress sync` itself.
 """
 
@@ -130,7 +134,7 @@ def _iterate(change_set: Any) -> int:
     return sum(batch.num_rows for batch in change_set.batches())
 
 
-def _compare(table: Any, digest: pa.Table) -> tuple[int, dict[str, int]]:
+def _compare(table: Any, digest: Any) -> tuple[int, dict[str, int]]:
     from floe_egress.changes import digest as digests
     from floe_egress.changes.ranges import SnapshotRange
     from floe_egress.daemon.work import DEFAULT_BATCH_ROWS
@@ -144,21 +148,33 @@ def _compare(table: Any, digest: pa.Table) -> tuple[int, dict[str, int]]:
         batch_rows=DEFAULT_BATCH_ROWS,
     )
     columns = digests.hashed_columns(table.schema().column_names, KEY, None)
-    change_set = digests.compare(span, columns, digest, reason="bench")
+    spill = os.environ.get(SPILL_ENV)
+    change_set = digests.compare(
+        span, columns, digest, reason="bench", spill_rows=int(spill) if spill else None
+    )
     rows = _iterate(change_set)
     c = change_set.counts
     return rows, {"inserted": c.inserted, "updated": c.updated, "deleted": c.deleted}
 
 
-def _load() -> Any:
-    from floe_egress.daemon.digest import load
+def _load(*, for_compare: bool = False) -> Any:
+    """The effective digest in Arrow; `for_compare`: as a cycle loads it to compare
+    (spilled to DuckDB beyond SPILL_ROWS entries, or FLOE_BENCH_SPILL_ROWS)."""
+    from floe_egress.daemon.digest import load, load_for_compare
     from floe_egress.state import open_store
 
     store = open_store(STATE_URL)
     try:
+        if for_compare:
+            spill = os.environ.get(SPILL_ENV)
+            rows = int(spill) if spill else None
+            return load_for_compare(store, DESTINATION, KEY, spill_rows=rows)
         return load(store, DESTINATION, KEY)
     finally:
         store.close()
+
+
+SPILL_ENV = "FLOE_BENCH_SPILL_ROWS"
 
 
 STATE_URL = ""
@@ -196,7 +212,7 @@ def measure(directory: Path, mode: str, a: int, repeat: int) -> dict[str, Any]:
         if mode == "compare":
             return _compare(table, digest)
         if mode == "together":
-            return _compare(table, _load())
+            return _compare(table, _load(for_compare=True))
         change_set = capture(table, from_snapshot=a, key=KEY, old_rows=False)
         c = change_set.counts
         counts = {"inserted": c.inserted, "updated": c.updated, "deleted": c.deleted}
@@ -243,6 +259,20 @@ def _child(directory: Path, mode: str, a: int, repeat: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _checkpoint(directory: Path) -> int:
+    """A's snapshot id: the checkpoint of the digest's destination."""
+    from floe_egress.state import open_store
+
+    store = open_store(_state_url(directory))
+    try:
+        checkpoint = store.get_checkpoint(DESTINATION)
+    finally:
+        store.close()
+    assert checkpoint is not None
+    assert checkpoint.snapshot_id is not None
+    return int(checkpoint.snapshot_id)
+
+
 def prepare(directory: Path, n: int, k: int) -> int:
     """Build the table, the digest of A and B; A's snapshot id."""
     from floe_egress.daemon.digest import load
@@ -267,12 +297,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per child")
     parser.add_argument("--rounds", type=int, default=2, help="children per mode, alternated")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--spill-rows",
+        type=int,
+        help="compare by the bounded (spilled) path beyond this many rows (default: "
+        "SPILL_ROWS of floe_egress.changes.digest_spill; 0 forces it)",
+    )
     parser.add_argument("--measure")
     parser.add_argument("--dir", type=Path)
     parser.add_argument("--from-snapshot", type=int)
     parser.add_argument("--keep", action="store_true", help="keep the built data")
+    parser.add_argument("--reuse", action="store_true", help="use data an earlier --keep left")
     parser.add_argument("--json-out", type=Path, default=ROOT / "bench" / "digest-results.json")
     args = parser.parse_args()
+    if args.spill_rows is not None:
+        os.environ[SPILL_ENV] = str(args.spill_rows)  # read by the children
     if args.measure:
         print(json.dumps(measure(args.dir, args.measure, args.from_snapshot, args.repeat)))
         return
@@ -281,8 +320,12 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         directory = DATA_DIR / f"digest-{n}"
         t0 = time.perf_counter()
-        a = prepare(directory, n, args.k)
-        print(f"# N={n:,}: table, digest and rewrite built in {time.perf_counter() - t0:.1f} s")
+        if args.reuse and (directory / "state" / "state.db").exists():
+            a = _checkpoint(directory)
+            print(f"# N={n:,}: reusing the table, digest and rewrite of an earlier --keep run")
+        else:
+            a = prepare(directory, n, args.k)
+            print(f"# N={n:,}: table, digest and rewrite built in {time.perf_counter() - t0:.1f} s")
         row: dict[str, Any] = {"n": n, "k": args.k}
         # Rounds alternate the modes, so a busy spell of the machine hits them alike.
         for _ in range(args.rounds):

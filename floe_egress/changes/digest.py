@@ -32,9 +32,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.digest_files import compare_files
 from floe_egress.changes.digest_fold import fold_sorted
+from floe_egress.changes.digest_spill import (
+    FALLBACK_SPILL_ROWS,
+    SPILL_ROWS,
+    Spilled,
+    spill_table,
+)
+from floe_egress.changes.digest_spill_compare import compare_spilled
 from floe_egress.changes.duck import cursor
 from floe_egress.changes.files import check_readable
 from floe_egress.changes.full import invalid_profile
@@ -189,34 +197,54 @@ def _fold(segments: Sequence[tuple[bool, pa.Table]], key: Sequence[str]) -> pa.T
 def compare(
     span: SnapshotRange,
     columns: Sequence[str],
-    digest: pa.Table,
+    digest: pa.Table | Spilled,
     *,
     reason: str,
     everything: bool = False,
+    spill_rows: int | None = None,
 ) -> ChangeSet:
     """The change set that makes a destination holding `digest` equal to B (plan
     `digest`): counts are exact; keys B holds more than once, or as null, are invalid
     and neither sent nor deleted. `everything`: every valid row of B is sent, as an
     update where the digest holds its key, as an insert elsewhere (plan `full`): the
-    digest's keys are trusted, its hashes are not."""
+    digest's keys are trusted, its hashes are not. A digest in Arrow is spilled to
+    DuckDB first when B holds more than `spill_rows` (default SPILL_ROWS) records."""
     plan: PlanKind = "full" if everything else "digest"
     snapshot = span.to
     if snapshot is None:
         return span.change_set(plan, ChangeCounts(), reason=reason)
     table, key = span.table, span.key
     check_readable(table, snapshot, span.name)
-    by_files = compare_files(
-        span,
-        snapshot,
-        columns,
-        digest,
-        hash_column=HASH,
-        unsure_column=UNSURE,
-        everything=everything,
-        reason=reason,
-    )
-    if by_files is not None:
-        return by_files
+    limit = SPILL_ROWS if spill_rows is None else spill_rows
+    if not isinstance(digest, Spilled) and _records(snapshot) > limit:
+        digest = spill_table(digest, key)
+    if not isinstance(digest, Spilled):
+        by_files = compare_files(
+            span,
+            snapshot,
+            columns,
+            digest,
+            hash_column=HASH,
+            unsure_column=UNSURE,
+            everything=everything,
+            reason=reason,
+        )
+        if by_files is not None:
+            return by_files
+        # Keys that do not convert to B's key types: the SQL plan below, in memory.
+        if max(digest.num_rows, _records(snapshot)) > min(limit, FALLBACK_SPILL_ROWS):
+            digest = spill_table(digest, key)
+    if isinstance(digest, Spilled):
+        return compare_spilled(
+            span,
+            snapshot,
+            columns,
+            digest,
+            hash_column=HASH,
+            unsure_column=UNSURE,
+            everything=everything,
+            reason=reason,
+        )
     keys = ", ".join(_q(k) for k in key)
     null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))
@@ -276,6 +304,15 @@ def compare(
             yield from deletes.to_batches(max_chunksize=span.batch_rows)
 
     return span.change_set(plan, counts, batches, invalid=sample, reason=reason)
+
+
+def _records(snapshot: Snapshot) -> int:
+    """B's record count from its summary (0 when it does not say)."""
+    summary = snapshot.summary
+    try:
+        return int((summary.get("total-records") if summary is not None else None) or 0)
+    except ValueError:
+        return 0
 
 
 def snapshot_entries(

@@ -208,9 +208,7 @@ class RowReader:
         try:
             if not self._native_schema_ok(con, paths):
                 return None
-            keys = ", ".join(
-                f"CAST({q(k)} AS VARCHAR) AS {q(k)}" if k in self._uuid else q(k) for k in key
-            )
+            keys = self.native_keys(key)
             select = f"SELECT {keys}, {self.hash_sql} AS __floe_h, file_row_number AS __floe_n"
             row = 0
             for first, last in _groups(counts, NATIVE_GROUP_ROWS):
@@ -277,6 +275,16 @@ class RowReader:
             ).to_arrow_table()
         finally:
             con.close()
+
+    def native_keys(self, key: Sequence[str]) -> str:
+        """The key columns as a native read selects them (UUIDs as text, as sent)."""
+        return ", ".join(
+            f"CAST({q(k)} AS VARCHAR) AS {q(k)}" if k in self._uuid else q(k) for k in key
+        )
+
+    def native_ok(self, con: duckdb.DuckDBPyConnection, paths: list[str]) -> bool:
+        """Whether DuckDB reads exactly what pyarrow would from `paths` (module doc)."""
+        return self._primitive and bool(paths) and self._native_schema_ok(con, paths)
 
     def _native_schema_ok(self, con: duckdb.DuckDBPyConnection, paths: list[str]) -> bool:
         rows = con.execute(

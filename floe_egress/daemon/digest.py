@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import structlog
 
 from floe_egress.changes import digest as digests
+from floe_egress.changes.digest_spill import SPILL_ROWS, Spilled
 from floe_egress.changes.keys import key_json, key_jsons, keys_table, parse_key_json
 from floe_egress.changes.model import OP_COLUMN
 from floe_egress.config.models import Destination, SyncMode
@@ -139,6 +140,37 @@ def load(store: StateStore, destination: str, key: Sequence[str]) -> pa.Table:
     return digests.effective(segments, key)
 
 
+def load_for_compare(
+    store: StateStore, destination: str, key: Sequence[str], *, spill_rows: int | None = None
+) -> pa.Table | Spilled:
+    """The effective digest, in Arrow (`load`) or, when its segments hold more than
+    `spill_rows` entries (default SPILL_ROWS), `Spilled`: folded in DuckDB on disk, its
+    segments never decoded into Arrow (see changes.digest_spill)."""
+    limit = SPILL_ROWS if spill_rows is None else spill_rows
+    listed = store.read_digest(destination, data=False)
+    if listed is None or sum(s.rows for s in listed.segments) <= limit:
+        return load(store, destination, key)
+    spilled = Spilled(key)
+    try:
+        # Copied to files part by part: a large segment is most of the digest.
+        for segment in listed.segments:
+            label = f"destination {destination}: digest segment {segment.seq}"
+            path = spilled.segment_path()
+            with open(path, "wb") as out:
+                sha256 = store.copy_digest_segment(destination, segment.seq, out)
+            if sha256 != segment.sha256:
+                raise DigestDamagedError(f"{label} does not match its checksum")
+            spilled.add_segment_file(segment.kind == "reserved", path, label=label)
+        try:
+            spilled.fold()
+        except DigestDamagedError as exc:
+            raise DigestDamagedError(f"destination {destination}: {exc}") from None
+    except BaseException:
+        spilled.close()
+        raise
+    return spilled
+
+
 def keys_of(rows: Sequence[str], key: Sequence[str], schema: pa.Schema) -> pa.Table:
     """Key JSON texts as a key table typed by `schema`."""
     fields = pa.schema([schema.field(k).with_nullable(True) for k in key])
@@ -156,8 +188,9 @@ class Tally:
     replace: bool
     """This cycle's held segment replaces every earlier one (a full send, or a digest
     built from the checkpoint)."""
-    base: pa.Table | None = None
-    """Entries the digest starts from when it is rebuilt (before-digests upgrade)."""
+    base: pa.Table | Spilled | None = None
+    """Entries the digest starts from when it is rebuilt (before-digests upgrade), or
+    the digest it keeps (a full send in a mode that drops some ops)."""
     drop_ledger: bool = False
     rebuilt: str | None = None
     """Why this cycle rebuilds a digest it could not trust (it sends every row once)."""
@@ -209,20 +242,30 @@ class Tally:
     def update(self) -> DigestUpdate:
         """The commit's digest change (folded into one segment every COMPACT_AFTER)."""
         # Later parts win key by key: what was confirmed over what was only noted.
-        parts = ([self.base] if self.base is not None else []) + self.noted + self.confirmed
+        spilled = self.base if isinstance(self.base, Spilled) else None
+        first = [self.base] if isinstance(self.base, pa.Table) else []
+        parts = first + self.noted + self.confirmed
         stored = self.state.stored
         held = 0 if stored is None else sum(1 for s in stored.segments if s.kind == "held")
         replace = self.replace
         stamp = self.state.fingerprint
-        if not replace and held + 1 > COMPACT_AFTER:
+        if spilled is None and not replace and held + 1 > COMPACT_AFTER:
             try:
-                parts = [as_entries(load(self.store, self.destination, self.key)), *parts]
+                current = load_for_compare(self.store, self.destination, self.key)
+                if isinstance(current, Spilled):
+                    spilled = current
+                else:
+                    parts = [as_entries(current), *parts]
                 replace = True
             except DigestDamagedError as exc:
                 # The checkpoint must still move (the writes were confirmed): the
                 # segment is added unfolded and the next cycle rebuilds the digest.
                 log.warning("digest_not_trusted", destination=self.destination, reason=str(exc))
                 stamp = DAMAGED
+        if spilled is not None:
+            # Folded by DuckDB on disk: a digest too large for the fast path's memory.
+            data, rows = spilled.compacted(parts)
+            return DigestUpdate(stamp, data, rows, replace=True, drop_ledger=self.drop_ledger)
         if not parts:
             return DigestUpdate(stamp, None, replace=replace, drop_ledger=self.drop_ledger)
         delta = pa.concat_tables(parts, promote_options="permissive")

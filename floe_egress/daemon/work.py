@@ -46,11 +46,19 @@ from floe_egress.changes import (
 )
 from floe_egress.changes import digest as digests
 from floe_egress.changes.capture import DEFAULT_BATCH_ROWS
+from floe_egress.changes.digest_spill import Spilled
 from floe_egress.changes.keys import key_jsons
 from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.source import arrow_schema
 from floe_egress.config.models import Destination
-from floe_egress.daemon.digest import DigestState, Tally, as_entries, inspect, keys_of, load
+from floe_egress.daemon.digest import (
+    DigestState,
+    Tally,
+    as_entries,
+    inspect,
+    keys_of,
+    load_for_compare,
+)
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.errors import DigestDamagedError
 from floe_egress.sinks.mapping import filter_for_mode
@@ -278,14 +286,14 @@ def _plan(
     """The change set, and how the cycle keeps the digest (see the module doc)."""
     store = rt.store
     tally = Tally(store, dest.name, key, state, replace=False)
-    digest: pa.Table | None = None
+    digest: pa.Table | Spilled | None = None
     trouble = state.trouble
     # The digest's keys are good for deletes even when its hashes are not (another
     # fingerprint); a changed key makes them keys of another kind.
     if state.stored is not None and same_key:
         try:
             if explicit or not readable or trouble is not None:
-                digest = load(store, dest.name, key)
+                digest = load_for_compare(store, dest.name, key)
         except DigestDamagedError as exc:
             trouble = str(exc)
     if trouble is not None or explicit:
@@ -307,7 +315,7 @@ def _plan(
             if dest.mode not in ("mirror", "append"):
                 # The mode drops some ops (an insert-mode update, an upsert-mode delete):
                 # the destination still holds those keys as the digest says.
-                tally.base = as_entries(digest)
+                tally.base = digest if isinstance(digest, Spilled) else as_entries(digest)
             return digests.compare(span, state.columns, digest, reason=why, everything=True), tally
         return capture(table, ref=dest.ref, from_snapshot=None, key=key, full_reason=why), tally
     if state.before_digests:
@@ -339,7 +347,7 @@ def _plan(
         # A is listed but cannot be read (its data files are gone): what the destination
         # holds is in the digest, as when A expired.
         try:
-            digest = load(store, dest.name, key) if state.trusted and same_key else None
+            digest = load_for_compare(store, dest.name, key) if state.trusted and same_key else None
         except DigestDamagedError as exc:
             log.warning("digest_not_trusted", reason=str(exc))
             tally.rebuilt = str(exc)

@@ -17,10 +17,14 @@ its bytes, so a damaged one is too. The digest is never trusted when either is o
 from __future__ import annotations
 
 import hashlib
+from typing import BinaryIO
 
 from floe_egress.state.cursor import Cursor, Transactions
 from floe_egress.state.faults import Faults
 from floe_egress.state.store import DigestSegment, DigestUpdate, StoredDigest
+
+COPY_CHUNK = 16 * 2**20
+"""Bytes of a segment read at once by `Digests.copy`."""
 
 
 def sha256_of(data: bytes) -> str:
@@ -60,6 +64,30 @@ class Digests:
             held_segments=0 if meta is None else int(meta[1]),
             segments=segments,
         )
+
+    def copy(self, destination: str, seq: int, out: BinaryIO) -> str | None:
+        """Write one segment's bytes to `out`, COPY_CHUNK bytes at a time (a large
+        segment is most of a digest: it is never held whole); its sha256, or None when
+        it is gone."""
+        digest = hashlib.sha256()
+        with self._db.transaction(write=False) as cur:
+            start = 1
+            while True:  # no length(data) first: SQLite would read the whole blob for it
+                cur.execute(
+                    "SELECT substr(data, ?, ?) FROM digest_segments "
+                    "WHERE destination = ? AND seq = ?",
+                    (start, COPY_CHUNK, destination, seq),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    return None
+                chunk = bytes(row[0] or b"")
+                digest.update(chunk)
+                out.write(chunk)
+                if len(chunk) < COPY_CHUNK:
+                    break
+                start += COPY_CHUNK
+        return digest.hexdigest()
 
     def reserve(self, destination: str, data: bytes, rows: int) -> None:
         with self._db.transaction() as cur:

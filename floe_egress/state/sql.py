@@ -11,6 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+from typing import BinaryIO
 
 from floe_egress.clock import Clock
 from floe_egress.state import migrations
@@ -284,6 +285,9 @@ class SqlStore(ABC):
 
     def read_digest(self, destination: str, *, data: bool = True) -> StoredDigest | None:
         return self._digests.read(destination, data=data)
+
+    def copy_digest_segment(self, destination: str, seq: int, out: BinaryIO) -> str | None:
+        return self._digests.copy(destination, seq, out)
 
     def reserve_digest(self, destination: str, data: bytes, rows: int) -> None:
         self._digests.reserve(destination, data, rows)

@@ -6,6 +6,7 @@ SQLite itself serialises writers across processes (BEGIN IMMEDIATE + busy_timeou
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -13,11 +14,12 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from floe_egress.clock import SYSTEM_CLOCK, Clock
 from floe_egress.errors import CheckpointError
 from floe_egress.state.cursor import Cursor, KeyTable
+from floe_egress.state.digest import COPY_CHUNK
 from floe_egress.state.faults import Faults
 from floe_egress.state.sql import SqlStore
 from floe_egress.state.urls import SQLITE_MEMORY
@@ -76,6 +78,23 @@ class SqliteStore(SqlStore):
     @property
     def url_redacted(self) -> str:
         return SQLITE_MEMORY if self.path == SQLITE_MEMORY else f"sqlite:///{self.path}"
+
+    def copy_digest_segment(self, destination: str, seq: int, out: BinaryIO) -> str | None:
+        """SQLite reads the blob a part at a time itself (incremental blob I/O): a
+        query of part of it would assemble the whole blob for each part."""
+        digest = hashlib.sha256()
+        with self.transaction(write=False):
+            row = self._conn.execute(
+                "SELECT rowid FROM digest_segments WHERE destination = ? AND seq = ?",
+                (destination, seq),
+            ).fetchone()
+            if row is None:
+                return None
+            with self._conn.blobopen("digest_segments", "data", int(row[0]), readonly=True) as blob:
+                while chunk := blob.read(COPY_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        return digest.hexdigest()
 
     def _connect(self) -> sqlite3.Connection:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 RunStatus = Literal["ok", "noop", "failed"]
 
@@ -242,6 +242,10 @@ class StateStore(Protocol):
 
     def read_digest(self, destination: str, *, data: bool = True) -> StoredDigest | None:
         """The digest's segments (their bytes when `data`) and meta, in one transaction."""
+
+    def copy_digest_segment(self, destination: str, seq: int, out: BinaryIO) -> str | None:
+        """Write one segment's bytes to `out` a part at a time; their sha256, or None
+        when the segment is gone (a large digest, never held whole)."""
 
     def reserve_digest(self, destination: str, data: bytes, rows: int) -> None:
         """Before a write: a reserved segment with the keys it may deliver, in a

@@ -202,6 +202,7 @@ def compare(
     reason: str,
     everything: bool = False,
     spill_rows: int | None = None,
+    spill_dir: str | None = None,
 ) -> ChangeSet:
     """The change set that makes a destination holding `digest` equal to B (plan
     `digest`): counts are exact; keys B holds more than once, or as null, are invalid
@@ -217,7 +218,7 @@ def compare(
     check_readable(table, snapshot, span.name)
     limit = SPILL_ROWS if spill_rows is None else spill_rows
     if not isinstance(digest, Spilled) and _records(snapshot) > limit:
-        digest = spill_table(digest, key)
+        digest = spill_table(digest, key, spill_dir)
     if not isinstance(digest, Spilled):
         by_files = compare_files(
             span,
@@ -233,7 +234,7 @@ def compare(
             return by_files
         # Keys that do not convert to B's key types: the SQL plan below, in memory.
         if max(digest.num_rows, _records(snapshot)) > min(limit, FALLBACK_SPILL_ROWS):
-            digest = spill_table(digest, key)
+            digest = spill_table(digest, key, spill_dir)
     if isinstance(digest, Spilled):
         return compare_spilled(
             span,

@@ -245,9 +245,10 @@ class Spilled:
         return self.con.execute(f"SELECT * FROM digest ORDER BY {self.keys}").to_arrow_table()
 
 
-def spill_table(digest: pa.Table, key: Sequence[str]) -> Spilled:
-    """An effective digest already in Arrow, spilled (B is too large for the fast path)."""
-    spilled = Spilled(key)
+def spill_table(digest: pa.Table, key: Sequence[str], work_dir: str | None = None) -> Spilled:
+    """An effective digest already in Arrow, spilled (B is too large for the fast path)
+    under `work_dir` (None: the system's temporary directory)."""
+    spilled = Spilled(key, work_dir)
     spilled.con.register("arrow_digest", digest)
     try:
         spilled.con.execute("CREATE TABLE digest AS SELECT * FROM arrow_digest")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 Op = Literal["insert", "update", "delete"]
 OPS: tuple[Op, ...] = ("insert", "update", "delete")
@@ -68,3 +69,19 @@ class ChangeSet:
     @property
     def is_noop(self) -> bool:
         return self.counts.total == 0
+
+    def as_updates(self) -> ChangeSet:
+        """Every insert sent as an update (a full send in update mode: the destination
+        updates the keys it holds and skips the others; inserts it would never send)."""
+        source = self.batches
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in source():
+                at = batch.schema.get_field_index(OP_COLUMN)
+                ops = batch.column(at)
+                relabeled = pc.if_else(pc.equal(ops, "insert"), "update", ops).cast(ops.type)
+                yield batch.set_column(at, batch.schema.field(at), relabeled)
+
+        counts = self.counts
+        moved = replace(counts, inserted=0, updated=counts.updated + counts.inserted)
+        return replace(self, counts=moved, batches=batches)

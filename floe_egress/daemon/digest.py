@@ -23,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -115,6 +116,15 @@ def inspect(
     return DigestState(fp, columns, stored, trouble, before)
 
 
+def spill_dir(work_dir: Path | None) -> str | None:
+    """The directory spill files go under: the destination's work directory (the
+    system's temporary directory may be memory), created when needed."""
+    if work_dir is None:
+        return None
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return str(work_dir)
+
+
 def load(store: StateStore, destination: str, key: Sequence[str]) -> pa.Table:
     """The effective digest (see changes.digest.effective); DigestDamagedError when a segment
     does not read back as it was written."""
@@ -141,7 +151,12 @@ def load(store: StateStore, destination: str, key: Sequence[str]) -> pa.Table:
 
 
 def load_for_compare(
-    store: StateStore, destination: str, key: Sequence[str], *, spill_rows: int | None = None
+    store: StateStore,
+    destination: str,
+    key: Sequence[str],
+    *,
+    spill_rows: int | None = None,
+    work_dir: Path | None = None,
 ) -> pa.Table | Spilled:
     """The effective digest, in Arrow (`load`) or, when its segments hold more than
     `spill_rows` entries (default SPILL_ROWS), `Spilled`: folded in DuckDB on disk, its
@@ -150,7 +165,7 @@ def load_for_compare(
     listed = store.read_digest(destination, data=False)
     if listed is None or sum(s.rows for s in listed.segments) <= limit:
         return load(store, destination, key)
-    spilled = Spilled(key)
+    spilled = Spilled(key, spill_dir(work_dir))
     try:
         # Copied to files part by part: a large segment is most of the digest.
         for segment in listed.segments:
@@ -197,6 +212,8 @@ class Tally:
     held_keys: int | None = None
     """Keys the destination holds by the digest, when it was read (for the delete guard)."""
     confirmed: list[pa.Table] = field(default_factory=list)
+    work_dir: Path | None = None
+    """Where a digest too large for memory is folded on disk (see changes.digest_spill)."""
     noted: list[pa.Table] = field(default_factory=list)
     """Entries of rows the mode does not send (see `unsent`)."""
 
@@ -251,7 +268,9 @@ class Tally:
         stamp = self.state.fingerprint
         if spilled is None and not replace and held + 1 > COMPACT_AFTER:
             try:
-                current = load_for_compare(self.store, self.destination, self.key)
+                current = load_for_compare(
+                    self.store, self.destination, self.key, work_dir=self.work_dir
+                )
                 if isinstance(current, Spilled):
                     spilled = current
                 else:
@@ -307,4 +326,5 @@ __all__ = [
     "inspect",
     "keys_of",
     "load",
+    "spill_dir",
 ]

@@ -23,18 +23,15 @@ Synchronous: pyiceberg and the state store block; the cycle calls it in a thread
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 from pyiceberg.table import Table
 
 from floe_egress.changes import (
-    OP_COLUMN,
     ChangeSet,
     capture,
     keys_touched,
@@ -173,7 +170,7 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         rt, dest, table, key, state, from_snapshot, full_reason, readable, explicit, same_key
     )
     if dest.mode == "update" and change_set.plan == "full" and checkpoint is not None:
-        change_set = as_updates(change_set)
+        change_set = change_set.as_updates()
     schema = change_set.schema
 
     wanted: dict[str, str] = {}
@@ -249,22 +246,6 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     )
 
 
-def as_updates(change_set: ChangeSet) -> ChangeSet:
-    """A full send in update mode: every row goes as an update (the destination
-    updates the keys it holds, skips the others), as an insert it would never be sent."""
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in change_set.batches():
-            at = batch.schema.get_field_index(OP_COLUMN)
-            ops = batch.column(at)
-            relabeled = pc.if_else(pc.equal(ops, "insert"), "update", ops).cast(ops.type)
-            yield batch.set_column(at, batch.schema.field(at), relabeled)
-
-    counts = change_set.counts
-    moved = dataclasses.replace(counts, inserted=0, updated=counts.updated + counts.inserted)
-    return dataclasses.replace(change_set, counts=moved, batches=batches)
-
-
 def _readable(table: Table, attempt: Attempt) -> bool:
     if table.snapshot_by_id(attempt.to_snapshot) is None:
         return False
@@ -285,7 +266,8 @@ def _plan(
 ) -> tuple[ChangeSet, Tally]:
     """The change set, and how the cycle keeps the digest (see the module doc)."""
     store = rt.store
-    tally = Tally(store, dest.name, key, state, replace=False)
+    work_dir = rt.work_dir / "destinations" / dest.name
+    tally = Tally(store, dest.name, key, state, replace=False, work_dir=work_dir)
     digest: pa.Table | Spilled | None = None
     trouble = state.trouble
     # The digest's keys are good for deletes even when its hashes are not (another
@@ -293,7 +275,7 @@ def _plan(
     if state.stored is not None and same_key:
         try:
             if explicit or not readable or trouble is not None:
-                digest = load_for_compare(store, dest.name, key)
+                digest = load_for_compare(store, dest.name, key, work_dir=work_dir)
         except DigestDamagedError as exc:
             trouble = str(exc)
     if trouble is not None or explicit:
@@ -316,7 +298,9 @@ def _plan(
                 # The mode drops some ops (an insert-mode update, an upsert-mode delete):
                 # the destination still holds those keys as the digest says.
                 tally.base = digest if isinstance(digest, Spilled) else as_entries(digest)
-            return digests.compare(span, state.columns, digest, reason=why, everything=True), tally
+            return digests.compare(
+                span, state.columns, digest, reason=why, everything=True, spill_dir=str(work_dir)
+            ), tally
         return capture(table, ref=dest.ref, from_snapshot=None, key=key, full_reason=why), tally
     if state.before_digests:
         tally.replace = tally.drop_ledger = True
@@ -333,7 +317,9 @@ def _plan(
             f"{dest.source_table} (expired, or the table was replaced)"
         )
         why += ": only what differs from the digest of what the destination holds is sent"
-        return digests.compare(span, state.columns, digest, reason=why), tally
+        return digests.compare(
+            span, state.columns, digest, reason=why, spill_dir=str(work_dir)
+        ), tally
     # Only append mode sends what a deleted row held; every other mode deletes by key.
     change_set = capture(
         table,
@@ -347,7 +333,11 @@ def _plan(
         # A is listed but cannot be read (its data files are gone): what the destination
         # holds is in the digest, as when A expired.
         try:
-            digest = load_for_compare(store, dest.name, key) if state.trusted and same_key else None
+            digest = (
+                load_for_compare(store, dest.name, key, work_dir=work_dir)
+                if state.trusted and same_key
+                else None
+            )
         except DigestDamagedError as exc:
             log.warning("digest_not_trusted", reason=str(exc))
             tally.rebuilt = str(exc)
@@ -355,7 +345,9 @@ def _plan(
             tally.held_keys = digest.num_rows
             span = _span(table, dest, key, from_snapshot)
             why = f"{change_set.reason}: only what differs from the digest is sent"
-            return digests.compare(span, state.columns, digest, reason=why), tally
+            return digests.compare(
+                span, state.columns, digest, reason=why, spill_dir=str(work_dir)
+            ), tally
     if change_set.plan == "full":
         tally.replace = True
     return change_set, tally

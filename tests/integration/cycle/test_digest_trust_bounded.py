@@ -4,9 +4,14 @@ the destination, the counts and what reaches it must be the same."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from floe_egress.changes import digest as changes_digest
+from floe_egress.changes import digest_spill as spill
 from floe_egress.daemon import digest as daemon_digest
 from floe_egress.daemon.health import destination_status
 from floe_egress.daemon.runtime import Runtime
@@ -64,3 +69,31 @@ async def test_a_large_digest_compacts_on_disk_and_still_gives_exact_changes(
     assert api.records["1"]["plan_tier"] == "enterprise"
     status = destination_status(runtimes[-1], dest)
     assert (status["digest"]["state"], status["digest"]["entries"]) == ("ok", 7)
+
+
+async def test_spill_files_go_under_the_destinations_work_directory(
+    world_with_api: World,
+    runtimes: list[Runtime],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not the system's temporary directory (often memory): the state's disk."""
+    made: list[str] = []
+    original = spill.Spilled.__init__
+
+    def recording(self: spill.Spilled, key: Any, work_dir: str | None = None) -> None:
+        original(self, key, work_dir)
+        made.append(self.directory)
+
+    monkeypatch.setattr(spill.Spilled, "__init__", recording)
+    world = world_with_api
+    world.table.append(customers(initial_rows(4)))
+    await cycle(runtimes, world)
+    world.table.append(customers([(5, "five@example.com", "pro")]))
+    expire_synced(world)
+
+    result = await cycle(runtimes, world)
+
+    assert (result.plan, result.inserted) == ("digest", 1)
+    destination_dir = runtimes[-1].work_dir / "destinations" / "crm"
+    assert made and all(Path(d).parent == destination_dir for d in made), made
+    assert not any(map(os.path.exists, made)), "spill files are removed after the cycle"

@@ -49,7 +49,7 @@ from floe_egress.changes.full import invalid_profile
 from floe_egress.changes.keys import conform
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, PlanKind
 from floe_egress.changes.ranges import SnapshotRange
-from floe_egress.changes.source import text_batches
+from floe_egress.changes.source import key_counts, text_batches
 
 HASH = "_floe_hash"
 GONE = "_floe_gone"
@@ -247,18 +247,9 @@ def compare(
             reason=reason,
         )
     keys = ", ".join(_q(k) for k in key)
-    null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
-    read = tuple(dict.fromkeys([*key, *columns]))
     con = cursor()
     try:
-        scan = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=read)
-        con.register("rows", text_batches(scan.to_arrow_batch_reader()))
-        con.execute(
-            f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, min(h) AS h, "
-            f"({null}) AS is_null FROM (SELECT {keys}, "
-            f"hash({', '.join(_q(c) for c in columns)}) AS h FROM rows) GROUP BY ALL"
-        )
-        con.unregister("rows")
+        key_counts(con, table, snapshot.snapshot_id, key, columns)
         nulls = con.execute(
             f"SELECT {keys}, n FROM counts WHERE is_null ORDER BY {keys}"
         ).to_arrow_table()

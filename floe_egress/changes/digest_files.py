@@ -220,6 +220,20 @@ def _side(
     return compact, False
 
 
+def _in_file_order(
+    inserts: np.ndarray, updates: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The insert and update positions of B in order, whether each is an insert, and
+    the file (index into `offsets`) each falls in."""
+    positions = np.concatenate([inserts, updates])
+    is_insert = np.concatenate(
+        [np.ones(len(inserts), dtype=bool), np.zeros(len(updates), dtype=bool)]
+    )
+    order = np.argsort(positions, kind="stable")
+    positions, is_insert = positions[order], is_insert[order]
+    return positions, is_insert, np.searchsorted(offsets, positions, side="right") - 1
+
+
 def _native_changed_rows(
     reader: RowReader,
     tasks: Sequence[FileScanTask],
@@ -231,11 +245,8 @@ def _native_changed_rows(
     """The whole rows at the insert and update positions of B, read by DuckDB from the
     files that hold them (as pass 1 read them), a group of files of about `batch_rows`
     changed rows at a time."""
-    positions = np.concatenate([inserts, updates])
-    ops = np.concatenate([np.full(len(inserts), "insert"), np.full(len(updates), "update")])
-    order = np.argsort(positions, kind="stable")
-    positions, ops = positions[order], ops[order]
-    files = np.searchsorted(offsets, positions, side="right") - 1
+    positions, is_insert, files = _in_file_order(inserts, updates, offsets)
+    ops = np.where(is_insert, "insert", "update")
     paths = [local_path(t) or "" for t in tasks]
     first = 0
     while first < len(positions):
@@ -271,15 +282,9 @@ def _changed_rows(
 ) -> Iterator[pa.RecordBatch]:
     """The whole rows at the insert and update positions of B, one file at a time (two
     read at once), in file order."""
-    positions = np.concatenate([inserts, updates])
-    if not len(positions):
+    if not len(inserts) + len(updates):
         return
-    is_insert = np.concatenate(
-        [np.ones(len(inserts), dtype=bool), np.zeros(len(updates), dtype=bool)]
-    )
-    order = np.argsort(positions, kind="stable")
-    positions, is_insert = positions[order], is_insert[order]
-    files = np.searchsorted(offsets, positions, side="right") - 1
+    positions, is_insert, files = _in_file_order(inserts, updates, offsets)
     starts = np.flatnonzero(np.r_[True, files[1:] != files[:-1]])
     ends = np.r_[starts[1:], len(positions)]
 

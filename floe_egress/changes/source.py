@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
@@ -209,3 +210,30 @@ def text_batches(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
         [f.with_type(uuid_as_text(f.type)) for f in reader.schema], reader.schema.metadata
     )
     return pa.RecordBatchReader.from_batches(schema, (uuids_as_text(b) for b in reader))
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def key_counts(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    snapshot_id: int,
+    key: Sequence[str],
+    columns: Sequence[str],
+) -> None:
+    """Temp table `counts` on `con`: per key of the snapshot, how many rows hold it
+    (`n`), the hash of one of them over `columns` (`h`) and whether it is null
+    (`is_null`)."""
+    keys = ", ".join(_quoted(k) for k in key)
+    null = " OR ".join(f"{_quoted(k)} IS NULL" for k in key)
+    read = tuple(dict.fromkeys([*key, *columns]))
+    scan = table.scan(snapshot_id=snapshot_id, selected_fields=read)
+    con.register("rows", text_batches(scan.to_arrow_batch_reader()))
+    con.execute(
+        f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, min(h) AS h, "
+        f"({null}) AS is_null FROM (SELECT {keys}, "
+        f"hash({', '.join(_quoted(c) for c in columns)}) AS h FROM rows) GROUP BY ALL"
+    )
+    con.unregister("rows")

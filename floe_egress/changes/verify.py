@@ -31,7 +31,7 @@ from pyiceberg.table import Table
 from floe_egress.changes.digest import HASH, UNSURE, row_hashes
 from floe_egress.changes.duck import cursor
 from floe_egress.changes.keys import key_jsons
-from floe_egress.changes.source import text_batches
+from floe_egress.changes.source import key_counts
 from floe_egress.config.models import SyncMode
 
 Category = Literal["missing", "extra", "differing"]
@@ -96,18 +96,9 @@ def expected(
 ) -> Expected:
     """The snapshot's rows as key and hash over `columns` (the digest's own hash)."""
     keys = ", ".join(_q(k) for k in key)
-    null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
-    read = tuple(dict.fromkeys([*key, *columns]))
-    scan = table.scan(snapshot_id=snapshot_id, selected_fields=read)
     con = cursor()
     try:
-        con.register("rows", text_batches(scan.to_arrow_batch_reader()))
-        con.execute(
-            f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, min(h) AS h, "
-            f"({null}) AS is_null FROM (SELECT {keys}, "
-            f"hash({', '.join(_q(c) for c in columns)}) AS h FROM rows) GROUP BY ALL"
-        )
-        con.unregister("rows")
+        key_counts(con, table, snapshot_id, key, columns)
         entries = con.execute(
             f"SELECT {keys}, h AS {HASH} FROM counts WHERE n = 1 AND NOT is_null"
         ).to_arrow_table()

@@ -1,7 +1,8 @@
 """Database destinations: `postgres`, `mysql` (MySQL/MariaDB), `sqlite` and `duckdb`.
 
 Each is loaded through dlt's own destination (postgres, sqlalchemy, duckdb). Importing
-this package registers the four sink types without importing dlt; building one does.
+this package registers the four sink types without importing dlt, and so do building one
+and checking its connection (ping.py): dlt is imported when the first batch is loaded.
 """
 
 from __future__ import annotations

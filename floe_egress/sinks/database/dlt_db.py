@@ -99,10 +99,6 @@ class DltDb:
 
     # Everything below runs on the worker thread, inside `call`.
 
-    def ping(self) -> None:
-        with self.pipeline.sql_client() as client:
-            client.execute_sql("SELECT 1")
-
     def table_state(self) -> TableState:
         from dlt.destinations.exceptions import DatabaseUndefinedRelation
 

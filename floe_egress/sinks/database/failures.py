@@ -8,6 +8,7 @@ its message: the database's own words decide here. Messages never carry the pass
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 
 from floe_egress.config.secrets import MASK, redact
@@ -81,9 +82,12 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if any(isinstance(e, OSError) for e in chain(exc)):  # the network, a full disk
         return True
-    from dlt.common.exceptions import TransientException
-
-    return any(isinstance(e, TransientException) for e in chain(exc))
+    # dlt's exceptions exist only once dlt is imported: a connection check raises none.
+    dlt_exceptions = sys.modules.get("dlt.common.exceptions")
+    if dlt_exceptions is None:
+        return False
+    transient: type[BaseException] = dlt_exceptions.TransientException
+    return any(isinstance(e, transient) for e in chain(exc))
 
 
 def is_row_error(exc: BaseException) -> bool:

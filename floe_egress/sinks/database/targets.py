@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from floe_egress.changes.keys import json_default
 from floe_egress.errors import ConfigError
-from floe_egress.sinks.database import refusals
+from floe_egress.sinks.database import ping, refusals
 from floe_egress.sinks.database.models import (
     DuckdbConfig,
     MysqlConfig,
@@ -48,16 +48,19 @@ class Target:
     masked: tuple[str, ...]
     """Values that must never appear in a message (the password)."""
     make_destination: Callable[[], Any]
+    ping: Callable[[], None]
+    """Connects and runs one query through the driver, without dlt (ping.py)."""
     refuses: tuple[Rule, ...] = ()
     """Values the database cannot store: their rows fail before the batch is sent."""
 
 
 def _postgres(config: PostgresConfig) -> Target:
+    url = config.credentials.replace("postgresql+psycopg2://", "postgresql://", 1)
+
     def destination() -> Any:
         import dlt
         from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 
-        url = config.credentials.replace("postgresql+psycopg2://", "postgresql://", 1)
         credentials = PostgresCredentials(url)
         if credentials.password is None:
             # dlt insists on a password; trust and peer authentication need none
@@ -75,6 +78,7 @@ def _postgres(config: PostgresConfig) -> Target:
         key_index=config.key_index,
         masked=_masked(config.credentials),
         make_destination=destination,
+        ping=lambda: ping.postgres(url),
         refuses=refusals.POSTGRES,
     )
 
@@ -99,6 +103,7 @@ def _mysql(config: MysqlConfig) -> Target:
         key_index=config.key_index,
         masked=_masked(config.credentials),
         make_destination=destination,
+        ping=lambda: ping.sqlalchemy_url(url),
         refuses=refusals.MYSQL,
     )
 
@@ -126,6 +131,7 @@ def _sqlite(config: SqliteConfig) -> Target:
         key_index=config.key_index,
         masked=(),
         make_destination=destination,
+        ping=lambda: ping.sqlite(path),
         refuses=refusals.SQLITE,
     )
 
@@ -150,6 +156,7 @@ def _duckdb(config: DuckdbConfig) -> Target:
         key_index=False,
         masked=(),
         make_destination=destination,
+        ping=lambda: ping.duckdb(path),
         refuses=refusals.DUCKDB,
     )
 

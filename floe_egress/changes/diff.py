@@ -35,9 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from floe_egress.changes.duck import cursor
+from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.integers import classify_integers, integer_view
-from floe_egress.changes.reading import Compact, q
+from floe_egress.changes.reading import Compact
 
 _IDX = "__floe_i"
 _HASH = "__floe_h"

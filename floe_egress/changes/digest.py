@@ -43,7 +43,7 @@ from floe_egress.changes.digest_spill import (
     spill_table,
 )
 from floe_egress.changes.digest_spill_compare import compare_spilled
-from floe_egress.changes.duck import cursor
+from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.files import check_readable
 from floe_egress.changes.full import invalid_profile
 from floe_egress.changes.keys import conform
@@ -61,10 +61,6 @@ _SEQ = "_floe_seq"
 _RESERVED = "_floe_reserved"
 _ROW = "_floe_row"
 _ONE_CHUNK_ROWS = 100_000
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def hashed_columns(
@@ -95,7 +91,7 @@ def row_hashes(rows: pa.Table, columns: Sequence[str]) -> pa.Array:
     try:
         con.register("rows", rows.select(list(columns)))
         hashed = con.execute(
-            f"SELECT hash({', '.join(_q(c) for c in columns)}) AS h FROM rows"
+            f"SELECT hash({', '.join(q(c) for c in columns)}) AS h FROM rows"
         ).to_arrow_table()
     finally:
         con.close()
@@ -169,7 +165,7 @@ def _fold(segments: Sequence[tuple[bool, pa.Table]], key: Sequence[str]) -> pa.T
     if not parts:
         return pa.table({})
     union = pa.concat_tables(parts, promote_options="permissive")
-    keys = ", ".join(_q(k) for k in key)
+    keys = ", ".join(q(k) for k in key)
     con = cursor()
     try:
         con.register("entries", union)
@@ -246,7 +242,7 @@ def compare(
             everything=everything,
             reason=reason,
         )
-    keys = ", ".join(_q(k) for k in key)
+    keys = ", ".join(q(k) for k in key)
     con = cursor()
     try:
         key_counts(con, table, snapshot.snapshot_id, key, columns)
@@ -259,7 +255,7 @@ def compare(
         sent = _digest_relation(con, digest, key)
         wanted = con.execute(
             f"""
-            SELECT {", ".join(f"c.{_q(k)}" for k in key)},
+            SELECT {", ".join(f"c.{q(k)}" for k in key)},
                 CASE WHEN d.present IS NULL OR (d.{UNSURE} AND d.{HASH} IS NULL)
                     THEN 'insert' ELSE 'update' END AS {OP_COLUMN}
             FROM counts c LEFT JOIN {sent} d USING ({keys})
@@ -312,14 +308,14 @@ def snapshot_entries(
 ) -> pa.Table:
     """Digest entries of every row of a snapshot (what a destination that confirmed
     that snapshot holds)."""
-    keys = ", ".join(_q(k) for k in key)
+    keys = ", ".join(q(k) for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))
     scan = table.scan(snapshot_id=snapshot_id, selected_fields=read)
     con = cursor()
     try:
         con.register("rows", text_batches(scan.to_arrow_batch_reader()))
         return con.execute(
-            f"SELECT {keys}, hash({', '.join(_q(c) for c in columns)}) AS {HASH}, "
+            f"SELECT {keys}, hash({', '.join(q(c) for c in columns)}) AS {HASH}, "
             f"false AS {GONE} FROM rows"
         ).to_arrow_table()
     finally:
@@ -330,7 +326,7 @@ def _digest_relation(con: duckdb.DuckDBPyConnection, digest: pa.Table, key: Sequ
     """Register the effective digest; the name of a relation with a `present` column."""
     if not digest.num_rows:  # typed like B's keys, and empty
         con.execute(
-            f"CREATE TEMP TABLE digest AS SELECT {', '.join(_q(k) for k in key)}, "
+            f"CREATE TEMP TABLE digest AS SELECT {', '.join(q(k) for k in key)}, "
             f"NULL::UBIGINT AS {HASH}, false AS {UNSURE}, true AS present "
             "FROM counts WHERE false"
         )
@@ -343,7 +339,7 @@ def _digest_relation(con: duckdb.DuckDBPyConnection, digest: pa.Table, key: Sequ
 def _rows_of(span: SnapshotRange, snapshot_id: int, wanted: pa.Table) -> Iterator[pa.RecordBatch]:
     """The rows of B whose key is in `wanted`, with `wanted`'s op, batch by batch."""
     key = span.key
-    keys = ", ".join(_q(k) for k in key)
+    keys = ", ".join(q(k) for k in key)
     scan = span.table.scan(snapshot_id=snapshot_id)
     con = cursor()
     try:

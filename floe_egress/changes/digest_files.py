@@ -30,12 +30,12 @@ from pyiceberg.types import DateType, IntegerType, LongType, TimestampType, Time
 
 from floe_egress.changes.capture import invalid_sample
 from floe_egress.changes.diff import classify
-from floe_egress.changes.duck import cursor
+from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.files import planned_tasks
 from floe_egress.changes.keys import conform
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, PlanKind
 from floe_egress.changes.ranges import SnapshotRange
-from floe_egress.changes.reading import NATIVE_FILE, NATIVE_ROW, Compact, RowReader, local_path, q
+from floe_egress.changes.reading import NATIVE_FILE, NATIVE_ROW, Compact, RowReader, local_path
 from floe_egress.errors import SourceError
 
 READ_THREADS = 2

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import duckdb
 import pyarrow as pa
 
+from floe_egress.changes.duck import q
 from floe_egress.errors import DigestDamagedError
 
 MEMORY_BUDGET_MB = 600
@@ -51,10 +52,6 @@ AROUND_ROWS = 100_000
 _HASH = "_floe_hash"
 _GONE = "_floe_gone"
 _UNSURE = "_floe_unsure"
-
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _close(con: duckdb.DuckDBPyConnection, directory: str) -> None:

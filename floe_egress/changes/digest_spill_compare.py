@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 from pyiceberg.table import FileScanTask
 from pyiceberg.table.snapshots import Snapshot
 
-from floe_egress.changes.digest_spill import Spilled, q
+from floe_egress.changes.digest_spill import Spilled
+from floe_egress.changes.duck import q
 from floe_egress.changes.files import planned_tasks
 from floe_egress.changes.full import invalid_profile
 from floe_egress.changes.keys import conform

@@ -21,3 +21,8 @@ def cursor() -> duckdb.DuckDBPyConnection:
         if _database is None:
             _database = duckdb.connect(":memory:")
         return _database.cursor()
+
+
+def q(name: str) -> str:
+    """`name` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'

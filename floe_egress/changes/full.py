@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from floe_egress.changes.duck import cursor
+from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.files import check_readable
 from floe_egress.changes.model import (
     INVALID_SAMPLE,
@@ -27,18 +27,14 @@ from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.source import text_batches
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _key_profile(
     table: Table, snapshot: Snapshot, key: tuple[str, ...]
 ) -> tuple[int, pa.Table, pa.Table]:
     """(total rows, the null keys with their counts, the duplicated keys with their
     counts), keys in order."""
     reader = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=key)
-    keys = ", ".join(_q(k) for k in key)
-    null = " OR ".join(f"{_q(k)} IS NULL" for k in key)
+    keys = ", ".join(q(k) for k in key)
+    null = " OR ".join(f"{q(k)} IS NULL" for k in key)
     con = cursor()
     try:
         con.register("keys", text_batches(reader.to_arrow_batch_reader()))
@@ -80,7 +76,7 @@ def _multi_key_member(
     try:
         con.register("batch", pa.Table.from_batches([batch]).select(list(key)))
         con.register("dupes", dupes)
-        on = " AND ".join(f"b.{_q(k)} = d.{_q(k)}" for k in key)
+        on = " AND ".join(f"b.{q(k)} = d.{q(k)}" for k in key)
         result = con.execute(
             f"SELECT EXISTS (SELECT 1 FROM dupes d WHERE {on}) AS m FROM batch b"
         ).to_arrow_table()

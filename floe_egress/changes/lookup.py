@@ -33,9 +33,8 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import IntegerType, LongType, StringType
 
-from floe_egress.changes.duck import cursor
+from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.keys import keys_table
-from floe_egress.changes.reading import q
 from floe_egress.changes.source import arrow_schema, schema_of, text_batches
 
 IN_LIMIT = 200

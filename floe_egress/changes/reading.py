@@ -37,7 +37,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.types import UUIDType
 
-from floe_egress.changes.duck import cursor
+from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.source import arrow_schema, uuid_as_text, uuids_as_text
 
 _FIELD_ID = b"PARQUET:field_id"
@@ -54,10 +54,6 @@ _DUCKDB_NAMES = frozenset(
 """Column names the DuckDB reads add or use: a table with one is read by Arrow."""
 _CHUNK_ROWS = 16_384
 """DuckDB scans an Arrow table one chunk per thread: smaller chunks use both cores."""
-
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _plain(t: pa.DataType) -> pa.DataType:

@@ -17,6 +17,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.types import PrimitiveType
 
+from floe_egress.changes.duck import q
 from floe_egress.errors import InvalidSourceError, SourceError
 
 
@@ -212,10 +213,6 @@ def text_batches(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, (uuids_as_text(b) for b in reader))
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def key_counts(
     con: duckdb.DuckDBPyConnection,
     table: Table,
@@ -226,14 +223,14 @@ def key_counts(
     """Temp table `counts` on `con`: per key of the snapshot, how many rows hold it
     (`n`), the hash of one of them over `columns` (`h`) and whether it is null
     (`is_null`)."""
-    keys = ", ".join(_quoted(k) for k in key)
-    null = " OR ".join(f"{_quoted(k)} IS NULL" for k in key)
+    keys = ", ".join(q(k) for k in key)
+    null = " OR ".join(f"{q(k)} IS NULL" for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))
     scan = table.scan(snapshot_id=snapshot_id, selected_fields=read)
     con.register("rows", text_batches(scan.to_arrow_batch_reader()))
     con.execute(
         f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, min(h) AS h, "
         f"({null}) AS is_null FROM (SELECT {keys}, "
-        f"hash({', '.join(_quoted(c) for c in columns)}) AS h FROM rows) GROUP BY ALL"
+        f"hash({', '.join(q(c) for c in columns)}) AS h FROM rows) GROUP BY ALL"
     )
     con.unregister("rows")

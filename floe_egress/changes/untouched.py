@@ -32,9 +32,9 @@ from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.types import IntegerType, LongType, NestedField, StringType
 
 from floe_egress.changes.diff import ROWS
-from floe_egress.changes.duck import cursor
+from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.lookup import prune_filter
-from floe_egress.changes.reading import RowReader, q
+from floe_egress.changes.reading import RowReader
 
 READ_THREADS = 2
 CACHED_FILES = 200_000

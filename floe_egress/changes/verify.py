@@ -29,7 +29,7 @@ import pyarrow as pa
 from pyiceberg.table import Table
 
 from floe_egress.changes.digest import HASH, UNSURE, row_hashes
-from floe_egress.changes.duck import cursor
+from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.keys import key_jsons
 from floe_egress.changes.source import key_counts
 from floe_egress.config.models import SyncMode
@@ -73,10 +73,6 @@ WHY_NOT_COUNTED: dict[tuple[SyncMode, Category], str] = {
 }
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 @dataclass(frozen=True, slots=True)
 class Expected:
     """What a destination should hold: the valid keys of a snapshot with their hashes."""
@@ -95,7 +91,7 @@ def expected(
     table: Table, snapshot_id: int, key: Sequence[str], columns: Sequence[str]
 ) -> Expected:
     """The snapshot's rows as key and hash over `columns` (the digest's own hash)."""
-    keys = ", ".join(_q(k) for k in key)
+    keys = ", ".join(q(k) for k in key)
     con = cursor()
     try:
         key_counts(con, table, snapshot_id, key, columns)
@@ -114,7 +110,7 @@ def only_keys(expected: Expected, keys: pa.Table, key: Sequence[str]) -> Expecte
     """`expected` narrowed to the keys `keys` holds (update mode: the keys it sent)."""
     if not keys.num_rows:
         return Expected(expected.entries.slice(0, 0), expected.invalid)
-    names = ", ".join(_q(k) for k in key)
+    names = ", ".join(q(k) for k in key)
     con = cursor()
     try:
         con.register("e", expected.entries)
@@ -167,7 +163,7 @@ class Differences:
 
 def differences(expected: Expected, actual: pa.Table, key: Sequence[str]) -> Differences:
     """`actual` (key columns, `HASH`, maybe `UNSURE`) against `expected`."""
-    keys = ", ".join(_q(k) for k in key)
+    keys = ", ".join(q(k) for k in key)
     con = cursor()
     try:
         con.register("expected_rows", expected.entries)
@@ -182,7 +178,7 @@ def differences(expected: Expected, actual: pa.Table, key: Sequence[str]) -> Dif
             f"ANTI JOIN invalid {on} ORDER BY {keys}"
         ).to_arrow_table()
         differing = con.execute(
-            f"SELECT {', '.join(f'e.{_q(k)}' for k in key)} FROM expected_rows e "
+            f"SELECT {', '.join(f'e.{q(k)}' for k in key)} FROM expected_rows e "
             f"JOIN actual a {on} WHERE a.{UNSURE} OR a.{HASH} IS NULL "
             f"OR a.{HASH} <> e.{HASH} ORDER BY {keys}"
         ).to_arrow_table()
@@ -193,7 +189,7 @@ def differences(expected: Expected, actual: pa.Table, key: Sequence[str]) -> Dif
 
 def _actual(con: duckdb.DuckDBPyConnection, actual: pa.Table, key: Sequence[str]) -> None:
     """`actual` as a view of one row per key: a key held twice has no hash and is unsure."""
-    keys = ", ".join(_q(k) for k in key)
+    keys = ", ".join(q(k) for k in key)
     if not actual.num_rows:
         con.execute(
             f"CREATE TEMP TABLE actual AS SELECT {keys}, NULL::UBIGINT AS {HASH}, "

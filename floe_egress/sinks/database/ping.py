@@ -10,7 +10,9 @@ classified by failures.py like dlt's.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 CONNECT_TIMEOUT = 15
@@ -47,19 +49,19 @@ def sqlalchemy_url(url: str) -> None:
 
 
 def sqlite(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path))
-    try:
-        conn.execute("SELECT 1")
-    finally:
-        conn.close()
+    _file_database(sqlite3.connect, path)
 
 
 def duckdb(path: Path) -> None:
     import duckdb as driver
 
+    _file_database(driver.connect, path)
+
+
+def _file_database(connect: Callable[[str], Any], path: Path) -> None:
+    """`SELECT 1` in the database file at `path` (created, as the sink would)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = driver.connect(str(path))
+    conn = connect(str(path))
     try:
         conn.execute("SELECT 1")
     finally:

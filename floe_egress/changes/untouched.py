@@ -15,6 +15,7 @@ manifests are planned by pyiceberg instead (it matches positional deletes to fil
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.conversions import from_bytes
@@ -160,8 +162,8 @@ class UntouchedKeys:
                 row_filter=prune_filter(self.key, keys, self.schema),
             )
             return [t for t in scan.plan_files() if _identity(t) not in self._changed]
-        ranges = [
-            _range(keys.column(k)) if isinstance(f.field_type, _PRUNABLE) else None
+        values = [
+            _Values.of(keys.column(k)) if isinstance(f.field_type, _PRUNABLE) else None
             for k, f in zip(self.key, self._fields, strict=True)
         ]
         changed = {path for path, _ in self._changed}
@@ -174,7 +176,7 @@ class UntouchedKeys:
             listed = list(pool.map(bounds, manifests))
         for manifest, files in zip(manifests, listed, strict=True):
             for f in files:
-                if f.rows and f.path not in changed and _overlaps(f.bounds, ranges):
+                if f.rows and f.path not in changed and _overlaps(f.bounds, values):
                     wanted.setdefault(manifest.manifest_path, []).append(f.path)
         tasks = []
         for manifest in manifests:
@@ -192,18 +194,40 @@ def _identity(task: FileScanTask) -> tuple[str, frozenset[str]]:
     return task.file.file_path, frozenset(d.file_path for d in task.delete_files)
 
 
-def _range(column: pa.ChunkedArray) -> tuple[Any, Any] | None:
-    if column.null_count == len(column):
-        return None
-    bounds = pc.min_max(column).as_py()
-    return bounds["min"], bounds["max"]
+@dataclass(frozen=True, slots=True)
+class _Values:
+    """The distinct values of one key column, sorted: does one fall within a file's
+    bounds? Asked per value, not of the keys' overall range: the keys a commit changed
+    in three places of the table span nearly all of it, though no file between them
+    holds one."""
+
+    sorted_values: Any
+    """A numpy array (integers) or a list (strings), ascending."""
+
+    @classmethod
+    def of(cls, column: pa.ChunkedArray) -> _Values | None:
+        present = pc.unique(column.drop_null())
+        if not len(present):
+            return None
+        if pa.types.is_integer(present.type):
+            return cls(np.sort(present.to_numpy(zero_copy_only=False)))
+        return cls(sorted(present.to_pylist()))
+
+    def any_within(self, lower: Any, upper: Any) -> bool:
+        if isinstance(self.sorted_values, np.ndarray):
+            first = int(np.searchsorted(self.sorted_values, lower, side="left"))
+        else:
+            first = bisect.bisect_left(self.sorted_values, lower)
+        return first < len(self.sorted_values) and self.sorted_values[first] <= upper
 
 
-def _overlaps(bounds: Bounds, ranges: Sequence[tuple[Any, Any] | None]) -> bool:
-    for file_range, wanted in zip(bounds, ranges, strict=True):
+def _overlaps(bounds: Bounds, values: Sequence[_Values | None]) -> bool:
+    """Could the file hold one of the keys? Not if some key column has no value within
+    the file's bounds of that column."""
+    for file_range, wanted in zip(bounds, values, strict=True):
         if file_range is None or wanted is None:
             continue
-        if file_range[1] < wanted[0] or file_range[0] > wanted[1]:
+        if not wanted.any_within(*file_range):
             return False
     return True
 

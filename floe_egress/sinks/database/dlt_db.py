@@ -46,7 +46,10 @@ class RunStats:
     disposition: str
     rows: int
     seconds: dict[str, float]
-    """extract / normalize / load step durations from dlt's trace."""
+    """Step durations: extract / normalize / load of a dlt run; csv / copy / merge of a
+    direct one."""
+    direct: bool = False
+    """Written by pgdirect.py, without dlt."""
 
 
 class DltDb:
@@ -60,6 +63,9 @@ class DltDb:
         self.pipeline_name = f"floe_egress_{destination}"
         self._lock = asyncio.Lock()
         self._pipeline: Any = None
+        direct = target.direct() if target.direct is not None else None
+        self.direct = direct if direct is not None and direct.usable else None
+        """PostgreSQL: table checks and steady-state writes without dlt (pgdirect.py)."""
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on a worker thread, alone: no other call of this pipeline overlaps."""
@@ -100,6 +106,8 @@ class DltDb:
     # Everything below runs on the worker thread, inside `call`.
 
     def table_state(self) -> TableState:
+        if self.direct is not None:
+            return self.direct.table_state()
         from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
         try:
@@ -137,6 +145,8 @@ class DltDb:
 
     def existing(self, keys: Any) -> Any:
         """A boolean Arrow array: which rows of the key table `keys` the table holds."""
+        if self.direct is not None:
+            return self.direct.existing(keys)
         from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
         with self.pipeline.sql_client() as client:
@@ -147,6 +157,9 @@ class DltDb:
         """A unique index on `columns` unless one of that name exists; False if refused."""
         name = f"{self.target.table}__floe_key"[:63]
         try:
+            if self.direct is not None:
+                self.direct.ensure_index(name, columns)
+                return True
             with self.pipeline.sql_client() as client:
                 table = client.make_qualified_table_name(self.target.table)
                 cols = ", ".join(client.escape_column_name(c) for c in columns)
@@ -168,7 +181,13 @@ class DltDb:
         return True
 
     def load(self, frame: Frame, disposition: Literal["merge", "append"]) -> RunStats:
-        """One dlt run of `frame` into the table; raises what dlt raised."""
+        """One run of `frame` into the table (dlt's, or pgdirect's when it takes the
+        batch); raises what the database or dlt raised."""
+        if self.direct is not None and self.direct.takes(frame, disposition):
+            if self._pending_on_disk():
+                self.abort_pending()  # never loaded later, over the rows written here
+            took = self.direct.load(frame, disposition)
+            return RunStats(disposition, frame.table.num_rows, took, direct=True)
         pipeline = self.pipeline
         self.abort_pending()
         write_disposition: Any = (
@@ -212,13 +231,26 @@ class DltDb:
             for path in imported:
                 path.unlink(missing_ok=True)
             self.prune()
+            if self.direct is not None:
+                self.direct.forget()  # dlt may have added columns
         return RunStats(disposition, frame.table.num_rows, seconds)
+
+    def _pending_on_disk(self) -> bool:
+        """Does a load package wait (extracted or normalized)? Without importing dlt."""
+        working = self.pipelines_dir / self.pipeline_name
+        waiting = (working / "normalize" / "extracted", working / "load" / "normalized")
+        return any(d.is_dir() and any(d.iterdir()) for d in waiting)
 
     def abort_pending(self) -> list[str]:
         return abort_pending(self.pipeline, self.destination)
 
     def prune(self) -> int:
         return 0 if self._pipeline is None else prune_completed(self._pipeline)
+
+    def close(self) -> None:
+        self.prune()
+        if self.direct is not None:
+            self.direct.close()
 
 
 __all__ = ["DltDb", "RunStats", "TableState"]

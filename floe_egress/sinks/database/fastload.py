@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from floe_egress.sinks.database.frames import Frame
 
-_OPTIONS = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+CSV_OPTIONS = pacsv.WriteOptions(include_header=True, quoting_style="needed")
 MIN_ROWS_PER_FILE = 25_000
 MAX_FILES = 8
 
@@ -44,7 +44,7 @@ def csv_import(frame: Frame, directory: Path) -> tuple[list[Any], list[Path]]:
     paths = [directory / f"{uuid.uuid4().hex}.csv" for _ in slices]
 
     def write(index: int) -> None:
-        pacsv.write_csv(slices[index], str(paths[index]), write_options=_OPTIONS)
+        pacsv.write_csv(slices[index], str(paths[index]), write_options=CSV_OPTIONS)
 
     if len(slices) == 1:
         write(0)
@@ -59,4 +59,4 @@ def csv_import(frame: Frame, directory: Path) -> tuple[list[Any], list[Path]]:
     return items, paths
 
 
-__all__ = ["csv_import"]
+__all__ = ["CSV_OPTIONS", "csv_import"]

@@ -19,15 +19,20 @@ CONNECT_TIMEOUT = 15
 """Seconds to wait for a server that does not answer (dlt's default for PostgreSQL)."""
 
 
-def postgres(url: str) -> None:
-    """`url` as libpq takes it (postgresql://...); psycopg2, as dlt's postgres destination."""
+def connect_postgres(url: str) -> Any:
+    """A psycopg2 connection to `url` (postgresql://..., as libpq takes it), with dlt's
+    connect timeout unless the URL sets one."""
     import psycopg2
 
     query = dict(parse_qsl(urlsplit(url).query))
     if "connect_timeout" in query:
-        conn = psycopg2.connect(url)
-    else:
-        conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
+        return psycopg2.connect(url)
+    return psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
+
+
+def postgres(url: str) -> None:
+    """`SELECT 1` through psycopg2, as dlt's postgres destination connects."""
+    conn = connect_postgres(url)
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -68,4 +73,4 @@ def _file_database(connect: Callable[[str], Any], path: Path) -> None:
         conn.close()
 
 
-__all__ = ["CONNECT_TIMEOUT", "duckdb", "postgres", "sqlalchemy_url", "sqlite"]
+__all__ = ["CONNECT_TIMEOUT", "connect_postgres", "duckdb", "postgres", "sqlalchemy_url", "sqlite"]

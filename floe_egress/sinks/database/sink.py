@@ -93,7 +93,7 @@ class DatabaseSink:
         return await self.db.call(lambda: self._write(mapped, context))
 
     async def close(self) -> None:
-        await self.db.call(self.db.prune)
+        await self.db.call(self.db.close)
 
     @property
     def location(self) -> str:
@@ -244,6 +244,7 @@ class DatabaseSink:
             destination=self.name,
             disposition=stats.disposition,
             rows=stats.rows,
+            direct=stats.direct,
             **{f"{step}_seconds": round(s, 3) for step, s in stats.seconds.items()},
         )
 

@@ -19,6 +19,7 @@ from floe_egress.sinks.database.models import (
     SqliteConfig,
     url_password,
 )
+from floe_egress.sinks.database.pgdirect import PgDirect
 from floe_egress.sinks.values import Rule
 
 MergeStrategy = Literal["upsert", "delete-insert"]
@@ -52,6 +53,8 @@ class Target:
     """Connects and runs one query through the driver, without dlt (ping.py)."""
     refuses: tuple[Rule, ...] = ()
     """Values the database cannot store: their rows fail before the batch is sent."""
+    direct: Callable[[], PgDirect] | None = None
+    """Writes without dlt once dlt has made the table (pgdirect.py); PostgreSQL only."""
 
 
 def _postgres(config: PostgresConfig) -> Target:
@@ -80,6 +83,7 @@ def _postgres(config: PostgresConfig) -> Target:
         make_destination=destination,
         ping=lambda: ping.postgres(url),
         refuses=refusals.POSTGRES,
+        direct=lambda: PgDirect(url, config.dataset, config.table),
     )
 
 

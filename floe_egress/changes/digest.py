@@ -35,7 +35,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.digest_files import compare_files
-from floe_egress.changes.digest_fold import fold_sorted
+from floe_egress.changes.digest_fold import fold_disjoint, fold_sorted
 from floe_egress.changes.digest_spill import (
     FALLBACK_SPILL_ROWS,
     SPILL_ROWS,
@@ -49,7 +49,7 @@ from floe_egress.changes.full import invalid_profile
 from floe_egress.changes.keys import conform
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, PlanKind
 from floe_egress.changes.ranges import SnapshotRange
-from floe_egress.changes.source import key_counts, text_batches
+from floe_egress.changes.source import key_counts, streamed
 
 HASH = "_floe_hash"
 GONE = "_floe_gone"
@@ -148,9 +148,13 @@ def effective(segments: Sequence[tuple[bool, pa.Table]], key: Sequence[str]) -> 
     """One row per key the destination may hold, from `(reserved, entries)` segments in
     the order they were written: the key, `HASH` (null: unknown) and `UNSURE`, in key
     order."""
-    folded = fold_sorted(
-        segments, key, _fold, hash_column=HASH, gone_column=GONE, unsure_column=UNSURE
-    )
+    columns = {"hash_column": HASH, "gone_column": GONE, "unsure_column": UNSURE}
+    sizes = [t.num_rows for _, t in segments]
+    if sizes and max(sizes) * 2 < sum(sizes):  # no segment that most keys are in
+        disjoint = fold_disjoint(segments, key, **columns)
+        if disjoint is not None:
+            return disjoint
+    folded = fold_sorted(segments, key, _fold, **columns)
     return folded if folded is not None else _fold(segments, key)
 
 
@@ -313,7 +317,7 @@ def snapshot_entries(
     scan = table.scan(snapshot_id=snapshot_id, selected_fields=read)
     con = cursor()
     try:
-        con.register("rows", text_batches(scan.to_arrow_batch_reader()))
+        con.register("rows", streamed(scan))
         return con.execute(
             f"SELECT {keys}, hash({', '.join(q(c) for c in columns)}) AS {HASH}, "
             f"false AS {GONE} FROM rows"
@@ -344,7 +348,7 @@ def _rows_of(span: SnapshotRange, snapshot_id: int, wanted: pa.Table) -> Iterato
     con = cursor()
     try:
         con.register("wanted", wanted)
-        for batch in text_batches(scan.to_arrow_batch_reader()):
+        for batch in streamed(scan):
             if not batch.num_rows:
                 continue
             rows = pa.Table.from_batches([batch])

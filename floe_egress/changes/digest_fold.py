@@ -6,6 +6,9 @@ entries of the keys the other segments name are folded (by `changes.digest.effec
 own fold), and the two parts are merged in key order. It applies when the key is one
 integer-like column and the largest segment is held, without nulls and strictly
 increasing; otherwise `fold_sorted` returns None and the caller folds everything.
+
+Segments of about equal size that name each key once between them (the batches of a
+full send) are folded by `fold_disjoint` instead: one sort of the keys.
 """
 
 from __future__ import annotations
@@ -76,6 +79,50 @@ def fold_sorted(
     return _merge(rest, keys, keep, small, key[0])
 
 
+def fold_disjoint(
+    segments: Sequence[tuple[bool, pa.Table]],
+    key: Sequence[str],
+    *,
+    hash_column: str,
+    gone_column: str,
+    unsure_column: str,
+) -> pa.Table | None:
+    """The effective digest of held segments that name each key once between them (the
+    batches of one full send: fifty segments of 100,000 keys for 5M rows), by one sort
+    of their keys; None when a segment is reserved, the key is not one integer-like
+    column without nulls, or a key repeats."""
+    parts = [t for _, t in segments if t.num_rows]
+    if len(key) != 1 or not parts or any(reserved for reserved, _ in segments):
+        return None
+    key_type = parts[0].schema.field(key[0]).type
+    views = []
+    for part in parts:
+        column = part.column(key[0])
+        view = integer_view(column) if column.type == key_type and not column.null_count else None
+        if view is None:
+            return None
+        views.append(view)
+    keys = np.concatenate(views)
+    del views
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    del keys
+    if len(ordered) > 1 and not bool(np.all(ordered[1:] > ordered[:-1])):
+        return None
+    entries = pa.concat_tables([p.select([key[0], hash_column, gone_column]) for p in parts])
+    entries = entries.take(pa.array(order))
+    del order
+    held = pc.invert(pc.fill_null(entries.column(gone_column), True))
+    entries = entries.filter(held)
+    return pa.table(
+        {
+            key[0]: entries.column(key[0]),
+            hash_column: entries.column(hash_column).cast(pa.uint64()),
+            unsure_column: pa.array(np.zeros(entries.num_rows, dtype=bool)),
+        }
+    )
+
+
 def _merge(
     rest: pa.Table, keys: np.ndarray, keep: np.ndarray, small: pa.Table, name: str
 ) -> pa.Table:
@@ -121,4 +168,4 @@ def _nulls(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-__all__ = ["MIN_ROWS", "fold_sorted"]
+__all__ = ["MIN_ROWS", "fold_disjoint", "fold_sorted"]

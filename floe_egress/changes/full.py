@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.table import Table
@@ -16,6 +17,7 @@ from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.files import check_readable
+from floe_egress.changes.integers import integer_view
 from floe_egress.changes.model import (
     INVALID_SAMPLE,
     OP_COLUMN,
@@ -24,7 +26,7 @@ from floe_egress.changes.model import (
     InvalidRow,
 )
 from floe_egress.changes.ranges import SnapshotRange
-from floe_egress.changes.source import text_batches
+from floe_egress.changes.source import streamed, text_batches
 
 
 def _key_profile(
@@ -33,11 +35,20 @@ def _key_profile(
     """(total rows, the null keys with their counts, the duplicated keys with their
     counts), keys in order."""
     reader = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=key)
+    batches = text_batches(reader.to_arrow_batch_reader())
+    if len(key) == 1 and integer_view(pa.chunked_array([], batches.schema.types[0])) is not None:
+        return _integer_key_profile(batches, key[0])
+    return _duckdb_key_profile(batches, key)
+
+
+def _duckdb_key_profile(
+    batches: pa.RecordBatchReader, key: tuple[str, ...]
+) -> tuple[int, pa.Table, pa.Table]:
     keys = ", ".join(q(k) for k in key)
     null = " OR ".join(f"{q(k)} IS NULL" for k in key)
     con = cursor()
     try:
-        con.register("keys", text_batches(reader.to_arrow_batch_reader()))
+        con.register("keys", batches)
         con.execute(
             f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, ({null}) AS is_null "
             f"FROM keys GROUP BY ALL"
@@ -53,6 +64,51 @@ def _key_profile(
     finally:
         con.close()
     return int(row[0]), nulls, dupes
+
+
+def _integer_key_profile(
+    batches: pa.RecordBatchReader, name: str
+) -> tuple[int, pa.Table, pa.Table]:
+    """`_key_profile` of one integer-like key column, by one sort of its values: a
+    fifth of the memory DuckDB's count per key takes (and keeps) for millions of keys."""
+    key_type = batches.schema.field(name).type
+    nulls = 0
+    parts: list[np.ndarray] = []
+    for batch in batches:
+        column = pa.chunked_array([batch.column(name)])
+        nulls += column.null_count
+        view = integer_view(column.drop_null() if column.null_count else column)
+        assert view is not None
+        parts.append(view)
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    del parts
+    values.sort()
+    repeated = values[1:] == values[:-1]
+    if repeated.any():
+        held = np.zeros(len(values), dtype=bool)
+        held[1:] |= repeated
+        held[:-1] |= repeated
+        dupes, counts = np.unique(values[held], return_counts=True)
+    else:
+        dupes, counts = values[:0], np.zeros(0, dtype=np.int64)
+    n_type = pa.int64()
+    null_rows = pa.table(
+        {
+            name: pa.nulls(1 if nulls else 0, key_type),
+            "n": pa.array([nulls] if nulls else [], n_type),
+        }
+    )
+    dupe_rows = pa.table({name: _as_key(dupes, key_type), "n": pa.array(counts, n_type)})
+    return len(values) + nulls, null_rows, dupe_rows
+
+
+def _as_key(values: np.ndarray, key_type: pa.DataType) -> pa.Array:
+    """int64 values (integer_view's) back as the key column's type."""
+    array = pa.array(values, pa.int64())
+    if pa.types.is_integer(key_type):
+        return array.cast(key_type)
+    width = pa.int32() if key_type.bit_width == 32 else pa.int64()
+    return array.cast(width).view(key_type)
 
 
 def _valid_rows(batch: pa.RecordBatch, key: tuple[str, ...], dupes: pa.Table) -> pa.RecordBatch:
@@ -100,7 +156,7 @@ def full_change_set(span: SnapshotRange, *, reason: str) -> ChangeSet:
 
     def batches() -> Iterator[pa.RecordBatch]:
         scan = table.scan(snapshot_id=snapshot_id)
-        for batch in text_batches(scan.to_arrow_batch_reader()):
+        for batch in streamed(scan):
             valid = _valid_rows(batch, key, dupes)
             if not valid.num_rows:
                 continue

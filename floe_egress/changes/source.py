@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import duckdb
@@ -203,6 +203,29 @@ def resolve_key(table: Table, schema: Schema, configured: Sequence[str] | None) 
     return key
 
 
+def streamed(scan: Any) -> pa.RecordBatchReader:
+    """`scan.to_arrow_batch_reader()`, one data file at a time, UUIDs as text.
+
+    pyiceberg 0.12 reads every file of a scan at once (`executor.map`) and keeps what it
+    read until the reader gets to it: a full read of 5M rows held all of them (1.5 GB).
+    Here a file is read when the one before it has been consumed."""
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    if scan.limit is not None:
+        return text_batches(scan.to_arrow_batch_reader())
+    projected = scan.projection()
+    target = schema_to_pyarrow(projected)
+    reader = ArrowScan(
+        scan.table_metadata, scan.io, projected, scan.row_filter, scan.case_sensitive
+    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for task in scan.plan_files():
+            yield from reader.to_record_batches([task])
+
+    return text_batches(pa.RecordBatchReader.from_batches(target, batches()).cast(target))
+
+
 def text_batches(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     """`reader` with UUIDs as text (see `uuids_as_text`)."""
     if not any(has_uuid(t) for t in reader.schema.types):
@@ -227,7 +250,7 @@ def key_counts(
     null = " OR ".join(f"{q(k)} IS NULL" for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))
     scan = table.scan(snapshot_id=snapshot_id, selected_fields=read)
-    con.register("rows", text_batches(scan.to_arrow_batch_reader()))
+    con.register("rows", streamed(scan))
     con.execute(
         f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, min(h) AS h, "
         f"({null}) AS is_null FROM (SELECT {keys}, "

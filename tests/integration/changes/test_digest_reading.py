@@ -34,7 +34,7 @@ from pyiceberg.types import (
 
 from floe_egress.changes import OP_COLUMN, capture
 from floe_egress.changes import digest as digests
-from floe_egress.changes.digest_fold import MIN_ROWS, fold_sorted
+from floe_egress.changes.digest_fold import MIN_ROWS, fold_disjoint, fold_sorted
 from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.source import uuids_as_text
 from tests.fixtures.tables import change_rows
@@ -109,6 +109,48 @@ def test_a_large_segment_in_key_order_folds_as_the_general_fold_does(
     assert [k for k in (0, 2, 3, 4, 21, 22, 24, 27, 10**9) if k in held] == [0, 2, 3, 24, 27, 10**9]
     assert [k for k, unsure in held.items() if unsure] == [2, 26, 27]
     assert ids == sorted(held), "in key order"
+
+
+@pytest.mark.parametrize("key_type", [pa.int64(), pa.int32(), pa.timestamp("us")], ids=str)
+def test_the_batches_of_a_full_send_fold_by_one_sort_as_the_general_fold_does(
+    key_type: pa.DataType,
+) -> None:
+    rng = np.random.default_rng(7)
+    ids = rng.permutation(40_000)
+    parts = [
+        (False, entries(ids[i : i + 4_000], name=f"b{i}", key_type=key_type))
+        for i in range(0, len(ids), 4_000)
+    ]
+    gone = digests.gone_entries(rows([40_001, 40_002], key_type=key_type), KEY)
+    parts.append((False, gone))
+    general = digests._fold(parts, KEY)
+
+    disjoint = fold_disjoint(
+        parts,
+        KEY,
+        hash_column=digests.HASH,
+        gone_column=digests.GONE,
+        unsure_column=digests.UNSURE,
+    )
+
+    assert disjoint is not None
+    assert disjoint.to_pydict() == general.to_pydict()
+    assert disjoint.num_rows == 40_000 and disjoint.schema.field("id").type == key_type
+    assert digests.effective(parts, KEY).to_pydict() == general.to_pydict()
+    # a key named twice, or a reservation: the general fold decides
+    again = (False, entries([5], name="again", key_type=key_type))
+    for extra in (again, (True, entries([40_003], key_type=key_type))):
+        assert (
+            fold_disjoint(
+                [*parts, extra],
+                KEY,
+                hash_column=digests.HASH,
+                gone_column=digests.GONE,
+                unsure_column=digests.UNSURE,
+            )
+            is None
+        )
+        assert digests.effective([*parts, extra], KEY).num_rows >= 40_000
 
 
 def test_files_read_by_duckdb_hash_as_the_rows_sent_whatever_the_types(

@@ -196,8 +196,11 @@ def initial(
 # --- 2. one-shot sync after a change --------------------------------------------------------
 
 
-def change(table_dir: Path, n: int, round_: int) -> tuple[int, int, dict[str, Any]]:
-    """Commit K clustered updates, K deletes and K appends as one transaction.
+def change(
+    table_dir: Path, n: int, round_: int, updates_only: bool = False
+) -> tuple[int, int, dict[str, Any]]:
+    """Commit K clustered updates, K deletes and K appends (or only the updates) as one
+    transaction.
 
     Returns (snapshot before, snapshot after, what PostgreSQL must then show)."""
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
@@ -215,28 +218,33 @@ def change(table_dir: Path, n: int, round_: int) -> tuple[int, int, dict[str, An
                 GreaterThanOrEqual("id", int(updated[0])), LessThan("id", int(updated[-1]) + 1)
             ),
         )
-        tx.delete(
-            And(GreaterThanOrEqual("id", int(deleted[0])), LessThan("id", int(deleted[-1]) + 1))
-        )
-        tx.append(_rows(appended))
+        if not updates_only:
+            tx.delete(
+                And(
+                    GreaterThanOrEqual("id", int(deleted[0])),
+                    LessThan("id", int(deleted[-1]) + 1),
+                )
+            )
+            tx.append(_rows(appended))
     after = _catalog(table_dir).load_table("gold.facts").current_snapshot().snapshot_id
-    expect = {
+    expect: dict[str, Any] = {
         "updated_id": int(updated[-1]),
         "updated_visits": int(new_rows.column("visits")[K - 1].as_py()),
-        "deleted_id": int(deleted[-1]),
-        "appended_id": int(appended[-1]),
     }
+    if not updates_only:
+        expect.update(deleted_id=int(deleted[-1]), appended_id=int(appended[-1]))
     return before, after, expect
 
 
-VISIBLE = """SELECT
-  (SELECT visits FROM e2e.facts WHERE id = %(updated_id)s) = %(updated_visits)s
-  AND NOT EXISTS (SELECT 1 FROM e2e.facts WHERE id = %(deleted_id)s)
-  AND EXISTS (SELECT 1 FROM e2e.facts WHERE id = %(appended_id)s)"""
-
-
 def visible(cur: Any, expect: dict[str, Any]) -> bool:
-    cur.execute(VISIBLE, expect)
+    """Is the last row of each kind of change in PostgreSQL?"""
+    checks = ["(SELECT visits FROM e2e.facts WHERE id = %(updated_id)s) = %(updated_visits)s"]
+    if "deleted_id" in expect:
+        checks += [
+            "NOT EXISTS (SELECT 1 FROM e2e.facts WHERE id = %(deleted_id)s)",
+            "EXISTS (SELECT 1 FROM e2e.facts WHERE id = %(appended_id)s)",
+        ]
+    cur.execute("SELECT " + " AND ".join(checks), expect)
     row = cur.fetchone()
     return bool(row and row[0])
 

@@ -2,12 +2,14 @@
 
 warm: the table is first loaded with `floe-egress sync` (not measured), then a daemon
 (`floe-egress run`) follows it, a mirror destination into PostgreSQL. Each commit is
-bench/e2e.py's change (K clustered updates, K deletes, K appends, one transaction),
-spaced by 1.5 to 2.5 s. For each: the daemon's own cycle duration (`duration_seconds`
-of its `cycle_finished` event), and the time from the commit's return until all three
-kinds of change are visible in PostgreSQL (a separate connection polls every 5 ms).
-Two legs: "nudge" (an hourly schedule, `POST /v1/destinations/{name}/sync` right after
-the commit) and "schedule" (the default schedule, every second).
+bench/e2e.py's change (K clustered updates, K deletes, K appends, one transaction; or
+the K updates alone: the "updates" leg), spaced by 1.5 to 2.5 s. For each: the
+daemon's own cycle duration (`duration_seconds` of its `cycle_finished` event), and the
+time from the commit's return until every kind of change it made is visible in
+PostgreSQL (a separate connection polls every 5 ms).
+Legs: "nudge" (an hourly schedule, `POST /v1/destinations/{name}/sync` right after the
+commit), "schedule" (the default schedule, every second) and "updates" (nudged, the
+updates alone).
 
 rest: bench/latency.py's two paths (10 new rows a commit to a local REST API).
 """
@@ -54,10 +56,11 @@ def wait_visible(url: str, expect: dict[str, Any], within: float = 60.0) -> floa
 async def warm_leg(
     leg: str, table_dir: Path, tmp: Path, n: int, commits: int, first_round: int
 ) -> dict[str, Any]:
+    updates_only = leg == "updates"
     with pg_database(f"floe_e2e_warm_{leg}_{os.getpid()}") as url:
         state = tmp / f"warm-{leg}"
         port = free_port()
-        schedule = {"interval_seconds": 3600} if leg == "nudge" else None
+        schedule = None if leg == "schedule" else {"interval_seconds": 3600}
         server = {"host": "127.0.0.1", "port": port, "shutdown_grace_seconds": 5}
         config = write_config(table_dir, state, url, "mirror", schedule, server=server)
         cli_sync(config, state / "work")  # the initial load, not measured
@@ -68,9 +71,11 @@ async def warm_leg(
             await daemon.wait_ready(120)
             await daemon.wait_event("cycle_finished", 120)  # in step: a noop cycle
             for i in range(commits):
-                _, _, expect = await asyncio.to_thread(change, table_dir, n, first_round + i)
+                _, _, expect = await asyncio.to_thread(
+                    change, table_dir, n, first_round + i, updates_only
+                )
                 committed = time.time()
-                if leg == "nudge":
+                if leg != "schedule":
                     status, body = await daemon.nudge(DEST)
                     if status != 202:
                         raise RuntimeError(f"nudge answered {status}: {body}")
@@ -91,8 +96,9 @@ async def warm_leg(
             for e in daemon.events("cycle_finished")
             if e["status"] == "ok"
         ]
-        if sent != [(K, K, K)] * commits:
-            raise RuntimeError(f"warm {leg}: cycles sent {sent}, expected one ({K}, {K}, {K}) each")
+        each = (0, K, 0) if updates_only else (K, K, K)
+        if sent != [each] * commits:
+            raise RuntimeError(f"warm {leg}: cycles sent {sent}, expected one {each} each")
     lat, cyc = percentiles(latencies), percentiles(cycles)
     print(
         f"warm {leg:8}: {commits} commits; cycle p50 {cyc['p50']:.3f} s p90 {cyc['p90']:.3f} s; "
@@ -114,7 +120,7 @@ def warm(
 ) -> list[dict[str, Any]]:
     return [
         asyncio.run(warm_leg(leg, table_dir, tmp, n, commits, first_round + offset))
-        for leg, offset in (("nudge", 0), ("schedule", commits))
+        for leg, offset in (("nudge", 0), ("schedule", commits), ("updates", 2 * commits))
     ]
 
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.changes import DATA_DIR, _catalog  # noqa: E402
 from bench.changes import build as build_table  # noqa: E402
 from bench.digest import DESTINATION, KEY, rewrite, write_digest  # noqa: E402
+from bench.e2e import timed  # noqa: E402
 
 CLI = ROOT / ".venv" / "bin" / "floe-egress"
 
@@ -108,25 +107,13 @@ def sync_once(directory: Path, catalog: str) -> dict[str, Any]:
     shutil.copytree(directory / "state-at-a", directory / "state")
     config = directory / "floe.yaml"
     command = [str(CLI), "--log-level", "WARNING", "sync", "-c", str(config), "-d", DESTINATION]
-    out = subprocess.run(
-        ["/usr/bin/time", "-v", *command, "--json"],
-        capture_output=True,
-        text=True,
-        cwd=directory,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"sync failed ({out.returncode}): {out.stderr[-2000:]}")
-    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", out.stderr)
-    if peak is None or wall is None:
-        raise RuntimeError(f"no measurement from /usr/bin/time: {out.stderr[-2000:]}")
-    seconds = sum(float(p) * 60**i for i, p in enumerate(reversed(wall.group(1).split(":"))))
-    result = json.loads(out.stdout)
+    seconds, peak_mb, stdout = timed([*command, "--json"], cwd=directory)
+    result = json.loads(stdout)
     runs = result if isinstance(result, list) else result.get("results", [result])
     run = runs[0]
     return {
         "wall_s": seconds,
-        "peak_mb": int(peak.group(1)) / 1024,
+        "peak_mb": peak_mb,
         "plan": run.get("plan"),
         "counts": [run.get("inserted"), run.get("updated"), run.get("deleted")],
     }

@@ -115,13 +115,15 @@ def write_config(
     return path
 
 
-def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+def timed(
+    command: list[str], env: dict[str, str] | None = None, cwd: Path = Path("/")
+) -> tuple[float, float, str]:
     """Run a whole process under /usr/bin/time -v: (wall seconds, peak RSS MB, stdout)."""
     out = subprocess.run(
         ["/usr/bin/time", "-v", *command],
         capture_output=True,
         text=True,
-        cwd="/",
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         timeout=1800,
     )

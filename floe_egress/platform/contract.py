@@ -1,162 +1,137 @@
-"""The floe platform's plugin contract for moving data both ways.
+"""The floe platform's plugin contract for moving data both ways, and our checks on it.
 
-`SinkConnector` is an opt-in ABC mixin beside `IngestionPlugin` (floe Epic 4G). The
-names, fields, defaults and construction-time validation of `SinkConfig` and
-`EgressResult` match `floe_core.plugins.sink` (floe-core 0.1.0a1), so a plugin written
-against one works against the other. The platform detects the capability with
-`isinstance(plugin, SinkConnector)`.
+`SinkConnector` is an opt-in ABC mixin beside `IngestionPlugin` (floe Epic 4G); the
+platform detects the capability with `isinstance(plugin, SinkConnector)`. When floe-core
+is installed these names ARE floe-core's classes (`floe_core.plugins.sink`,
+`floe_core.plugins.ingestion`, `floe_core.plugin_metadata`), so isinstance checks and
+results agree across the two packages. Without it they come from `fallback.py`, which
+follows floe-core 0.1.0a1 exactly.
+
+floe-core validates a `SinkConfig` less strictly than floe-egress needs:
+`check_sink_config` runs at the start of `create_sink`, so a config floe-core accepts
+but floe-egress cannot use fails there, at once, with a message naming the field.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_IDENTIFIER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+from floe_egress.errors import ConfigError
+
+if TYPE_CHECKING:
+    from floe_egress.platform.fallback import (
+        EgressResult,
+        HealthState,
+        HealthStatus,
+        IngestionConfig,
+        IngestionPlugin,
+        IngestionResult,
+        PluginMetadata,
+        SinkConfig,
+        SinkConnector,
+    )
+
+    FLOE_CORE: bool
+else:
+    try:
+        from floe_core.plugin_metadata import HealthState, HealthStatus, PluginMetadata
+        from floe_core.plugins.ingestion import IngestionConfig, IngestionPlugin, IngestionResult
+        from floe_core.plugins.sink import EgressResult, SinkConfig, SinkConnector
+
+        FLOE_CORE = True
+        """floe-core is installed: the classes above are its own."""
+    except ImportError:
+        from floe_egress.platform.fallback import (
+            EgressResult,
+            HealthState,
+            HealthStatus,
+            IngestionConfig,
+            IngestionPlugin,
+            IngestionResult,
+            PluginMetadata,
+            SinkConfig,
+            SinkConnector,
+        )
+
+        FLOE_CORE = False
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_BATCH_SIZE = 100_000
 MAX_CONNECTION_KEYS = 50
 
 
-@dataclass
-class SinkConfig:
-    """Configuration of one reverse-ETL destination.
+def check_sink_config(config: Any) -> None:
+    """What floe-egress requires of a `SinkConfig` beyond floe-core's own checks.
 
-    `sink_type` names the destination type (see `list_available_sinks()`);
-    `connection_config` holds its type-specific settings; `field_mapping` maps source
-    columns to destination fields (unmapped columns are not sent); `retry_config` is
-    the retry policy; `batch_size` cuts deliveries into batches (None: one batch).
+    floe-core 0.1.0a1 accepts `batch_size=True` and `batch_size=1.5` (it only compares
+    them with 1 and 100,000) and a mapping target with a trailing newline (its pattern
+    ends in `$`); it fails with a bare TypeError or AttributeError on a non-string
+    `sink_type`, a string `batch_size` or a non-string mapping target. All of them are a
+    ConfigError here, naming the field.
     """
-
-    sink_type: str
-    connection_config: dict[str, Any] = field(default_factory=dict)
-    field_mapping: dict[str, str] | None = None
-    retry_config: dict[str, Any] | None = None
-    batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.sink_type, str) or not self.sink_type.strip():
-            raise ValueError("sink_type must be a non-empty string")
-        if self.batch_size is not None:
-            if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
-                raise ValueError(f"batch_size must be an integer, got {self.batch_size!r}")
-            if self.batch_size < 1:
-                raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-            if self.batch_size > MAX_BATCH_SIZE:
-                raise ValueError(f"batch_size must be <= 100_000, got {self.batch_size}")
-        if len(self.connection_config) > MAX_CONNECTION_KEYS:
-            raise ValueError(
-                f"connection_config has {len(self.connection_config)} keys, "
-                f"max {MAX_CONNECTION_KEYS}"
+    if not isinstance(config, SinkConfig):
+        raise ConfigError(f"create_sink() takes a SinkConfig, got {type(config).__name__}")
+    sink_type = config.sink_type
+    if not isinstance(sink_type, str) or not sink_type.strip():
+        raise ConfigError(f"SinkConfig.sink_type must be a non-empty string, got {sink_type!r}")
+    size = config.batch_size
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ConfigError(f"SinkConfig.batch_size must be a whole number, got {size!r}")
+        if not 1 <= size <= MAX_BATCH_SIZE:
+            raise ConfigError(f"SinkConfig.batch_size must be 1 to 100,000, got {size}")
+    conn = config.connection_config
+    if not isinstance(conn, dict) or not all(isinstance(k, str) for k in conn):
+        raise ConfigError("SinkConfig.connection_config must be a mapping with string keys")
+    if len(conn) > MAX_CONNECTION_KEYS:
+        raise ConfigError(
+            f"SinkConfig.connection_config has {len(conn)} keys, max {MAX_CONNECTION_KEYS}"
+        )
+    _check_numbers(conn, "connection_config")
+    if config.retry_config is not None and not isinstance(config.retry_config, dict):
+        raise ConfigError("SinkConfig.retry_config must be a mapping or None")
+    mapping = config.field_mapping
+    if mapping is None:
+        return
+    if not isinstance(mapping, dict):
+        raise ConfigError("SinkConfig.field_mapping must be a mapping of column to field")
+    for source, dest in mapping.items():
+        if not isinstance(source, str) or not isinstance(dest, str):
+            raise ConfigError(
+                f"SinkConfig.field_mapping {source!r}: {dest!r}: both must be strings"
             )
-        if self.field_mapping is not None:
-            for source, dest in self.field_mapping.items():
-                if not isinstance(dest, str) or not _IDENTIFIER.fullmatch(dest):
-                    raise ValueError(
-                        f"field_mapping destination {dest!r} for source {source!r} must be "
-                        "a valid identifier (letters, digits and underscores, not starting "
-                        "with a digit)"
-                    )
+        if not _IDENTIFIER.fullmatch(dest):
+            raise ConfigError(
+                f"SinkConfig.field_mapping destination {dest!r} for source {source!r} must be "
+                "a valid identifier (letters, digits and underscores, not starting with a "
+                "digit)"
+            )
 
 
-@dataclass
-class EgressResult:
-    """The delivery receipt of one `SinkConnector.write` call.
-
-    `checksum` is `sha256:<hex>` over the delivered payload; `idempotency_key` is
-    deterministic (the same change set gives the same key); `destination_record_ids`
-    are the ids the destination returned, where it returns any.
-    """
-
-    success: bool
-    rows_delivered: int = 0
-    bytes_transmitted: int = 0
-    duration_seconds: float = 0.0
-    checksum: str = ""
-    delivery_timestamp: str = ""
-    idempotency_key: str = ""
-    destination_record_ids: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+def _check_numbers(value: Any, where: str) -> None:
+    """No NaN or infinity anywhere in the connection settings (floe.yaml refuses them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"SinkConfig.{where} holds {value!r}: numbers must be finite")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{where}[{i}]")
 
 
-class SinkConnector(ABC):
-    """Pushes curated Gold-layer data to external destinations.
-
-    An opt-in mixin: it requires nothing else, and plugins that move data both ways
-    implement `IngestionPlugin` and `SinkConnector` together.
-    """
-
-    @abstractmethod
-    def list_available_sinks(self) -> list[str]:
-        """The sink types this connector can write to."""
-
-    @abstractmethod
-    def create_sink(self, config: SinkConfig) -> Any:
-        """Validate `config`, check the destination answers, and return a sink object."""
-
-    @abstractmethod
-    def write(self, sink: Any, data: Any, **kwargs: Any) -> EgressResult:
-        """Deliver `data` (a `pyarrow.Table`) to `sink` and return the receipt."""
-
-    @abstractmethod
-    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
-        """What change capture needs to read the Gold tables of `catalog_config`."""
-
-
-@dataclass
-class IngestionConfig:
-    """Configuration of one ingestion pipeline (same fields as floe-core's)."""
-
-    source_type: str
-    source_config: dict[str, Any] = field(default_factory=dict)
-    destination_table: str = ""
-    write_mode: str = "append"
-    schema_contract: str = "evolve"
-
-
-@dataclass
-class IngestionResult:
-    """Result of one ingestion run (same fields as floe-core's)."""
-
-    success: bool
-    rows_loaded: int = 0
-    bytes_written: int = 0
-    duration_seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-
-class IngestionPlugin(ABC):
-    """Loads data from a source into the lakehouse (floe-core's ingestion contract)."""
-
-    @property
-    @abstractmethod
-    def name(self) -> str:
-        """Plugin name, e.g. `dlt`."""
-
-    @property
-    @abstractmethod
-    def version(self) -> str:
-        """Plugin version (semver)."""
-
-    @property
-    @abstractmethod
-    def floe_api_version(self) -> str:
-        """The floe plugin API version implemented (X.Y)."""
-
-    @property
-    @abstractmethod
-    def is_external(self) -> bool:
-        """True when the tool runs as a separate service, False when in-process."""
-
-    @abstractmethod
-    def create_pipeline(self, config: IngestionConfig) -> Any:
-        """Build a pipeline object from `config`, to be executed by `run`."""
-
-    @abstractmethod
-    def run(self, pipeline: Any, **kwargs: Any) -> IngestionResult:
-        """Execute `pipeline` and report what was loaded."""
-
-    @abstractmethod
-    def get_destination_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
-        """Where ingestion writes: the lakehouse catalog settings, without secrets."""
+__all__ = [
+    "FLOE_CORE",
+    "EgressResult",
+    "HealthState",
+    "HealthStatus",
+    "IngestionConfig",
+    "IngestionPlugin",
+    "IngestionResult",
+    "PluginMetadata",
+    "SinkConfig",
+    "SinkConnector",
+    "check_sink_config",
+]

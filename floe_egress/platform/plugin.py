@@ -1,4 +1,6 @@
-"""`DltIngestionPlugin`: dlt moves data both ways (IngestionPlugin + SinkConnector).
+"""`FloeEgressPlugin`: the floe plugin that moves data both ways (IngestionPlugin +
+SinkConnector), discovered by floe-core through the `floe.ingestion` entry point
+`floe-egress`.
 
 The `SinkConnector` methods are synchronous (the platform's contract). A sink's
 rate limiter, HTTP sessions and dlt runs live on an event loop, so each `SinkHandle`
@@ -27,12 +29,15 @@ from floe_egress.errors import ConfigError, EgressError
 from floe_egress.platform import ingest
 from floe_egress.platform.contract import (
     EgressResult,
+    HealthStatus,
     IngestionConfig,
     IngestionPlugin,
     IngestionResult,
     SinkConfig,
     SinkConnector,
+    check_sink_config,
 )
+from floe_egress.platform.lifecycle import DEFAULT_WORK_DIR, Lifecycle, PluginSettings
 from floe_egress.sinks.base import DeliveryReport, Sink, WriteContext
 from floe_egress.sinks.delivery import Delivery, payload_digest
 from floe_egress.sinks.mapping import filter_for_mode
@@ -86,20 +91,25 @@ class SinkHandle:
         self._loop = None
 
 
-class DltIngestionPlugin(IngestionPlugin, SinkConnector):
-    """The dlt plugin: Iceberg ingestion in, reverse ETL out."""
+class FloeEgressPlugin(IngestionPlugin, SinkConnector):
+    """floe-egress in the floe platform: Iceberg ingestion in (through dlt), reverse ETL
+    out. floe-core's registry builds it without arguments, then `configure()`s it with
+    `PluginSettings`; direct callers may pass the catalog and work directory instead."""
 
     def __init__(
         self, catalog_config: dict[str, Any] | None = None, *, work_dir: Path | None = None
     ) -> None:
+        super().__init__()
         self._catalog_config = dict(catalog_config or {})
-        self._work_dir = work_dir or Path(".floe-egress") / "plugin"
+        self._work_dir = work_dir or DEFAULT_WORK_DIR
+        self._settings = PluginSettings()
+        self._lifecycle = Lifecycle()
 
-    # --- IngestionPlugin --------------------------------------------------------------
+    # --- PluginMetadata ---------------------------------------------------------------
 
     @property
     def name(self) -> str:
-        return "dlt"
+        return "floe-egress"
 
     @property
     def version(self) -> str:
@@ -110,8 +120,82 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
         return "1.0"
 
     @property
+    def description(self) -> str:
+        return (
+            "Reverse ETL for the floe lakehouse: pushes exactly the rows of curated Iceberg "
+            "tables that changed to REST/SaaS APIs and databases; loads Arrow tables and "
+            "dlt sources into Iceberg"
+        )
+
+    @property
+    def dependencies(self) -> list[str]:
+        """Plugins it needs loaded first: none (it opens its catalog itself)."""
+        return []
+
+    @property
+    def tracer_name(self) -> str:
+        return "floe.ingestion.floe_egress"
+
+    def get_config_schema(self) -> type[PluginSettings]:
+        return PluginSettings
+
+    def configure(self, config: Any) -> None:
+        """Apply validated `PluginSettings` (or a mapping of them): the catalog, state,
+        server and work directory the plugin's sinks and ingestion use."""
+        settings = config if isinstance(config, PluginSettings) else None
+        if settings is None and config is not None:
+            dumped = config.model_dump() if hasattr(config, "model_dump") else config
+            settings = PluginSettings.model_validate(dumped)
+        super().configure(settings)
+        if settings is None:
+            return
+        self._settings = settings
+        if settings.catalog is not None:
+            self._catalog_config = {"name": settings.catalog.name, **settings.catalog.properties()}
+        if settings.work_dir is not None:
+            self._work_dir = Path(settings.work_dir).expanduser()
+
+    def startup(self) -> None:
+        """Open the state store (migrated) and the catalog; idempotent."""
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        self._lifecycle.start(self._settings, self._catalog_config)
+
+    def shutdown(self) -> None:
+        self._lifecycle.stop()
+
+    def health_check(self, timeout: float | None = None) -> HealthStatus:
+        """The state store and the catalog answer (within `timeout`, default 5 s)."""
+        return self._lifecycle.health(timeout)
+
+    # --- IngestionPlugin --------------------------------------------------------------
+
+    @property
     def is_external(self) -> bool:
         return False
+
+    def get_composition_requirements(self) -> Any:
+        """What it needs of peer plugins: an Iceberg catalog; floe-core's
+        `PluginRequirements` when floe-core is installed, else None."""
+        try:
+            from floe_core.composition.models import PluginRequirements, RequirementSet
+        except ImportError:
+            return None
+        return PluginRequirements(
+            plugin_type="ingestion",
+            plugin_name=self.name,
+            requirements=RequirementSet(
+                credential_modes=["kubernetes-secret", "environment"],
+                table_formats=["iceberg"],
+            ),
+        )
+
+    def build_deployment_binding(self, *, storage: Any, catalog: Any) -> Any:
+        """Not offered: floe-egress reads its catalog settings from its own plugin
+        config (`PluginSettings.catalog`), not from composed bindings."""
+        raise NotImplementedError(
+            f"{self.name} takes its catalog from its plugin config "
+            "(plugins.ingestion.config.catalog), not from a deployment binding"
+        )
 
     def create_pipeline(self, config: IngestionConfig) -> ingest.IngestionPipeline:
         ingest.validate(config)
@@ -147,7 +231,9 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
     def create_sink(self, config: SinkConfig) -> SinkHandle:
         """Build and check a sink. `connection_config` holds the sink type's settings and
         the destination's `destination` (name), `mode`, `primary_key` and
-        `allow_private_network`, as in floe.yaml."""
+        `allow_private_network`, as in floe.yaml. A config floe-core's own checks let
+        through but floe-egress cannot use fails here first (`check_sink_config`)."""
+        check_sink_config(config)
         sink_type = get_sink_type(config.sink_type)
         if sink_type is None:
             raise ConfigError(
@@ -251,3 +337,7 @@ class DltIngestionPlugin(IngestionPlugin, SinkConnector):
             is_ref = isinstance(v, str) and v.startswith("${")
             out[k] = "***" if secretish and not is_ref else redact(v)
         return out
+
+
+DltIngestionPlugin = FloeEgressPlugin
+"""The plugin's earlier name (it was called `dlt`, like floe's own dlt plugin)."""

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo services lint typecheck test bench clean
+.PHONY: install install-floe demo services lint typecheck test test-floe bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The second test environment: floe-egress beside the real floe-core (extra `floe`).
+FLOE_VENV  := .venv-floe
+FLOE_STAMP := $(FLOE_VENV)/.installed
+
+$(FLOE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(FLOE_VENV)
+	$(FLOE_VENV)/bin/pip install --quiet --upgrade pip
+	$(FLOE_VENV)/bin/pip install --quiet -e '.[floe,dev]'
+	touch $(FLOE_STAMP)
+
+install-floe: $(FLOE_STAMP)
 
 demo: install
 	$(BIN)/floe-egress demo
@@ -28,6 +40,10 @@ typecheck: install
 
 test: install services lint typecheck
 	$(BIN)/pytest -q
+	$(MAKE) test-floe
+
+test-floe: install-floe services
+	$(FLOE_VENV)/bin/pytest -q tests/floe_core
 
 bench: install services
 	$(BIN)/python bench/changes.py
@@ -35,4 +51,4 @@ bench: install services
 	$(BIN)/python bench/latency.py
 
 clean:
-	rm -rf $(VENV) .floe-egress .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOE_VENV) .floe-egress .pytest_cache .mypy_cache .ruff_cache

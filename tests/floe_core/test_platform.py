@@ -1,0 +1,185 @@
+"""floe-egress inside the real floe platform: floe-core's classes, registry and SinkConfig."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pyarrow as pa
+import pytest
+from floe_core.plugin_metadata import HealthState, PluginMetadata
+from floe_core.plugin_registry import PluginRegistry
+from floe_core.plugin_types import PluginType
+from floe_core.plugins import ingestion as core_ingestion
+from floe_core.plugins import sink as core_sink
+
+from floe_egress.errors import ConfigError
+from floe_egress.platform import contract
+from floe_egress.platform.plugin import FloeEgressPlugin, SinkHandle
+from tests.fixtures.fake_apis import FakeRestApi
+
+
+def test_the_contract_classes_are_floe_cores() -> None:
+    assert contract.FLOE_CORE is True
+    assert contract.SinkConnector is core_sink.SinkConnector
+    assert contract.SinkConfig is core_sink.SinkConfig
+    assert contract.EgressResult is core_sink.EgressResult
+    assert contract.IngestionPlugin is core_ingestion.IngestionPlugin
+    assert contract.IngestionConfig is core_ingestion.IngestionConfig
+    assert contract.IngestionResult is core_ingestion.IngestionResult
+    assert contract.PluginMetadata is PluginMetadata
+    plugin = FloeEgressPlugin()
+    assert isinstance(plugin, core_sink.SinkConnector)
+    assert isinstance(plugin, core_ingestion.IngestionPlugin)
+    assert isinstance(plugin, PluginMetadata)
+    requirements = plugin.get_composition_requirements()
+    assert requirements.plugin_name == "floe-egress" and requirements.plugin_type == "ingestion"
+
+
+def plugin_config(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "warehouse").mkdir(exist_ok=True)
+    return {
+        "catalog": {
+            "name": "gold",
+            "type": "sql",
+            "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
+            "warehouse": f"file://{tmp_path / 'warehouse'}",
+        },
+        "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        "work_dir": str(tmp_path / "work"),
+    }
+
+
+def test_floe_cores_registry_discovers_configures_activates_and_checks_it(
+    tmp_path: Path,
+) -> None:
+    registry = PluginRegistry()
+    registry.discover_all()
+    assert "floe-egress" in registry.list_all()[PluginType.INGESTION]
+    plugin = registry.get(PluginType.INGESTION, "floe-egress")
+    assert isinstance(plugin, FloeEgressPlugin)
+    validated = registry.configure(PluginType.INGESTION, "floe-egress", plugin_config(tmp_path))
+    assert validated is not None and plugin.is_configured
+    registry.activate_plugin(PluginType.INGESTION, "floe-egress")
+    health = registry.health_check_all()
+    [status] = [s for key, s in health.items() if key.endswith("floe-egress")]
+    assert status.state is HealthState.HEALTHY, status
+    assert status.details == {"state_store": "ok", "catalog": "ok"}
+    registry.shutdown_all()
+    assert plugin.health_check().state is HealthState.UNHEALTHY
+
+
+def test_floe_cores_registry_refuses_bad_settings_with_our_message(tmp_path: Path) -> None:
+    registry = PluginRegistry()
+    registry.discover_all()
+    bad = {**plugin_config(tmp_path), "state": {"url": "mysql://nowhere/x"}}
+    with pytest.raises(Exception, match="state"):
+        registry.configure(PluginType.INGESTION, "floe-egress", bad)
+
+
+@pytest.mark.parametrize("batch_size", [True, 1.5])
+def test_a_floe_core_sink_config_it_lets_through_fails_at_create_sink(batch_size: Any) -> None:
+    config = core_sink.SinkConfig(sink_type="rest_api", batch_size=batch_size)
+    with pytest.raises(ConfigError, match="batch_size must be a whole number"):
+        FloeEgressPlugin().create_sink(config)
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> Iterator[FloeEgressPlugin]:
+    made = FloeEgressPlugin()
+    made.configure(made.get_config_schema().model_validate(plugin_config(tmp_path)))
+    made.startup()
+    yield made
+    made.shutdown()
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeRestApi]:
+    server = await FakeRestApi(token="Bearer good").start()
+    yield server
+    await server.stop()
+
+
+def changes(rows: list[tuple[int, str, str]]) -> pa.Table:
+    return pa.table(
+        {
+            "customer_id": pa.array([r[0] for r in rows], pa.int64()),
+            "email": [r[1] for r in rows],
+            "_floe_op": [r[2] for r in rows],
+        }
+    )
+
+
+async def test_a_floe_core_sink_config_drives_a_rest_api(
+    plugin: FloeEgressPlugin, api: FakeRestApi
+) -> None:
+    config = core_sink.SinkConfig(
+        sink_type="rest_api",
+        field_mapping={"customer_id": "external_id", "email": "email"},
+        batch_size=2,
+        connection_config={
+            "destination": "crm",
+            "mode": "upsert",
+            "primary_key": ["customer_id"],
+            "allow_private_network": True,
+            "url": api.url + "/v1/contacts",
+            "record_ids_path": "ids",
+            "headers": {"Authorization": "Bearer good"},
+        },
+    )
+    handle: SinkHandle = await asyncio.to_thread(plugin.create_sink, config)
+    try:
+        before = dt.datetime.now(dt.UTC)
+        data = changes([(1, "a@x.io", "insert"), (2, "b@x.io", "insert"), (3, "c@x.io", "update")])
+        result = await asyncio.to_thread(plugin.write, handle, data, to_snapshot=5)
+    finally:
+        await asyncio.to_thread(handle.close)
+    assert type(result) is core_sink.EgressResult
+    assert result.success and result.errors == []
+    assert result.rows_delivered == 3
+    assert sorted(result.destination_record_ids) == ["id-1", "id-2", "id-3"]
+    bodies = [r.body for r in api.log if r.method == "POST"]
+    assert len(bodies) == 2, "batch_size 2: two requests"
+    assert result.bytes_transmitted == sum(len(b) for b in bodies)
+    assert result.checksum.startswith("sha256:") and len(result.checksum) == 71
+    assert result.idempotency_key and result.duration_seconds > 0
+    assert before <= dt.datetime.fromisoformat(result.delivery_timestamp)
+    assert sorted(api.records) == ["1", "2", "3"]
+
+
+def test_a_floe_core_sink_config_drives_postgres(
+    plugin: FloeEgressPlugin, pg_database: str
+) -> None:
+    config = core_sink.SinkConfig(
+        sink_type="postgres",
+        connection_config={
+            "destination": "warehouse",
+            "mode": "mirror",
+            "primary_key": ["customer_id"],
+            "credentials": pg_database,
+            "dataset": "activation",
+            "table": "customers",
+        },
+    )
+    handle = plugin.create_sink(config)
+    try:
+        first = plugin.write(
+            handle, changes([(1, "a@x.io", "insert"), (2, "b@x.io", "insert")]), to_snapshot=1
+        )
+        second = plugin.write(
+            handle, changes([(1, "a2@x.io", "update"), (2, "", "delete")]), to_snapshot=2
+        )
+    finally:
+        handle.close()
+    assert type(second) is core_sink.EgressResult
+    assert (first.success, first.rows_delivered) == (True, 2)
+    assert (second.success, second.rows_delivered) == (True, 2)
+    assert second.bytes_transmitted > 0 and second.checksum.startswith("sha256:")
+    assert second.idempotency_key != first.idempotency_key
+    with psycopg2.connect(pg_database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT customer_id, email FROM activation.customers ORDER BY 1")
+        assert cur.fetchall() == [(1, "a2@x.io")]

@@ -20,7 +20,7 @@ from floe_egress.daemon.cycle import CycleResult, preview_cycle, run_cycle
 from floe_egress.daemon.runtime import Runtime, catalog_properties
 from floe_egress.errors import ConfigError
 from floe_egress.platform.contract import IngestionConfig
-from floe_egress.platform.plugin import DltIngestionPlugin
+from floe_egress.platform.plugin import FloeEgressPlugin
 from floe_egress.spec import load_spec
 
 MARKER = ".floe-egress-demo"
@@ -144,7 +144,7 @@ async def _demo(directory: Path) -> int:
     spec = loaded.spec
     dest = spec.destination(DESTINATION)
     runtime = Runtime(spec)
-    plugin = DltIngestionPlugin(
+    plugin = FloeEgressPlugin(
         {"name": spec.catalog.name, **catalog_properties(spec, runtime.work_dir)}
     )
     try:

@@ -1,4 +1,4 @@
-"""The ingestion half of the dlt plugin: load an Arrow table or a dlt source into Iceberg.
+"""The ingestion half of the floe-egress plugin: load an Arrow table or a dlt source into Iceberg.
 
 Small on purpose: the demo and the tests use it to build Gold tables. Write modes:
 `append`, `replace` (overwrite the table) and `merge` (upsert by the primary key).

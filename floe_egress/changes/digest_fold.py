@@ -109,7 +109,9 @@ def fold_disjoint(
     del keys
     if len(ordered) > 1 and not bool(np.all(ordered[1:] > ordered[:-1])):
         return None
-    entries = pa.concat_tables([p.select([key[0], hash_column, gone_column]) for p in parts])
+    entries = pa.concat_tables(
+        [p.select([key[0], hash_column, gone_column]) for p in parts], promote_options="permissive"
+    )
     entries = entries.take(pa.array(order))
     del order
     held = pc.invert(pc.fill_null(entries.column(gone_column), True))

@@ -186,8 +186,20 @@ class DltDb:
         if self.direct is not None and self.direct.takes(frame, disposition):
             if self._pending_on_disk():
                 self.abort_pending()  # never loaded later, over the rows written here
-            took = self.direct.load(frame, disposition)
-            return RunStats(disposition, frame.table.num_rows, took, direct=True)
+            try:
+                took = self.direct.load(frame, disposition)
+                return RunStats(disposition, frame.table.num_rows, took, direct=True)
+            except Exception as exc:
+                if not self.direct.table_changed(exc):
+                    raise
+                # Changed behind our back since it was looked up (rolled back whole)
+                log.warning(
+                    "direct_write_through_dlt",
+                    destination=self.destination,
+                    reason=str(exc).splitlines()[0][:300],
+                )
+                if self.direct.table_state() == "missing":
+                    self.forget_dropped_table()
         pipeline = self.pipeline
         self.abort_pending()
         write_disposition: Any = (

@@ -74,13 +74,42 @@ def root_message(exc: BaseException) -> str:
     return first_line[:500]
 
 
+def _pg_codes(exc: BaseException) -> list[str]:
+    """The SQLSTATEs of the PostgreSQL errors in `exc`'s chain (psycopg2's `pgcode`)."""
+    codes = [getattr(e, "pgcode", None) for e in chain(exc)]
+    return [str(code) for code in codes if code]
+
+
+def _pg_row_error(exc: BaseException) -> bool:
+    """PostgreSQL said: a value (class 22, data exception) or a constraint (class 23).
+    Decided by SQLSTATE, not by words: the message's DETAIL quotes the row, whose values
+    may hold anything ("the job timed out")."""
+    return any(code[:2] in ("22", "23") for code in _pg_codes(exc))
+
+
+def _pg_operational(exc: BaseException) -> bool:
+    """A psycopg2 OperationalError or InternalError (a lock or statement timeout, a full
+    disk, out of memory, a read-only server): transient to dlt, and so here."""
+    for e in chain(exc):
+        if type(e).__module__.startswith("psycopg2"):
+            import psycopg2
+
+            if isinstance(e, psycopg2.OperationalError | psycopg2.InternalError):
+                return True
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
+    if _pg_row_error(exc):
+        return False
     text = "\n".join(f"{type(e).__name__}: {e}" for e in chain(exc))
     if _TRANSIENT.search(text):
         return True
     if _REFUSED.search(text) or _ROW.search(text):
         return False
     if any(isinstance(e, OSError) for e in chain(exc)):  # the network, a full disk
+        return True
+    if _pg_operational(exc):
         return True
     # dlt's exceptions exist only once dlt is imported: a connection check raises none.
     dlt_exceptions = sys.modules.get("dlt.common.exceptions")
@@ -93,6 +122,8 @@ def is_transient(exc: BaseException) -> bool:
 def is_row_error(exc: BaseException) -> bool:
     """The database refused some values (constraint, range, conversion, a character or
     number it cannot store), not the batch."""
+    if _pg_row_error(exc):
+        return True
     text = "\n".join(str(e) for e in chain(exc))
     return bool(_ROW.search(text)) and not _TRANSIENT.search(text)
 

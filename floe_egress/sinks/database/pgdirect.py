@@ -80,11 +80,15 @@ class PgDirect:
         self._conn: Any = None
         self._columns: frozenset[str] | None = None
         self._unique: dict[tuple[str, ...], bool] = {}
+        self._temp: bool | None = None
 
     def _cursor(self) -> Any:
         if self._conn is None or self._conn.closed:
-            self._conn = connect_postgres(self.url)
-            self._conn.autocommit = True
+            conn = connect_postgres(self.url, keepalives=True)
+            conn.autocommit = True
+            # The CSV is UTF-8 whatever the database's encoding (dlt's COPY says so too)
+            conn.set_client_encoding("UTF8")
+            self._conn = conn
         return self._conn.cursor()
 
     def _read(self, query: Callable[[Any], T]) -> T:
@@ -97,9 +101,10 @@ class PgDirect:
             with self._cursor() as cur:
                 return query(cur)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            dead = self._conn is None or bool(self._conn.closed)
             self._broken()
-            if not kept:
-                raise
+            if not (kept and dead):
+                raise  # a fresh connection failed, or the server answered: not retried
             self.close()
             with self._cursor() as cur:
                 return query(cur)
@@ -116,6 +121,7 @@ class PgDirect:
         """The table may have changed (a dlt run, a failed write): look again next time."""
         self._columns = None
         self._unique.clear()
+        self._temp = None
 
     def _broken(self) -> None:
         """After an error: a connection the server closed is not reused."""
@@ -126,7 +132,11 @@ class PgDirect:
     # --- what the sink asks before a write -------------------------------------------
 
     def table_state(self) -> TableState:
+        """Asked once per write (but a continuation): what was learnt of the table's
+        columns and indexes is looked up again after it, in case the table changed."""
         import psycopg2.errors
+
+        self.forget()
 
         def query(cur: Any) -> TableState:
             try:
@@ -162,22 +172,36 @@ class PgDirect:
         return self._columns
 
     def _has_unique(self, cur: Any, key: tuple[str, ...]) -> bool:
-        """A unique index (or primary key) on exactly the key columns, in any order."""
+        """A unique index (or primary key) `ON CONFLICT (key)` can use: on exactly the
+        key columns (any order, INCLUDE columns aside), not partial, not on expressions,
+        not deferrable, valid and ready."""
         if key not in self._unique:
             cur.execute(
                 """SELECT EXISTS (
                      SELECT 1 FROM pg_index i
-                     WHERE i.indrelid = %s::regclass AND i.indisunique
-                       AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnatts = %s
+                     WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indimmediate
+                       AND i.indisvalid AND i.indisready
+                       AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = %s
                        AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
-                            FROM pg_attribute a
-                            WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[]))
+                            FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                            JOIN pg_attribute a
+                              ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                            WHERE k.n <= i.indnkeyatts)
                            = %s::text[])""",
                 (self.qualified, len(key), sorted(key)),
             )
             row = cur.fetchone()
             self._unique[key] = bool(row and row[0])
         return self._unique[key]
+
+    def _may_stage(self, cur: Any) -> bool:
+        """May this role create the temporary table a merge stages in? (TEMP can be
+        revoked; dlt stages in a schema instead.)"""
+        if self._temp is None:
+            cur.execute("SELECT has_database_privilege(current_database(), 'TEMP')")
+            row = cur.fetchone()
+            self._temp = bool(row and row[0])
+        return self._temp
 
     def takes(self, frame: Frame, disposition: str) -> bool:
         """Can this batch be written here, exactly as dlt would have written it?"""
@@ -192,9 +216,20 @@ class PgDirect:
         def query(cur: Any) -> bool:
             if self._table_columns(cur) != frozenset(names):
                 return False
-            return disposition != "merge" or self._has_unique(cur, frame.primary_key)
+            if disposition != "merge":
+                return True
+            return self._has_unique(cur, frame.primary_key) and self._may_stage(cur)
 
         return self._read(query)
+
+    @staticmethod
+    def table_changed(exc: BaseException) -> bool:
+        """Did a write fail because the table is not what was looked up (dropped, a
+        column or the key index gone)? Then dlt takes the batch instead."""
+        import psycopg2.errors as pg
+
+        changed = (pg.UndefinedTable, pg.UndefinedColumn, pg.InvalidColumnReference)
+        return isinstance(exc, changed)
 
     # --- the write --------------------------------------------------------------------
 
@@ -224,7 +259,10 @@ class PgDirect:
                         cur.execute("ROLLBACK")
                     raise
         except Exception:
-            self._broken()
+            # Nothing of a failed write is kept: not the connection (a failover may
+            # have left it on a read-only server), not what was learnt of the table.
+            self.forget()
+            self.close()
             raise
         return seconds
 

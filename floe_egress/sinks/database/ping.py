@@ -19,15 +19,21 @@ CONNECT_TIMEOUT = 15
 """Seconds to wait for a server that does not answer (dlt's default for PostgreSQL)."""
 
 
-def connect_postgres(url: str) -> Any:
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10}
+"""TCP keepalives for a connection kept between cycles: one a NAT or load balancer
+dropped while idle fails within a minute instead of hanging the next query."""
+
+
+def connect_postgres(url: str, *, keepalives: bool = False) -> Any:
     """A psycopg2 connection to `url` (postgresql://..., as libpq takes it), with dlt's
-    connect timeout unless the URL sets one."""
+    connect timeout (and, if asked, TCP keepalives) unless the URL sets them."""
     import psycopg2
 
     query = dict(parse_qsl(urlsplit(url).query))
-    if "connect_timeout" in query:
-        return psycopg2.connect(url)
-    return psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
+    options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    if keepalives:
+        options.update(KEEPALIVES)
+    return psycopg2.connect(url, **{k: v for k, v in options.items() if k not in query})
 
 
 def postgres(url: str) -> None:

@@ -1,9 +1,12 @@
-"""Secret references: `${env:NAME}` and `${credential:NAME}`, found, checked, resolved, redacted.
+"""Secret references: `${env:NAME}`, `${credential:NAME}` and `${secret:SECRET/KEY}`,
+found, checked, resolved, redacted.
 
 A reference may stand alone or sit inside a longer string (`Bearer ${env:CRM_TOKEN}`).
 `${credential:NAME}` reads the file NAME in systemd's `$CREDENTIALS_DIRECTORY`
-(`LoadCredential=`). Resolved values never appear in messages, reprs or compiled
-artifacts: errors name the reference and where it is, never what it resolves to.
+(`LoadCredential=`). `${secret:SECRET/KEY}` reads a Kubernetes Secret as Kubernetes
+mounts it, a directory of files, one per key: `$FLOE_SECRETS_DIR/SECRET/KEY` (default
+base `/var/run/secrets/floe`). Resolved values never appear in messages, reprs or
+compiled artifacts: errors name the reference and where it is, never what it resolves to.
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ from floe_egress.config.problems import KeyPath, Problem, format_path
 from floe_egress.errors import SecretError
 
 T = TypeVar("T")
-SecretKind = Literal["env", "credential"]
+SecretKind = Literal["env", "credential", "secret"]
+SECRETS_DIR_VARIABLE = "FLOE_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = "/var/run/secrets/floe"
 MASK = "***"
 
 _REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # No leading dot and no slash: a credential name can never leave $CREDENTIALS_DIRECTORY.
 _CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# Kubernetes' own rules: a Secret's name is a DNS subdomain label, a key has no slash.
+_K8S_SECRET = re.compile(r"^[a-z0-9]([a-z0-9-]{0,251}[a-z0-9])?$")
+_K8S_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 # Shorter values would mask unrelated text ("1", "on") all over a redacted message.
 _MIN_MASKED_LENGTH = 4
@@ -57,14 +65,30 @@ def _parse(token: str) -> SecretRef | str:
     kind, sep, name = token.partition(":")
     if not sep:
         return f"{text} is not a secret reference: use ${{env:{token}}} or ${{credential:{token}}}"
-    if kind not in ("env", "credential"):
-        return f"{text} has an unknown source {kind!r}: use ${{env:NAME}} or ${{credential:NAME}}"
+    if kind not in ("env", "credential", "secret"):
+        return (
+            f"{text} has an unknown source {kind!r}: use ${{env:NAME}}, ${{credential:NAME}} "
+            "or ${secret:SECRET/KEY}"
+        )
     if not name:
-        return f"{text} names no {'environment variable' if kind == 'env' else 'credential'}"
+        what = {"env": "environment variable", "credential": "credential", "secret": "Secret"}
+        return f"{text} names no {what[kind]}"
     if kind == "env" and not _ENV_NAME.fullmatch(name):
         return f"{text}: {name!r} is not a valid environment variable name"
     if kind == "credential" and not _CREDENTIAL_NAME.fullmatch(name):
         return f"{text}: {name!r} is not a valid credential name (letters, digits, _ . -)"
+    if kind == "secret":
+        secret, slash, key = name.partition("/")
+        if not slash:
+            return f"{text} names no key: use ${{secret:SECRET/KEY}} (a Kubernetes Secret's key)"
+        if not _K8S_SECRET.fullmatch(secret):
+            return (
+                f"{text}: {secret!r} is not a Kubernetes Secret name (lowercase letters, "
+                "digits and -, starting and ending with a letter or digit)"
+            )
+        if not _K8S_KEY.fullmatch(key) or key in (".", ".."):
+            return f"{text}: {key!r} is not a Secret key (letters, digits, - _ .)"
+        return SecretRef("secret", name)
     return SecretRef("env" if kind == "env" else "credential", name)
 
 
@@ -120,6 +144,8 @@ def _lookup(ref: SecretRef, environ: Mapping[str, str]) -> tuple[str | None, str
         if not value:
             return None, f"environment variable {ref.name} is empty", hint
         return value, "", ""
+    if ref.kind == "secret":
+        return _secret_file(ref, environ)
     directory = environ.get("CREDENTIALS_DIRECTORY")
     hint = f"add LoadCredential={ref.name}:/path/to/secret to the systemd unit"
     if not directory:
@@ -132,6 +158,28 @@ def _lookup(ref: SecretRef, environ: Mapping[str, str]) -> tuple[str | None, str
     except (OSError, UnicodeDecodeError) as exc:
         reason = f"cannot read {ref.name} in $CREDENTIALS_DIRECTORY={directory}"
         return None, f"{reason}: {type(exc).__name__}", hint
+    return text.rstrip("\r\n"), "", ""
+
+
+def _secret_file(ref: SecretRef, environ: Mapping[str, str]) -> tuple[str | None, str, str]:
+    """A key of a Kubernetes Secret mounted as a directory (one file per key)."""
+    secret, _, key = ref.name.partition("/")
+    base = environ.get(SECRETS_DIR_VARIABLE) or DEFAULT_SECRETS_DIR
+    where = f"${SECRETS_DIR_VARIABLE}={base}" if environ.get(SECRETS_DIR_VARIABLE) else base
+    hint = (
+        f"mount the Secret {secret} at {base}/{secret} (a volume of kind secret), or set "
+        f"{SECRETS_DIR_VARIABLE} to the directory that holds it"
+    )
+    path = Path(base) / secret / key
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if not (Path(base) / secret).is_dir():
+            return None, f"the Secret {secret} is not mounted under {where}", hint
+        return None, f"the Secret {secret} has no key {key} (no file {path})", hint
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot read key {key} of the Secret {secret}: {type(exc).__name__}", hint
+    # A mounted key holds the value as stored; a trailing newline is an editor's.
     return text.rstrip("\r\n"), "", ""
 
 

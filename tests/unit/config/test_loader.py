@@ -228,7 +228,7 @@ BROKEN: dict[str, tuple[str, str, list[tuple[str, int, str]]]] = {
                 f"{D0}.sink_config.headers.Authorization",
                 22,
                 "${vault:FLOE_TEST_TOKEN} has an unknown source 'vault': "
-                "use ${env:NAME} or ${credential:NAME}",
+                "use ${env:NAME}, ${credential:NAME} or ${secret:SECRET/KEY}",
             )
         ],
     ),

@@ -104,7 +104,7 @@ def test_resolved_strings_are_masked_in_repr() -> None:
             {"password": "${vault:db}"},
             {},
             "sink_config.password: ${vault:db} has an unknown source 'vault': "
-            "use ${env:NAME} or ${credential:NAME}",
+            "use ${env:NAME}, ${credential:NAME} or ${secret:SECRET/KEY}",
         ),
     ],
     ids=["env unset", "env empty", "no credentials dir", "second of two", "malformed"],
@@ -149,7 +149,11 @@ def test_find_references_with_key_paths() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("${foo:X}", "${foo:X} has an unknown source 'foo': use ${env:NAME} or ${credential:NAME}"),
+        (
+            "${foo:X}",
+            "${foo:X} has an unknown source 'foo': use ${env:NAME}, ${credential:NAME} "
+            "or ${secret:SECRET/KEY}",
+        ),
         ("${env:}", "${env:} names no environment variable"),
         ("${credential:}", "${credential:} names no credential"),
         ("${TOKEN}", "${TOKEN} is not a secret reference: use ${env:TOKEN} or ${credential:TOKEN}"),
@@ -219,3 +223,69 @@ def test_an_unmasked_value_is_forgotten_in_every_form() -> None:
     unmask_values([value])
 
     assert redact(f"{value} {quote(value, safe='')}") == f"{value} {quote(value, safe='')}"
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> dict[str, str]:
+    """A Kubernetes Secret `crm-api` mounted as Kubernetes mounts it: a file per key."""
+    (tmp_path / "crm-api").mkdir()
+    (tmp_path / "crm-api" / "token").write_text(SECRET + "\n")
+    (tmp_path / "crm-api" / "db.url").write_text("postgresql://app:pw-55d1e0@db/app")
+    return {"FLOE_SECRETS_DIR": str(tmp_path)}
+
+
+def test_a_kubernetes_secret_key_is_read_from_its_mounted_file(mounted: dict[str, str]) -> None:
+    value = resolve({"h": "Bearer ${secret:crm-api/token}"}, environ=mounted)
+    assert value == {"h": f"Bearer {SECRET}"} and SECRET not in repr(value)
+    assert (
+        resolve("${secret:crm-api/db.url}", environ=mounted) == "postgresql://app:pw-55d1e0@db/app"
+    )
+    assert redact(f"failed with {SECRET}") == "failed with ***"
+    assert find_references({"k": "${secret:crm-api/token}"}) == [
+        (("k",), SecretRef("secret", "crm-api/token"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reference", "environ", "reason"),
+    [
+        (
+            "${secret:crm-api/missing}",
+            None,
+            "the Secret crm-api has no key missing (no file",
+        ),
+        ("${secret:other/token}", None, "the Secret other is not mounted under $FLOE_SECRETS_DIR="),
+        (
+            "${secret:crm-api/token}",
+            {},
+            "the Secret crm-api is not mounted under /var/run/secrets/floe",
+        ),
+    ],
+    ids=["no key", "no secret", "default base"],
+)
+def test_a_secret_that_is_not_mounted_says_what_to_mount_and_where(
+    mounted: dict[str, str], reference: str, environ: dict[str, str] | None, reason: str
+) -> None:
+    with pytest.raises(SecretError) as info:
+        resolve(
+            {"sink_config": {"url": reference}}, environ=mounted if environ is None else environ
+        )
+    message = str(info.value)
+    assert f"secret {reference} at sink_config.url cannot be resolved: {reason}" in message
+    assert "mount the Secret" in message and SECRET not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("${secret:token}", "${secret:token} names no key: use ${secret:SECRET/KEY}"),
+        ("${secret:Crm/token}", "'Crm' is not a Kubernetes Secret name"),
+        ("${secret:../etc/passwd}", "'..' is not a Kubernetes Secret name"),
+        ("${secret:crm/../x}", "'../x' is not a Secret key"),
+        ("${secret:crm/..}", "'..' is not a Secret key"),
+        ("${secret:}", "${secret:} names no Secret"),
+    ],
+)
+def test_malformed_kubernetes_secret_references(text: str, message: str) -> None:
+    [problem] = malformed_references({"k": text})
+    assert message in problem.message

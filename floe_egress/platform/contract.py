@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from floe_egress.errors import ConfigError
 
-if TYPE_CHECKING:
+try:
+    import floe_core  # noqa: F401  (only whether it is installed)
+
+    FLOE_CORE = True
+    """floe-core is installed: the contract classes below are its own."""
+except ImportError:
+    FLOE_CORE = False
+
+if TYPE_CHECKING or not FLOE_CORE:
     from floe_egress.platform.fallback import (
         EgressResult,
         HealthState,
@@ -32,30 +40,10 @@ if TYPE_CHECKING:
         SinkConfig,
         SinkConnector,
     )
-
-    FLOE_CORE: bool
 else:
-    try:
-        from floe_core.plugin_metadata import HealthState, HealthStatus, PluginMetadata
-        from floe_core.plugins.ingestion import IngestionConfig, IngestionPlugin, IngestionResult
-        from floe_core.plugins.sink import EgressResult, SinkConfig, SinkConnector
-
-        FLOE_CORE = True
-        """floe-core is installed: the classes above are its own."""
-    except ImportError:
-        from floe_egress.platform.fallback import (
-            EgressResult,
-            HealthState,
-            HealthStatus,
-            IngestionConfig,
-            IngestionPlugin,
-            IngestionResult,
-            PluginMetadata,
-            SinkConfig,
-            SinkConnector,
-        )
-
-        FLOE_CORE = False
+    from floe_core.plugin_metadata import HealthState, HealthStatus, PluginMetadata
+    from floe_core.plugins.ingestion import IngestionConfig, IngestionPlugin, IngestionResult
+    from floe_core.plugins.sink import EgressResult, SinkConfig, SinkConnector
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_BATCH_SIZE = 100_000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 from floe_egress import __version__, logs
 from floe_egress.cli_output import failed_row_json, print_json, print_results
 from floe_egress.config import ConfigValidationError, LoadedConfig, default_config_path
+from floe_egress.config.loader import MANIFEST_ENV_VAR
 from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
 from floe_egress.errors import ConfigError, EgressError
@@ -46,7 +48,14 @@ def _parser() -> argparse.ArgumentParser:
             "-c",
             type=Path,
             default=None,
-            help="floe.yaml or compiled artifacts (default: $FLOE_EGRESS_CONFIG or ./floe.yaml)",
+            help="floe.yaml, a floe platform spec or compiled artifacts "
+            "(default: $FLOE_EGRESS_CONFIG or ./floe.yaml)",
+        )
+        p.add_argument(
+            "--manifest",
+            type=Path,
+            default=None,
+            help="a floe platform spec's manifest (default: its platform.manifest)",
         )
         return p
 
@@ -100,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace, *, check_secrets: bool = False) -> LoadedConfig:
     path = args.config or default_config_path()
-    return load_spec(path, check_secrets=check_secrets)
+    return load_spec(path, check_secrets=check_secrets, manifest=args.manifest)
 
 
 def _destinations(spec: FloeSpec, name: str | None) -> list[Destination]:
@@ -336,6 +345,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from floe_egress.daemon.service import run_daemon
 
+    if args.manifest is not None:
+        # the daemon (re)loads its config itself: the manifest goes with the process
+        os.environ[MANIFEST_ENV_VAR] = str(args.manifest.resolve())
     return run_daemon(args.config or default_config_path())
 
 

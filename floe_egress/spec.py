@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from floe_egress.config import LoadedConfig, compile_spec, json_schema, load_config
+from floe_egress.config.platform import FORBIDDEN_FIELDS
 from floe_egress.config.problems import Problem
 from floe_egress.sinks.checks import check_destination_items, destination_warnings
-from floe_egress.sinks.registry import default_batch_size, sink_types
+from floe_egress.sinks.registry import default_batch_size, get_sink_type, sink_types
 
 
 def load_spec(
@@ -24,12 +25,28 @@ def load_spec(
     *,
     check_secrets: bool = False,
     environ: Mapping[str, str] | None = None,
+    manifest: Path | str | None = None,
 ) -> LoadedConfig:
     """`load_config` with each destination checked against its sink type (compiled
     artifacts too): raises `ConfigValidationError` listing every problem."""
     return load_config(
-        path, check_secrets=check_secrets, environ=environ, sink_check=check_destination_items
+        path,
+        check_secrets=check_secrets,
+        environ=environ,
+        sink_check=check_destination_items,
+        secret_fields=platform_secret_fields,
+        manifest=manifest,
     )
+
+
+def platform_secret_fields(sink_type: str) -> tuple[str, ...]:
+    """The settings `sink_type` requires that a floe platform spec may not write (a
+    database's `credentials`): they come from the destination's Secret."""
+    found = get_sink_type(sink_type)
+    if found is None:
+        return ()
+    fields = found.config_model.model_fields
+    return tuple(n for n, f in fields.items() if f.is_required() and n in FORBIDDEN_FIELDS)
 
 
 def spec_warnings(loaded: LoadedConfig) -> list[Problem]:
@@ -54,4 +71,10 @@ def compile_artifacts(loaded: LoadedConfig, *, now: datetime | None = None) -> d
     return compile_spec(loaded, now=now, batch_size_of=default_batch_size)
 
 
-__all__ = ["compile_artifacts", "load_spec", "spec_schema", "spec_warnings"]
+__all__ = [
+    "compile_artifacts",
+    "load_spec",
+    "platform_secret_fields",
+    "spec_schema",
+    "spec_warnings",
+]

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from floe_egress.config import platform
 from floe_egress.config.checks import duplicate_names, secret_problems, server_problems
 from floe_egress.config.messages import problems_from_errors
 from floe_egress.config.models import DUPLICATE_NAME_ERROR, FloeSpec
@@ -32,6 +33,9 @@ from floe_egress.config.yamlsource import LineMap, YamlProblem, parse_yaml
 from floe_egress.errors import ConfigError
 
 CONFIG_ENV_VAR = "FLOE_EGRESS_CONFIG"
+MANIFEST_ENV_VAR = "FLOE_EGRESS_MANIFEST"
+"""The platform manifest for a floe platform spec (`--manifest` sets it for the process,
+so a daemon's reloads read the same one)."""
 COMPILED_KIND = "CompiledArtifacts"
 SUPPORTED_MAJOR = 1
 
@@ -73,8 +77,11 @@ def load_config(
     check_secrets: bool = False,
     environ: Mapping[str, str] | None = None,
     sink_check: SinkCheck | None = None,
+    secret_fields: platform.SecretFields | None = None,
+    manifest: Path | str | None = None,
 ) -> LoadedConfig:
-    """Load and validate floe.yaml or compiled artifacts (told apart by content).
+    """Load and validate floe.yaml, a floe platform spec (config/platform.py) or compiled
+    artifacts (told apart by content).
 
     Raises `ConfigValidationError` listing every problem, sorted by line, or
     `ConfigError` when the file cannot be read. With `check_secrets`, every secret
@@ -97,6 +104,18 @@ def load_config(
     except YamlProblem as exc:
         raise ConfigValidationError(label, [exc.problem]) from None
     _require_mapping(document.data, label)
+    if platform.is_platform_spec(document.data):
+        translated, settings_problems = _platform_document(
+            document, source, label, secret_fields, environ, manifest
+        )
+        validated, problems = validate_document(
+            translated, check_secrets=check_secrets, environ=environ, sink_check=sink_check
+        )
+        problems = [*settings_problems, *(_in_source(p, document.lines) for p in problems)]
+        literals = _literal_secrets(document.data, document.lines)
+        if validated is None or problems:
+            raise ConfigValidationError(label, problems)
+        return LoadedConfig(validated, source, sha256, "yaml", document.lines, literals)
     validated, problems = validate_document(
         document.data, check_secrets=check_secrets, environ=environ, sink_check=sink_check
     )
@@ -108,6 +127,86 @@ def load_config(
     if validated is None or problems:
         raise ConfigValidationError(label, problems)
     return LoadedConfig(validated, source, sha256, "yaml", document.lines, literals)
+
+
+def _in_source(problem: Problem, lines: LineMap) -> Problem:
+    where = platform.source_path(problem.path)
+    return Problem(where, problem.message, lines.line_of(where))
+
+
+def _platform_document(
+    document: Any,
+    source: Path,
+    label: str,
+    secret_fields: platform.SecretFields | None,
+    environ: Mapping[str, str] | None,
+    manifest_arg: Path | str | None,
+) -> tuple[dict[str, Any], list[Problem]]:
+    """The floe.yaml a floe platform spec means, with its manifest's settings; raises
+    ConfigValidationError for what floe's own rules refuse (at the spec's lines, or the
+    manifest's)."""
+    raw = document.data
+    refused = [*platform.floe_rules(raw), *_floe_core_problems(raw)]
+    if refused:
+        problems = [
+            p if p.line is not None else Problem(p.path, p.message, document.lines.line_of(p.path))
+            for p in _unique(refused)
+        ]
+        raise ConfigValidationError(label, problems)
+    env = os.environ if environ is None else environ
+    given = manifest_arg or env.get(MANIFEST_ENV_VAR)
+    manifest = Path(given) if given else platform.manifest_path(raw, source)
+    if manifest is None:
+        reference = (raw.get("platform") or {}).get("manifest")
+        if isinstance(reference, str) and "://" in reference:
+            line = document.lines.line_of(("platform", "manifest"))
+            message = (
+                f"{reference!r}: floe-egress reads a manifest from a file, not a registry; "
+                "pass --manifest PATH"
+            )
+            raise ConfigValidationError(label, [Problem(("platform", "manifest"), message, line)])
+        return platform.translate(raw, {}, secret_fields or _no_fields), []
+    settings = _manifest_settings(manifest)
+    return platform.translate(raw, settings, secret_fields or _no_fields), []
+
+
+def _no_fields(sink_type: str) -> tuple[str, ...]:
+    return ()
+
+
+def _manifest_settings(path: Path) -> dict[str, Any]:
+    """floe-egress's settings in a platform manifest, checked as floe.yaml's catalog,
+    state and server are: problems at the manifest's own lines."""
+    label = str(path)
+    text = _decode(_read(path), label)
+    try:
+        manifest = parse_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigValidationError(label, [exc.problem]) from None
+    if not isinstance(manifest.data, dict):
+        raise ConfigValidationError(label, [Problem((), "a manifest must be a mapping", 1)])
+    settings, problems = platform.plugin_settings(manifest.data)
+    probe = {"apiVersion": "floe.dev/v1", "kind": "FloeSpec", "metadata": {"name": "m"}}
+    _, found = validate_document({**probe, **settings})
+    at = ("plugins", "ingestion", "config")
+    problems += [Problem((*at, *p.path), p.message) for p in found]
+    if problems:
+        located = [Problem(p.path, p.message, manifest.lines.line_of(p.path)) for p in problems]
+        raise ConfigValidationError(label, located)
+    return settings
+
+
+def _floe_core_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """floe-core's own FloeSpec on the document, when floe-core is installed."""
+    try:
+        from floe_core.schemas.floe_spec import FloeSpec as PlatformSpec
+    except ImportError:
+        return []
+    try:
+        PlatformSpec.model_validate(dict(raw))
+    except ValidationError as exc:
+        return [Problem(tuple(e["loc"]), f"floe-core: {e['msg']}") for e in exc.errors()]
+    return []
 
 
 LITERAL_SECRET = (

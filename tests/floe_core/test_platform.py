@@ -183,3 +183,76 @@ def test_a_floe_core_sink_config_drives_postgres(
     with psycopg2.connect(pg_database) as conn, conn.cursor() as cur:
         cur.execute("SELECT customer_id, email FROM activation.customers ORDER BY 1")
         assert cur.fetchall() == [(1, "a2@x.io")]
+
+
+def test_floe_cores_floe_spec_accepts_the_floe_shaped_example() -> None:
+    import yaml
+    from floe_core.schemas.floe_spec import FloeSpec as PlatformSpec
+
+    example = Path(__file__).parents[1] / "unit" / "config" / "data" / "platform" / "floe.yaml"
+    spec = PlatformSpec.model_validate(yaml.safe_load(example.read_text()))
+    assert [d.name for d in spec.destinations or []] == ["crm", "app_db"]
+    assert spec.destinations is not None and spec.destinations[1].connection_secret_ref == "app-db"
+
+
+def test_floe_cores_floe_spec_refuses_what_we_refuse(tmp_path: Path) -> None:
+    """A credential written into the spec: floe-core's FR-014, and ours, at its line."""
+    import yaml
+    from floe_core.schemas.floe_spec import FloeSpec as PlatformSpec
+    from pydantic import ValidationError
+
+    from floe_egress.config import ConfigValidationError
+    from floe_egress.spec import load_spec
+
+    example = Path(__file__).parents[1] / "unit" / "config" / "data" / "platform"
+    text = (
+        (example / "floe.yaml")
+        .read_text()
+        .replace("        table: customers", "        table: customers\n        password: x")
+    )
+    with pytest.raises(ValidationError, match="FR-014"):
+        PlatformSpec.model_validate(yaml.safe_load(text))
+    (tmp_path / "floe.yaml").write_text(text)
+    (tmp_path / "manifest.yaml").write_text((example / "manifest.yaml").read_text())
+    with pytest.raises(ConfigValidationError) as info:
+        load_spec(tmp_path / "floe.yaml")
+    ours = [p for p in info.value.problems if p.path and p.path[-1] == "password"]
+    assert [p.line for p in ours] == [41]
+
+
+def test_floe_egress_sync_runs_a_floe_spec_end_to_end(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+    from floe_core.schemas.floe_spec import FloeSpec as PlatformSpec
+
+    from tests.fixtures.world import World, customers, initial_rows
+    from tests.integration.cli.test_platform_spec import write_platform
+
+    world = World(tmp_path / "world", f"sqlite:///{tmp_path / 'state.db'}")
+    world.table.append(customers(initial_rows(12)))
+    spec, manifest, secrets = write_platform(world, pg_database, tmp_path)
+    PlatformSpec.model_validate(yaml.safe_load(spec.read_text()))  # floe-core accepts it
+    env = {
+        **__import__("os").environ,
+        "FLOE_SECRETS_DIR": str(secrets),
+        "FLOE_EGRESS_WORK_DIR": str(tmp_path / "work"),
+    }
+    exe = Path(sys.executable).parent / "floe-egress"
+    run = subprocess.run(
+        [str(exe), "sync", "--config", str(spec), "--manifest", str(manifest), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    [result] = json.loads(run.stdout)
+    assert (result["status"], result["inserted"]) == ("ok", 12)
+    with psycopg2.connect(pg_database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM activation.customers")
+        assert cur.fetchone() == (12,)

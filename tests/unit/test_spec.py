@@ -30,6 +30,7 @@ def test_entry_points_the_cli_and_the_daemon_call() -> None:
         "path",
         "check_secrets",
         "environ",
+        "manifest",
     ]
     assert list(inspect.signature(spec.compile_artifacts).parameters) == ["loaded", "now"]
     assert list(inspect.signature(spec.spec_schema).parameters) == []

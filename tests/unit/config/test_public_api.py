@@ -13,6 +13,8 @@ def test_entry_points_floe_egress_spec_calls() -> None:
         "check_secrets",
         "environ",
         "sink_check",
+        "secret_fields",
+        "manifest",
     ]
     assert list(inspect.signature(config.compile_spec).parameters) == [
         "loaded",

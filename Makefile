@@ -43,7 +43,7 @@ test: install services lint typecheck
 	$(MAKE) test-floe
 
 test-floe: install-floe services
-	$(FLOE_VENV)/bin/pytest -q tests/floe_core
+	$(FLOE_VENV)/bin/pytest -q tests/floe_core tests/contract/test_floe_plugin.py
 
 bench: install services
 	$(BIN)/python bench/changes.py

@@ -106,13 +106,16 @@ def load_config(
     _require_mapping(document.data, label)
     if platform.is_platform_spec(document.data):
         translated, settings_problems = _platform_document(
-            document, source, label, secret_fields, environ, manifest
+            document, source, label, secret_fields, environ, manifest, check_secrets
         )
         validated, problems = validate_document(
             translated, check_secrets=check_secrets, environ=environ, sink_check=sink_check
         )
         problems = [*settings_problems, *(_in_source(p, document.lines) for p in problems)]
-        literals = _literal_secrets(document.data, document.lines)
+        # on what the spec means: `${secret:KEY}` is a reference there, not plain text
+        literals = tuple(
+            _in_source(p, document.lines) for p in _literal_secrets(translated, LineMap())
+        )
         if validated is None or problems:
             raise ConfigValidationError(label, problems)
         return LoadedConfig(validated, source, sha256, "yaml", document.lines, literals)
@@ -141,12 +144,13 @@ def _platform_document(
     secret_fields: platform.SecretFields | None,
     environ: Mapping[str, str] | None,
     manifest_arg: Path | str | None,
+    check_secrets: bool = False,
 ) -> tuple[dict[str, Any], list[Problem]]:
     """The floe.yaml a floe platform spec means, with its manifest's settings; raises
     ConfigValidationError for what floe's own rules refuse (at the spec's lines, or the
     manifest's)."""
     raw = document.data
-    refused = [*platform.floe_rules(raw), *_floe_core_problems(raw)]
+    refused = platform.floe_rules(raw) or _floe_core_problems(raw)
     if refused:
         problems = [
             p if p.line is not None else Problem(p.path, p.message, document.lines.line_of(p.path))
@@ -166,7 +170,7 @@ def _platform_document(
             )
             raise ConfigValidationError(label, [Problem(("platform", "manifest"), message, line)])
         return platform.translate(raw, {}, secret_fields or _no_fields), []
-    settings = _manifest_settings(manifest)
+    settings = _manifest_settings(manifest, check_secrets, environ)
     return platform.translate(raw, settings, secret_fields or _no_fields), []
 
 
@@ -174,10 +178,18 @@ def _no_fields(sink_type: str) -> tuple[str, ...]:
     return ()
 
 
-def _manifest_settings(path: Path) -> dict[str, Any]:
+def _manifest_settings(
+    path: Path, check_secrets: bool, environ: Mapping[str, str] | None
+) -> dict[str, Any]:
     """floe-egress's settings in a platform manifest, checked as floe.yaml's catalog,
-    state and server are: problems at the manifest's own lines."""
+    state and server are (their secret references too): problems at the manifest's own
+    lines."""
     label = str(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"no platform manifest at {path} (from --manifest, ${MANIFEST_ENV_VAR} or the "
+            "spec's platform.manifest)"
+        )
     text = _decode(_read(path), label)
     try:
         manifest = parse_yaml(text)
@@ -187,7 +199,9 @@ def _manifest_settings(path: Path) -> dict[str, Any]:
         raise ConfigValidationError(label, [Problem((), "a manifest must be a mapping", 1)])
     settings, problems = platform.plugin_settings(manifest.data)
     probe = {"apiVersion": "floe.dev/v1", "kind": "FloeSpec", "metadata": {"name": "m"}}
-    _, found = validate_document({**probe, **settings})
+    _, found = validate_document(
+        {**probe, **settings}, check_secrets=check_secrets, environ=environ
+    )
     at = ("plugins", "ingestion", "config")
     problems += [Problem((*at, *p.path), p.message) for p in found]
     if problems:
@@ -211,7 +225,8 @@ def _floe_core_problems(raw: Mapping[str, Any]) -> list[Problem]:
 
 LITERAL_SECRET = (
     "a secret written as plain text: it would be copied into compiled artifacts and is "
-    "readable by anyone who can read this file; use ${env:NAME} or ${credential:NAME}"
+    "readable by anyone who can read this file; use ${env:NAME}, ${credential:NAME} or "
+    "${secret:SECRET/KEY} (in a floe platform spec: ${secret:KEY})"
 )
 
 

@@ -55,6 +55,23 @@ _FLOE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _DESTINATION_KEYS = frozenset({*DIRECT_FIELDS, "connection_secret_ref", "config"})
 _SHORT_SECRET = re.compile(r"\$\{secret:([^{}/]*)\}")
+_LONG_SECRET = re.compile(r"\$\{secret:[^{}]*/[^{}]*\}")
+_DBT_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+TOP_LEVEL = frozenset(
+    {
+        "apiVersion",
+        "kind",
+        "metadata",
+        "platform",
+        "transforms",
+        "schedule",
+        "outputPorts",
+        "output_ports",
+        "destinations",
+        "ingestion",
+    }
+)
+"""floe-core 0.1.0a1 FloeSpec's top-level keys."""
 
 SecretFields = Callable[[str], tuple[str, ...]]
 """Per sink type: the settings it requires that a floe spec may not write."""
@@ -77,6 +94,26 @@ def floe_rules(raw: Mapping[str, Any]) -> list[Problem]:
         )
         for path in _forbidden(raw, ())
     ]
+    if raw.get("apiVersion") != "floe.dev/v1":
+        problems.append(Problem(("apiVersion",), "must be floe.dev/v1"))
+    if raw.get("kind") != "FloeSpec":
+        problems.append(Problem(("kind",), "must be FloeSpec"))
+    problems += [
+        Problem((str(key),), f"is not a key of a floe spec ({', '.join(sorted(TOP_LEVEL))})")
+        for key in raw
+        if key not in TOP_LEVEL
+    ]
+    ingestion = raw.get("ingestion")
+    if isinstance(ingestion, Mapping):
+        problems += [
+            Problem(
+                ("ingestion", str(key)),
+                "a floe spec's ingestion holds only sources; "
+                "reverse-ETL destinations go under the top-level destinations",
+            )
+            for key in ingestion
+            if key != "sources"
+        ]
     metadata = raw.get("metadata")
     if not isinstance(metadata, Mapping):
         problems.append(Problem(("metadata",), "is required: name and version"))
@@ -91,6 +128,16 @@ def floe_rules(raw: Mapping[str, Any]) -> list[Problem]:
     transforms = raw.get("transforms")
     if not isinstance(transforms, list) or not transforms:
         problems.append(Problem(("transforms",), "a floe spec needs at least one transform"))
+    else:
+        for i, transform in enumerate(transforms):
+            name = transform.get("name") if isinstance(transform, Mapping) else None
+            if not isinstance(name, str) or not _DBT_NAME.fullmatch(name):
+                problems.append(
+                    Problem(
+                        ("transforms", i, "name"),
+                        "must be a dbt model name ([A-Za-z_][A-Za-z0-9_]*)",
+                    )
+                )
     destinations = raw.get("destinations")
     if destinations is None:
         return problems
@@ -113,13 +160,42 @@ def floe_rules(raw: Mapping[str, Any]) -> list[Problem]:
             problems.append(
                 Problem((*at, "connection_secret_ref"), f"{ref!r} is not a Kubernetes Secret name")
             )
-        if dest.get("config") is not None and not isinstance(dest.get("config"), Mapping):
+        config = dest.get("config")
+        if config is not None and not isinstance(config, Mapping):
             problems.append(Problem((*at, "config"), "must be a mapping"))
+        elif isinstance(config, Mapping):
+            problems += [
+                Problem(
+                    (*at, "config", key),
+                    f"is the destination's own field: write {key} beside config, not inside it",
+                )
+                for key in (*DIRECT_FIELDS, "connection_secret_ref")
+                if key in config
+            ]
+            problems += [
+                Problem(
+                    path,
+                    "a destination reads only its own Secret "
+                    "(connection_secret_ref): write ${secret:KEY}",
+                )
+                for path, text in _texts(config, (*at, "config"))
+                if _LONG_SECRET.search(text)
+            ]
         name = dest.get("name")
         if isinstance(name, str) and name in seen:
             problems.append(Problem((*at, "name"), f"{name!r} names two destinations"))
         seen.add(str(name))
     return problems
+
+
+def _texts(value: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, Mapping):
+        return [t for k, v in value.items() for t in _texts(v, (*path, str(k)))]
+    if isinstance(value, list):
+        return [t for i, v in enumerate(value) for t in _texts(v, (*path, i))]
+    return []
 
 
 def _forbidden(value: Any, path: KeyPath) -> list[KeyPath]:

@@ -69,10 +69,28 @@ def test_sink_config_validates_as_floe_core_does_and_create_sink_as_we_must(
         FloeEgressPlugin().create_sink(config)
 
 
-def test_create_sink_refuses_a_non_finite_number_in_the_connection_settings() -> None:
-    config = SinkConfig("rest_api", connection_config={"timeout": {"total": math.inf}})
-    with pytest.raises(ConfigError, match=r"connection_config\.timeout\.total holds inf"):
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_create_sink_refuses_a_non_finite_number_in_the_connection_settings(value: float) -> None:
+    config = SinkConfig("rest_api", connection_config={"timeout": {"total": value}})
+    with pytest.raises(ConfigError, match=r"connection_config\.timeout\.total holds"):
         FloeEgressPlugin().create_sink(config)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ours"),
+    [
+        ({"field_mapping": {1: "a"}}, "field_mapping 1: 'a': both must be strings"),
+        ({"retry_config": ["x"]}, "retry_config must be a mapping or None"),
+        ({"connection_config": {1: "x"}}, "connection_config must be a mapping with string keys"),
+        ({"batch_size": math.nan}, "batch_size must be a whole number, got nan"),
+    ],
+)
+def test_create_sink_refuses_more_than_floe_core_checks(kwargs: dict[str, Any], ours: str) -> None:
+    """floe-core's SinkConfig lets these through (or fails on them deep inside)."""
+    config = built_around(kwargs)
+    with pytest.raises(ConfigError) as refused:
+        FloeEgressPlugin().create_sink(config)
+    assert ours in str(refused.value)
 
 
 def test_the_plugin_is_a_complete_floe_plugin(tmp_path: Path) -> None:

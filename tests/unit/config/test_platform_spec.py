@@ -10,7 +10,8 @@ import pytest
 
 from floe_egress.config import ConfigValidationError
 from floe_egress.config.loader import MANIFEST_ENV_VAR
-from floe_egress.spec import load_spec
+from floe_egress.errors import ConfigError
+from floe_egress.spec import compile_artifacts, load_spec
 from tests.unit.config.conftest import EXAMPLE
 
 DATA = Path(__file__).parent / "data" / "platform"
@@ -184,3 +185,75 @@ def test_the_manifest_flag_wins_over_the_spec_reference(
 def test_floe_yaml_of_floe_egress_stays_as_it_is() -> None:
     spec = load_spec(EXAMPLE).spec
     assert spec.ingestion.destinations
+
+
+def test_the_example_compiles_and_its_secret_references_are_not_plain_text(
+    spec_dir: Path,
+) -> None:
+    loaded = load_spec(spec_dir / "floe.yaml")
+    assert loaded.literal_secrets == ()
+    artifacts = compile_artifacts(loaded)
+    [crm, app_db] = artifacts["spec"]["ingestion"]["destinations"]
+    assert crm["sink_config"]["headers"]["Authorization"] == "Bearer ${secret:crm-api/api-token}"
+    assert app_db["sink_config"]["credentials"] == "${secret:app-db/credentials}"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "says"),
+    [
+        ("kind: FloeSpec", "kind: Other", ("kind",), "must be FloeSpec"),
+        ("apiVersion: floe.dev/v1", "apiVersion: floe.dev/v2", ("apiVersion",), "floe.dev/v1"),
+        ("transforms:", "colour: blue\ntransforms:", ("colour",), "is not a key of a floe spec"),
+        (
+            "transforms:",
+            "ingestion:\n  destinations: []\ntransforms:",
+            ("ingestion", "destinations"),
+            "top-level destinations",
+        ),
+        ("  - name: customers", "  - name: bad name!", ("transforms", 0, "name"), "dbt model"),
+        (
+            "      mode: mirror",
+            "      mode: mirror\n      source_table: gold.orders",
+            ("destinations", 1, "config", "source_table"),
+            "is the destination's own field",
+        ),
+        (
+            "Bearer ${secret:api-token}",
+            "Bearer ${secret:app-db/credentials}",
+            ("destinations", 0, "config", "sink_config", "headers", "Authorization"),
+            "reads only its own Secret",
+        ),
+    ],
+    ids=["kind", "apiVersion", "top-level key", "ingestion", "transform", "override", "other"],
+)
+def test_what_floe_refuses_is_refused_without_floe_core_too(
+    spec_dir: Path, old: str, new: str, path: tuple[object, ...], says: str
+) -> None:
+    edit(spec_dir / "floe.yaml", old, new)
+    with pytest.raises(ConfigValidationError) as info:
+        load_spec(spec_dir / "floe.yaml")
+    matching = [p for p in info.value.problems if p.path == path and says in p.message]
+    assert matching, [(p.path, p.message) for p in info.value.problems]
+    assert matching[0].line is not None
+
+
+def test_a_manifest_reference_that_does_not_resolve_is_reported_in_the_manifest(
+    spec_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(
+        spec_dir / "manifest.yaml", "uri: sqlite:////var/lib/floe/catalog.db", "uri: ${env:CAT_URI}"
+    )
+    monkeypatch.delenv("CAT_URI", raising=False)
+    load_spec(spec_dir / "floe.yaml")  # its form is right
+    with pytest.raises(ConfigValidationError) as info:
+        load_spec(spec_dir / "floe.yaml", check_secrets=True)
+    assert str(spec_dir / "manifest.yaml") in str(info.value)
+    [problem] = info.value.problems
+    assert problem.path == ("plugins", "ingestion", "config", "catalog", "uri")
+    assert problem.line == 14 and "CAT_URI is not set" in problem.message
+
+
+def test_a_missing_manifest_is_named_as_a_manifest(spec_dir: Path) -> None:
+    (spec_dir / "manifest.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"no platform manifest at .*manifest\.yaml"):
+        load_spec(spec_dir / "floe.yaml")

@@ -256,3 +256,72 @@ def test_floe_egress_sync_runs_a_floe_spec_end_to_end(
     with psycopg2.connect(pg_database) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM activation.customers")
         assert cur.fetchone() == (12,)
+
+
+async def test_floe_egress_sync_runs_the_floe_shaped_example_end_to_end(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """The example itself (tests/unit/config/data/platform), its two destinations pointed
+    at a local REST API and a real PostgreSQL, its secrets in mounted Secrets."""
+    import json
+    import os
+    import sys
+
+    import yaml
+    from floe_core.schemas.floe_spec import FloeSpec as PlatformSpec
+
+    from tests.fixtures.world import World, customers, initial_rows
+
+    data = Path(__file__).parents[1] / "unit" / "config" / "data" / "platform"
+    world = World(tmp_path / "world", f"sqlite:///{tmp_path / 'state.db'}")
+    world.table.append(customers(initial_rows(7)))
+    api = await FakeRestApi(token="Bearer tok-local").start()
+    try:
+        spec = yaml.safe_load((data / "floe.yaml").read_text())
+        crm = spec["destinations"][0]["config"]
+        crm["sink_config"]["url"] = api.url + "/v1/contacts"
+        crm["allow_private_network"] = True  # a local API, over http
+        PlatformSpec.model_validate(spec)  # floe-core accepts it as changed
+        manifest = yaml.safe_load((data / "manifest.yaml").read_text())
+        settings = manifest["plugins"]["ingestion"]["config"]
+        settings["catalog"] = {"name": "gold", **world.catalog_props}
+        settings["state"] = {"url": world.state_url}
+        (tmp_path / "floe.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        secrets = tmp_path / "secrets"
+        for secret, key, value in (
+            ("crm-api", "api-token", "tok-local"),
+            ("app-db", "credentials", pg_database),
+        ):
+            (secrets / secret).mkdir(parents=True)
+            (secrets / secret / key).write_text(value + "\n")
+        env = {
+            **os.environ,
+            "FLOE_SECRETS_DIR": str(secrets),
+            "FLOE_EGRESS_WORK_DIR": str(tmp_path / "work"),
+        }
+        exe = Path(sys.executable).parent / "floe-egress"
+        proc = await asyncio.create_subprocess_exec(
+            str(exe),
+            "sync",
+            "--config",
+            str(tmp_path / "floe.yaml"),
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 300)
+    finally:
+        await api.stop()
+    assert proc.returncode == 0, err.decode()
+    results = {r["destination"]: r for r in json.loads(out)}
+    assert {k: (r["status"], r["inserted"]) for k, r in results.items()} == {
+        "crm": ("ok", 7),
+        "app_db": ("ok", 7),
+    }
+    assert sorted(api.records, key=int) == [str(i) for i in range(1, 8)]
+    with psycopg2.connect(pg_database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM activation.customers")
+        assert cur.fetchone() == (7,)
+    assert "tok-local" not in out.decode() + err.decode()

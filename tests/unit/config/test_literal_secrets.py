@@ -73,7 +73,10 @@ def test_loading_reports_them_with_lines_and_masks_them(
         (9, "state.url"),
         (22, "ingestion.destinations[0].sink_config.headers.Authorization"),
     ]
-    assert "use ${env:NAME}, ${credential:NAME} or ${secret:SECRET/KEY}" in loaded.literal_secrets[0].message
+    assert (
+        "use ${env:NAME}, ${credential:NAME} or ${secret:SECRET/KEY}"
+        in loaded.literal_secrets[0].message
+    )
     assert redact(f"401 for {LITERAL_TOKEN}") == "401 for ***"
     assert redact("token walrus-5d1e-literal expired") == "token *** expired"
     assert "narwhal-77" not in redact("connect failed: narwhal-77")

@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -63,6 +63,14 @@ async def preview_cycle(rt: Runtime, dest: Destination) -> CycleResult:
         return await _preview(rt, dest)
 
 
+def _shown(row: dict[str, Any], op: str, key: Sequence[str]) -> dict[str, Any]:
+    """A sample row as `plan` shows it: a delete whose old values were not read (every
+    mode but append reads none) is its key alone, not a row of nulls."""
+    if op == "delete" and all(v is None for k, v in row.items() if k not in key):
+        return {k: row[k] for k in key if k in row}
+    return row
+
+
 async def _preview(rt: Runtime, dest: Destination) -> CycleResult:
     started = time.monotonic()
     try:
@@ -85,7 +93,7 @@ async def _preview(rt: Runtime, dest: Destination) -> CycleResult:
             op = row.pop(OP_COLUMN)
             counts[op] += 1
             if len(sample[op]) < SAMPLE_ROWS:
-                sample[op].append(row)
+                sample[op].append(_shown(row, op, cs.key))
     return CycleResult(
         dest.name,
         "noop" if sum(counts.values()) == 0 else "ok",

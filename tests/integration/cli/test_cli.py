@@ -273,9 +273,22 @@ def test_plan_counts_the_changes_since_the_checkpoint(
     assert result["plan"] == "diff"
     assert (result["from_snapshot"], result["to_snapshot"]) == (synced, current_snapshot(world))
     assert (result["inserted"], result["updated"], result["deleted"]) == (1, 1, 1)
+    # a delete carries its key; mirror mode reads no old row, so no values to show
+    assert result["sample"]["delete"] == [{"customer_id": 3}]
     assert len(deliveries(server)) == sent
     checkpoint = store.get_checkpoint("crm")
     assert checkpoint is not None and checkpoint.snapshot_id == synced
+    # when the old row is not known (A expired: the digest plan), the key alone
+    table = world.reload()
+    current = table.current_snapshot()
+    assert current is not None
+    older = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != current.snapshot_id]
+    table.maintenance.expire_snapshots().by_ids(older).commit()
+    [result] = cli("plan", "--config", str(config), "--json").json()
+    assert result["plan"] == "digest"
+    assert result["sample"]["delete"] == [{"customer_id": 3}]
+    text = cli("plan", "--config", str(config))
+    assert "None" not in text.out and "null" not in text.out
 
 
 # --- status -------------------------------------------------------------------------

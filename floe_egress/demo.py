@@ -191,7 +191,9 @@ async def _demo(directory: Path) -> int:
         print(f"\n== plan: what sync 2 will send (plan {planned.plan})")
         for op, rows in planned.sample.items():
             for row in rows:
-                print(f"   {op:6} customer {row['customer_id']}: {row['email']} {row['plan']}")
+                # a delete carries its key alone (its old values are not read)
+                values = f": {row['email']} {row['plan']}" if "email" in row else ""
+                print(f"   {op:6} customer {row['customer_id']}{values}")
         second = await run_cycle(runtime, dest)
         _print_result("sync 2: only the changed rows", second)
         third = await run_cycle(runtime, dest)

@@ -17,6 +17,7 @@ def test_demo_sends_exactly_the_changed_rows(
     out = capsys.readouterr().out
     assert "sent 6 inserted, 0 updated, 0 deleted" in out
     assert "sent 1 inserted, 1 updated, 1 deleted" in out
+    assert "   delete customer 5\n" in out and "None None" not in out  # the key, not nulls
     assert "The second sync sent exactly the 3 changed rows; the third sent nothing." in out
     con = duckdb.connect(str(tmp_path / "demo" / "destination.duckdb"), read_only=True)
     rows = con.execute(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from floe_egress.config.problems import KeyPath, Problem
+from floe_egress.config.secrets import find_references
 
 FORBIDDEN_FIELDS = frozenset(
     {
@@ -55,7 +56,6 @@ _FLOE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _DESTINATION_KEYS = frozenset({*DIRECT_FIELDS, "connection_secret_ref", "config"})
 _SHORT_SECRET = re.compile(r"\$\{secret:([^{}/]*)\}")
-_LONG_SECRET = re.compile(r"\$\{secret:[^{}]*/[^{}]*\}")
 _DBT_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 TOP_LEVEL = frozenset(
     {
@@ -178,24 +178,17 @@ def floe_rules(raw: Mapping[str, Any]) -> list[Problem]:
                     "a destination reads only its own Secret "
                     "(connection_secret_ref): write ${secret:KEY}",
                 )
-                for path, text in _texts(config, (*at, "config"))
-                if _LONG_SECRET.search(text)
+                for path in dict.fromkeys(
+                    path
+                    for path, ref in find_references(config, (*at, "config"))
+                    if ref.kind == "secret"  # ${secret:SECRET/KEY}: the short form has no "/"
+                )
             ]
         name = dest.get("name")
         if isinstance(name, str) and name in seen:
             problems.append(Problem((*at, "name"), f"{name!r} names two destinations"))
         seen.add(str(name))
     return problems
-
-
-def _texts(value: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
-    if isinstance(value, str):
-        return [(path, value)]
-    if isinstance(value, Mapping):
-        return [t for k, v in value.items() for t in _texts(v, (*path, str(k)))]
-    if isinstance(value, list):
-        return [t for i, v in enumerate(value) for t in _texts(v, (*path, i))]
-    return []
 
 
 def _forbidden(value: Any, path: KeyPath) -> list[KeyPath]:

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-floe demo services lint typecheck test test-floe bench clean
+.PHONY: install install-floe demo services browser lint typecheck test test-floe bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +32,16 @@ demo: install
 services:
 	scripts/ensure-services.sh
 
+browser:
+	scripts/ensure-browser.sh
+
 lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
 	$(BIN)/mypy
 
-test: install services lint typecheck
+test: install services browser lint typecheck
 	$(BIN)/pytest -q
 	$(MAKE) test-floe
 

@@ -27,6 +27,7 @@ from floe_egress.config.secrets import redact
 from floe_egress.daemon.digest import DAMAGED
 from floe_egress.daemon.leases import DaemonLeases
 from floe_egress.daemon.metrics import Metrics
+from floe_egress.daemon.overview import history, verdict
 from floe_egress.daemon.runner import Runner
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.daemon.tasks import Housework
@@ -45,18 +46,27 @@ MIN_FREE_BYTES = 8 * 2**20
 
 def lag_seconds(table: Table, ref: str, checkpoint: Checkpoint | None, now: float) -> float | None:
     """Age of the oldest commit on `ref` the destination has not received (0: up to date)."""
+    return lag(table, ref, checkpoint, now)[0]
+
+
+def lag(table: Table, ref: str, checkpoint: Checkpoint | None, now: float) -> tuple[float, int]:
+    """The age of the oldest commit on `ref` the destination has not received, and how
+    many commits it has not received (0, 0: up to date). A checkpoint that is no longer
+    among the ref's ancestors (expired, or the table was replaced) counts them all."""
     head = table.snapshot_by_name(ref)
     if head is None:
-        return 0.0
+        return 0.0, 0
     synced = checkpoint.snapshot_id if checkpoint else None
     if head.snapshot_id == synced:
-        return 0.0
+        return 0.0, 0
     oldest_unsynced = head
+    behind = 0
     for snapshot in ancestors_of(head, table.metadata):
         if snapshot.snapshot_id == synced:
             break
         oldest_unsynced = snapshot
-    return max(0.0, now - oldest_unsynced.timestamp_ms / 1000)
+        behind += 1
+    return max(0.0, now - oldest_unsynced.timestamp_ms / 1000), behind
 
 
 def destination_status(rt: Runtime, dest: Destination, now: float | None = None) -> dict[str, Any]:
@@ -78,7 +88,9 @@ def destination_status(rt: Runtime, dest: Destination, now: float | None = None)
             "snapshot_timestamp_ms": checkpoint.snapshot_timestamp_ms,
             "updated_at": checkpoint.updated_at,
         },
+        "table_snapshot": None,
         "lag_seconds": None,
+        "lag_snapshots": None,
         "last_run": None
         if last is None
         else {k: v for k, v in asdict(last).items() if k != "destination"}
@@ -88,7 +100,14 @@ def destination_status(rt: Runtime, dest: Destination, now: float | None = None)
         "error": None,
     }
     try:
-        status["lag_seconds"] = lag_seconds(rt.load_table(dest), dest.ref, checkpoint, now)
+        table = rt.load_table(dest)
+        head = table.snapshot_by_name(dest.ref)
+        if head is not None:
+            status["table_snapshot"] = {
+                "snapshot_id": head.snapshot_id,
+                "timestamp_ms": head.timestamp_ms,
+            }
+        status["lag_seconds"], status["lag_snapshots"] = lag(table, dest.ref, checkpoint, now)
     except EgressError as exc:
         status["error"] = redact(str(exc))
     return status
@@ -198,20 +217,31 @@ class Health:
             return False, {**checks, "probe": f"no answer for {age:.0f} s"}
         return ready, checks
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, *, details: bool = False, only: str | None = None) -> dict[str, Any]:
+        """Every destination's status (or only the one named); with `details`, also its
+        recent runs, first failed rows and verdict (what the status page shows)."""
         host = self._host
+
+        def read(dest: Destination) -> dict[str, Any]:
+            item = destination_status(host.runtime, dest)
+            if details:
+                item |= history(host.runtime, dest)
+            return item
 
         async def one(name: str, runner: Runner) -> dict[str, Any]:
             try:
-                item = await asyncio.to_thread(destination_status, host.runtime, runner.dest)
+                item = await asyncio.to_thread(read, runner.dest)
             except Exception as exc:  # the store may be down: say so, keep answering
                 item = {"destination": name, "error": redact(str(exc))}
             job = host.scheduler.get_job(name) if host.scheduler else None
             next_run = job.next_run_time if job else None
             item["daemon"] = runner_status(runner, next_run, host.leases.holds(name))
-            return item
+            if details:
+                item["state"], item["reason"] = verdict(item)
+            return redact(item)
 
-        items = await asyncio.gather(*(one(n, r) for n, r in host.runners.items()))
+        runners = {n: r for n, r in host.runners.items() if only is None or n == only}
+        items = await asyncio.gather(*(one(n, r) for n, r in runners.items()))
         ready, _ = await self.readiness()
         return {"owner": host.owner, "ready": ready, "destinations": list(items)}
 

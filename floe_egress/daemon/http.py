@@ -5,13 +5,16 @@ GET  /readyz                           200 when the state store and catalog answ
                                        scheduler runs; 503 otherwise (with the reasons for
                                        a reader who may see them)
 GET  /status                           JSON per destination
+GET  /, /status/{name}, /login, /ui/*   the status page and its parts (ui.py)
 GET  /metrics                          Prometheus text
 POST /v1/destinations/{name}/sync      start a cycle now (coalesced with a running one)
 
 Who may do what follows the socket actually bound. On loopback only, everything is
 open, and a nudge needs the bearer token when `server.token` is set. Beyond loopback
-(where `server.token` is required), a nudge, `/status` and `/metrics` need the token;
-`/healthz` and `/readyz` stay open for load balancers but say only alive / ready or not.
+(where `server.token` is required), a nudge, `/status` and `/metrics` need the token,
+and so does the status page, whose browser shows it as a session cookie from `/login`
+(reads only: a nudge needs the bearer header); `/healthz` and `/readyz` stay open for
+load balancers but say only alive / ready or not.
 A reload that moves the listener binds the new address before it closes the old one,
 and the stricter rule of the two holds in between.
 """
@@ -27,6 +30,7 @@ from floe_egress.config.models import ServerConfig
 from floe_egress.config.secrets import resolve
 from floe_egress.config.urls import is_loopback
 from floe_egress.daemon.metrics import CONTENT_TYPE
+from floe_egress.daemon.ui import COOKIE, add_page_routes, valid_session
 from floe_egress.errors import ConfigError, ServiceError
 
 # What `request_sync` answered -> HTTP status of the nudge.
@@ -45,7 +49,7 @@ class DaemonView(Protocol):
 
     async def readiness(self) -> tuple[bool, dict[str, str]]: ...
 
-    async def status(self) -> dict[str, Any]: ...
+    async def status(self, *, details: bool = False, only: str | None = None) -> dict[str, Any]: ...
 
     def metrics_text(self) -> bytes: ...
 
@@ -91,9 +95,12 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="floe-egress"'}
 
 def make_app(daemon: DaemonView, endpoints: Endpoints) -> web.Application:
     def allowed(request: web.Request, *, nudge: bool = False) -> bool:
-        """Reads need the token beyond loopback; a nudge whenever a token is set."""
+        """Reads need the token beyond loopback (the bearer header, or the page's session
+        cookie); a nudge needs the bearer header whenever a token is set."""
         token = daemon.token
         if token is None or not (nudge or endpoints.beyond_loopback):
+            return True
+        if not nudge and valid_session(request.cookies.get(COOKIE), token):
             return True
         return _authorized(request, token)
 
@@ -137,6 +144,7 @@ def make_app(daemon: DaemonView, endpoints: Endpoints) -> web.Application:
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/destinations/{name}/sync", sync)
+    add_page_routes(app, daemon, allowed)
     return app
 
 

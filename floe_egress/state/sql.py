@@ -231,13 +231,15 @@ class SqlStore(ABC):
         return read_marks(self, destination)
 
     def failed_rows(
-        self, destination: str, *, include_parked: bool = True
+        self, destination: str, *, include_parked: bool = True, limit: int | None = None
     ) -> list[FailedRowRecord]:
         where = "" if include_parked else " AND parked = FALSE"
+        bound = "" if limit is None else f" LIMIT {int(limit)}"
         with self.transaction(write=False) as cur:
             cur.execute(
                 "SELECT key_json, op, reason, attempts, first_seen, last_seen, parked "
-                f"FROM failed_rows WHERE destination = ?{where} ORDER BY first_seen, key_json",
+                f"FROM failed_rows WHERE destination = ?{where} "
+                f"ORDER BY first_seen, key_json{bound}",
                 (destination,),
             )
             rows = cur.fetchall()
@@ -258,6 +260,15 @@ class SqlStore(ABC):
     def failed_row_count(self, destination: str) -> int:
         with self.transaction(write=False) as cur:
             return count_rows(cur, "failed_rows", destination)
+
+    def parked_row_count(self, destination: str) -> int:
+        with self.transaction(write=False) as cur:
+            cur.execute(
+                "SELECT count(*) FROM failed_rows WHERE destination = ? AND parked = ?",
+                (destination, True),
+            )
+            row = cur.fetchone()
+        return 0 if row is None else int(row[0])
 
     # --- resync requests --------------------------------------------------------------
 

@@ -217,10 +217,14 @@ class StateStore(Protocol):
     def last_run(self, destination: str) -> RunRecord | None: ...
 
     def failed_rows(
-        self, destination: str, *, include_parked: bool = True
-    ) -> list[FailedRowRecord]: ...
+        self, destination: str, *, include_parked: bool = True, limit: int | None = None
+    ) -> list[FailedRowRecord]:
+        """Oldest first; at most `limit` of them when given."""
 
     def failed_row_count(self, destination: str) -> int: ...
+
+    def parked_row_count(self, destination: str) -> int:
+        """Failed rows no longer retried (attempts reached max_attempts)."""
 
     def unpark_failed_rows(self, destination: str) -> int:
         """Make parked rows eligible for retry again; returns how many."""

@@ -201,9 +201,10 @@ class HttpSink(ABC):
         await self.handoff.close()
 
     def refused(self, what: str, response: Response) -> PermanentSinkError:
+        said = error_message(response, 300)
+        detail = "" if said == f"HTTP {response.status}" else f" ({said})"
         return PermanentSinkError(
-            f"destination {self.name!r}: {what} was refused with HTTP {response.status} "
-            f"({error_message(response, 300)})"
+            f"destination {self.name!r}: {what} was refused with HTTP {response.status}{detail}"
         )
 
 

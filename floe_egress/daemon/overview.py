@@ -1,0 +1,117 @@
+"""What the status page shows of a destination: its state in one word and the reason in
+words, its recent runs and its failed rows.
+
+`history` reads what `destination_status` leaves out (the last runs, the first failed
+rows, how many are parked); `verdict` sums up a destination's status JSON (with the
+daemon's part) as one of `VERDICTS` and a sentence. Both serve the page and the
+per-destination JSON (`GET /status/{name}`), so the two always agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any, Literal
+
+from floe_egress.config.models import Destination
+from floe_egress.config.secrets import redact
+from floe_egress.daemon.runtime import Runtime
+from floe_egress.state.store import FailedRowRecord, RunRecord
+
+RUNS_SHOWN = 20
+FAILED_SHOWN = 50
+
+Verdict = Literal["healthy", "failing", "retrying", "rows failing", "elsewhere", "waiting", "off"]
+VERDICTS: tuple[Verdict, ...] = (
+    "failing",
+    "retrying",
+    "rows failing",
+    "waiting",
+    "healthy",
+    "elsewhere",
+    "off",
+)
+"""Worst first: the order of the page's state filter and of its summary."""
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    data = {k: v for k, v in asdict(run).items() if k != "destination"}
+    data["invalid_sample"] = list(run.invalid_sample)
+    data["duration_seconds"] = round(run.duration_seconds, 3)
+    return redact(data)
+
+
+def failed_row_json(row: FailedRowRecord) -> dict[str, Any]:
+    return {
+        "key": json.loads(row.key_json),
+        "op": row.op,
+        "reason": redact(row.reason),
+        "attempts": row.attempts,
+        "first_seen": row.first_seen,
+        "last_seen": row.last_seen,
+        "parked": row.parked,
+    }
+
+
+def history(rt: Runtime, dest: Destination) -> dict[str, Any]:
+    """The last `RUNS_SHOWN` runs (newest first) and the first `FAILED_SHOWN` failed rows."""
+    store = rt.store
+    return {
+        "runs": [run_json(r) for r in store.runs(dest.name, limit=RUNS_SHOWN)],
+        "failed_rows_shown": [
+            failed_row_json(r) for r in store.failed_rows(dest.name, limit=FAILED_SHOWN)
+        ],
+        "parked_rows": store.parked_row_count(dest.name),
+    }
+
+
+def verdict(item: dict[str, Any]) -> tuple[Verdict, str]:
+    """One destination's state and why, from its status JSON with the daemon's part."""
+    daemon = item.get("daemon") or {}
+    error = item.get("error")
+    if "source_table" not in item:  # the state store could not be read
+        return "failing", f"status unavailable: {error}"
+    if not item.get("enabled", True):
+        return "off", "disabled in the configuration"
+    if daemon and not daemon.get("held_here", True):
+        return "elsewhere", "another daemon holds this destination's lease"
+    if daemon.get("error"):
+        failures = daemon.get("consecutive_failures") or 1
+        times = "once" if failures == 1 else f"{failures} times in a row"
+        if daemon.get("state") == "failing":
+            return "failing", f"failed {times}: {daemon['error']}"
+        retry = daemon.get("next_attempt_at")
+        when = f"; next attempt at {retry}" if retry else ""
+        return "retrying", f"failed {times}: {daemon['error']}{when}"
+    if error:
+        return "failing", str(error)
+    failed = int(item.get("failed_rows") or 0)
+    if failed:
+        return "rows failing", _rows_reason(failed, item)
+    if item.get("checkpoint") is None or daemon.get("state") == "pending":
+        return "waiting", "no cycle has finished yet"
+    return "healthy", "up to date" if not item.get("lag_snapshots") else "catching up"
+
+
+def _rows_reason(failed: int, item: dict[str, Any]) -> str:
+    parked = int(item.get("parked_rows") or 0)
+    rows = "row" if failed == 1 else "rows"
+    parts = [f"{failed} {rows} refused by the destination"]
+    if parked:
+        parts.append(f"{parked} parked (no longer retried)")
+    shown = item.get("failed_rows_shown") or []
+    if shown:
+        parts.append(f"e.g. {shown[0]['reason']}")
+    return "; ".join(parts)
+
+
+__all__ = [
+    "FAILED_SHOWN",
+    "RUNS_SHOWN",
+    "VERDICTS",
+    "Verdict",
+    "failed_row_json",
+    "history",
+    "run_json",
+    "verdict",
+]

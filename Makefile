@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-floe demo services browser lint typecheck test test-floe bench clean
+.PHONY: install install-floe demo services browser lint typecheck test test-floe screenshot bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ test: install services browser lint typecheck
 
 test-floe: install-floe services
 	$(FLOE_VENV)/bin/pytest -q tests/floe_core tests/contract/test_floe_plugin.py
+
+# The README's picture of the status page, taken by the browser test.
+screenshot: install services browser
+	mkdir -p docs
+	FLOE_EGRESS_SCREENSHOT=$(CURDIR)/docs/status-page.png $(BIN)/pytest -q \
+		tests/integration/daemon/test_status_page.py -k three
 
 bench: install services
 	$(BIN)/python bench/changes.py

@@ -160,7 +160,7 @@ def add_page_routes(
             given.strip().encode(), token.encode()
         ):
             failures.append(now)
-            body = render_login(message="That is not this daemon's token.", next_path=target)
+            body = render_login(message="That is not the token of this daemon.", next_path=target)
             return web.Response(text=body, status=401, content_type="text/html")
         response = web.HTTPSeeOther(target)
         response.set_cookie(

@@ -193,3 +193,64 @@ async def expect_clean(watched: WatchedPage, secrets: list[str]) -> None:
     assert watched.left_localhost == []
     assert watched.requests, "the route saw the page's requests"
     assert any(url.endswith("/ui/live") for url in watched.requests), "it refreshed itself"
+
+
+async def test_a_hundred_destinations_stay_usable(
+    world: World, api: FakeRestApi, start_daemon: StartDaemon, browser: Browser, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(world.table.append, customers(initial_rows(20)))
+    no_email = {"customer_id": "external_id", "plan": "plan_tier"}
+    dests = [
+        destination(
+            api.url,
+            f"dest_{i:03d}",
+            field_mapping=no_email,
+            schedule=HOURLY,
+            retry={"max_attempts": 1, "timeout_seconds": 5},
+            sink_config={
+                "url": api.url + "/v1/contacts",
+                "headers": {"Authorization": "${env:BAD_TOKEN}" if i % 10 == 7 else API_SECRET},
+            },
+        )
+        for i in range(100)
+    ]
+    daemon = await start_daemon(world, dests, env={"BAD_TOKEN": WRONG_SECRET})
+
+    def settled(body: Any) -> bool:
+        return all(
+            d["checkpoint"] is not None or d["daemon"]["state"] == "failing"
+            for d in body["destinations"]
+        )
+
+    await daemon.wait_status("/status", 200, within=120, where=settled)
+    watched = await watched_page(browser)
+    page = watched.page
+    started = asyncio.get_running_loop().time()
+    await page.goto(daemon.url + "/")
+    loaded = asyncio.get_running_loop().time() - started
+    assert await page.locator("article.dest").count() == 100
+    assert loaded < 10, f"the page took {loaded:.1f} s with 100 destinations"
+    summary = await page.locator(".summary").inner_text()
+    assert "10 failing" in summary.replace("\n", " ") and "90 healthy" in summary.replace("\n", " ")
+    # The worst first: the ten failing cards lead the page.
+    names = await page.locator("article.dest").evaluate_all(
+        "cards => cards.map(c => c.dataset.state)"
+    )
+    assert names[:10] == ["failing"] * 10 and set(names[10:]) == {"healthy"}
+
+    await page.fill("#filter-name", "dest_04")
+    assert await page.locator("article.dest:visible").count() == 10
+    assert await page.locator("#shown").inner_text() == "showing 10 of 100"
+    await page.locator('.chip[data-state="failing"]').click()
+    visible = page.locator("article.dest:visible")
+    assert await visible.count() == 1
+    assert await visible.get_attribute("data-name") == "dest_047"
+    # The filter holds across a refresh of the live part.
+    await page.wait_for_function(
+        "() => document.querySelector('#updated').textContent.startsWith('as of') && "
+        "window.performance.getEntriesByName(location.origin + '/ui/live').length > 0",
+        timeout=15_000,
+    )
+    assert await page.locator("article.dest:visible").count() == 1
+    await expect_clean(watched, [WRONG_SECRET, "expired-but-still-secret"])
+    await page.screenshot(path=str(tmp_path / "hundred.png"))

@@ -62,6 +62,7 @@ def history(rt: Runtime, dest: Destination) -> dict[str, Any]:
             failed_row_json(r) for r in store.failed_rows(dest.name, limit=FAILED_SHOWN)
         ],
         "parked_rows": store.parked_row_count(dest.name),
+        "lease_holder": store.lease_holder(dest.name),
     }
 
 
@@ -74,7 +75,9 @@ def verdict(item: dict[str, Any]) -> tuple[Verdict, str]:
     if not item.get("enabled", True):
         return "off", "disabled in the configuration"
     if daemon and not daemon.get("held_here", True):
-        return "elsewhere", "another daemon holds this destination's lease"
+        holder = item.get("lease_holder")
+        by = f" ({holder})" if holder else ""
+        return "elsewhere", f"another daemon{by} holds its lease and syncs it"
     if daemon.get("error"):
         failures = daemon.get("consecutive_failures") or 1
         times = "once" if failures == 1 else f"{failures} times in a row"

@@ -150,6 +150,9 @@ def _facts(item: dict[str, Any], now: float) -> str:
     elif behind == 0:
         facts.append(("lag", "up to date"))
     daemon = item.get("daemon") or {}
+    if daemon:
+        held = "this daemon" if daemon.get("held_here") else item.get("lease_holder") or "—"
+        facts.append(("held by", escape(str(held))))
     if daemon.get("running"):
         facts.append(("next run", "running now"))
     elif daemon.get("next_run"):

@@ -25,6 +25,8 @@ __all__ = ["browser"]  # the fixture, used by name
 HOURLY = {"interval_seconds": 3600}
 API_SECRET = "Bearer good"  # the API's token, given to the daemon as a secret
 WRONG_SECRET = "Bearer expired-but-still-secret-7f3a"
+HOSTILE = "<img src=x onerror=alert(1)>"
+"""An email the support API refuses, which it quotes back: shown as text, never run."""
 SCREENSHOT_COPY = os.environ.get("FLOE_EGRESS_SCREENSHOT")
 """Where `make screenshot` wants the page's picture (the README's PNG)."""
 
@@ -95,6 +97,7 @@ async def test_the_page_shows_three_destinations_and_follows_a_commit(
 ) -> None:
     rows = initial_rows(6)
     rows[2] = (3, "c3-at-x.io", "pro")  # refused by the support API: parked
+    rows[4] = (5, HOSTILE, "free")
     await asyncio.to_thread(world.table.append, customers(rows))
     daemon = await start_daemon(
         world,
@@ -107,13 +110,15 @@ async def test_the_page_shows_three_destinations_and_follows_a_commit(
         return (
             by["crm"]["checkpoint"] is not None
             and by["billing"]["daemon"]["state"] == "failing"
-            and by["support"]["failed_rows"] == 1
+            and by["support"]["failed_rows"] == 2
         )
 
     await daemon.wait_status("/status", 200, within=30, where=settled)
 
     watched = await watched_page(browser)
     page = watched.page
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
     response = await page.goto(daemon.url + "/")
     assert response is not None and response.status == 200
     assert await page.locator("article.dest").count() == 3
@@ -126,14 +131,16 @@ async def test_the_page_shows_three_destinations_and_follows_a_commit(
     assert "401" in billing["reason"], billing["reason"]
     support = await card(page, "support")
     assert support["state"] == "rows failing"
-    assert "1 row refused by the destination" in support["reason"]
-    assert "1 parked" in support["reason"]
+    assert "2 rows refused by the destination" in support["reason"]
+    assert "2 parked" in support["reason"]
     assert "email 'c3-at-x.io' is not a valid address" in support["reason"]
-    failed_row = page.locator('article[data-name="support"] table.failed tbody tr')
-    assert await failed_row.count() == 1
-    cells = await failed_row.locator("td").all_inner_texts()
+    failed_rows = page.locator('article[data-name="support"] table.failed tbody tr')
+    assert await failed_rows.count() == 2
+    cells = await failed_rows.nth(0).locator("td").all_inner_texts()
     assert cells[0] == "3" and cells[3] == "parked"
     assert cells[-1] == "email 'c3-at-x.io' is not a valid address"
+    cells = await failed_rows.nth(1).locator("td").all_inner_texts()
+    assert cells[0] == "5" and cells[-1] == f"email '{HOSTILE}' is not a valid address"
 
     # The chart and the runs table of the healthy destination show its full load.
     assert await page.locator('article[data-name="crm"] svg.runs-chart rect.c-inserted').count()
@@ -177,6 +184,8 @@ async def test_the_page_shows_three_destinations_and_follows_a_commit(
     await page.select_option("#filter-state", "")
 
     await expect_clean(watched, [API_SECRET, WRONG_SECRET, "expired-but-still-secret"])
+    assert dialogs == [], "a value from the table ran as script"
+    assert HOSTILE not in await page.content(), "it is escaped, not markup"
     picture = tmp_path / "status-page.png"
     await page.screenshot(path=str(picture), full_page=True)
     assert picture.stat().st_size > 10_000
@@ -254,3 +263,29 @@ async def test_a_hundred_destinations_stay_usable(
     assert await page.locator("article.dest:visible").count() == 1
     await expect_clean(watched, [WRONG_SECRET, "expired-but-still-secret"])
     await page.screenshot(path=str(tmp_path / "hundred.png"))
+
+
+@pytest.mark.postgres
+async def test_a_destination_held_by_another_daemon_says_which(
+    world: World, api: FakeRestApi, pg_database: str, start_daemon: StartDaemon
+) -> None:
+    await asyncio.to_thread(world.table.append, customers(initial_rows(3)))
+    dests = [destination(api.url, schedule=HOURLY)]
+    first = await start_daemon(world, dests, name="a", state_url=pg_database)
+    held = await first.wait_status(
+        "/status/crm", 200, where=lambda d: d["daemon"]["held_here"] and d["checkpoint"]
+    )
+    assert held["state"] == "healthy"
+    owner = (await first.get("/status"))[1]["owner"]
+
+    second = await start_daemon(world, dests, name="b", state_url=pg_database)
+    elsewhere = await second.wait_status(
+        "/status/crm", 200, where=lambda d: d["state"] == "elsewhere"
+    )
+    assert elsewhere["lease_holder"] == owner
+    assert owner in elsewhere["reason"]
+    _, page = await second.get("/")
+    assert 'data-state="elsewhere"' in page
+    assert f"<dt>held by</dt><dd>{owner}</dd>" in page
+    _, page = await first.get("/")
+    assert "<dt>held by</dt><dd>this daemon</dd>" in page

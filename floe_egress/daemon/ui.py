@@ -10,7 +10,8 @@ POST /logout           forgets the session
 Reading follows the rule of /status: open on loopback; beyond loopback it needs the
 token. A browser cannot send a bearer header, so there the page sends it to /login,
 which checks the token and sets a session cookie: `v1.<expiry>.<HMAC-SHA256 of the
-expiry keyed by the token>`, HttpOnly, SameSite=Strict, Secure on HTTPS, valid for
+expiry keyed by the token>`, HttpOnly, SameSite=Strict, Secure on HTTPS (or behind a
+proxy that sends `X-Forwarded-Proto: https`), valid for
 SESSION_SECONDS. The cookie is not the token, a changed token (a reload) ends every
 session, and the daemon keeps no session table. The cookie lets a browser read (the
 page, /status, /metrics), never nudge: a POST still needs the bearer header, so no
@@ -89,6 +90,11 @@ def _local_path(value: str | None) -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     return value
+
+
+def _forwarded_https(request: web.Request) -> bool:
+    """Behind a TLS proxy (a client that sends it only makes its own cookie stricter)."""
+    return request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
 
 
 def add_page_routes(
@@ -170,7 +176,7 @@ def add_page_routes(
             path="/",
             httponly=True,
             samesite="Strict",
-            secure=request.secure,
+            secure=request.secure or _forwarded_https(request),
         )
         raise response
 

@@ -31,9 +31,10 @@ async def fetch(
     cookie: str | None = None,
     bearer: str | None = None,
     form: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], str, list[str]]:
     """(status, headers, body, Set-Cookie headers), redirects not followed."""
-    headers = {}
+    headers = dict(extra or {})
     if cookie:
         headers["Cookie"] = f"{COOKIE}={cookie}"
     if bearer:
@@ -114,6 +115,7 @@ async def test_beyond_loopback_the_page_needs_a_session_from_the_token(
     status, headers, _, cookies = await fetch(daemon, "POST", "/login", form=form)
     assert (status, headers["Location"]) == (303, "/"), "never sent to another site"
     assert "HttpOnly" in cookies[0] and "SameSite=Strict" in cookies[0]
+    assert "Secure" not in cookies[0], "plain HTTP: a Secure cookie would not come back"
     session = cookie_value(cookies)
     assert TOKEN not in session
 
@@ -134,6 +136,12 @@ async def test_beyond_loopback_the_page_needs_a_session_from_the_token(
 
     status, _, _, _ = await fetch(daemon, "POST", "/logout", cookie=session)
     assert status == 303
+
+    behind_tls = {"X-Forwarded-Proto": "https"}
+    _, _, _, cookies = await fetch(
+        daemon, "POST", "/login", form={"token": TOKEN}, extra=behind_tls
+    )
+    assert "Secure" in cookies[0], "behind a TLS proxy the cookie stays on HTTPS"
 
 
 async def test_wrong_tokens_are_throttled(

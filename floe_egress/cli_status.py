@@ -120,7 +120,9 @@ def details(status: Mapping[str, Any]) -> list[str]:
 
 def print_status(statuses: Sequence[Mapping[str, Any]], *, now: float) -> None:
     terminal = sys.stdout.isatty()
-    table = Table(*COLUMNS, header_style="bold" if terminal else None)
+    table = Table(header_style="bold" if terminal else None)
+    for column in COLUMNS:  # a narrow terminal folds a long value, never cuts it short
+        table.add_column(column, overflow="fold")
     for status in statuses:
         cells = [Text(cell) for cell in status_row(status, now)]
         if terminal:

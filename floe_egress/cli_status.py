@@ -37,7 +37,13 @@ PIPE_WIDTH = 200
 """The least width of the table's lines off a terminal."""
 _UNBOUNDED = 1_000_000
 """The width the table is measured at off a terminal (rich measures up to the width)."""
-_STATE_STYLES = {"ok": "green", "failing": "red", "error": "red", "never synced": "yellow"}
+_STATE_STYLES = {
+    "ok": "green",
+    "failing": "red",
+    "error": "red",
+    "never synced": "yellow",
+    "disabled": "dim",
+}
 
 
 def human_seconds(seconds: float) -> str:
@@ -51,9 +57,12 @@ def human_seconds(seconds: float) -> str:
 
 def state_of(status: Mapping[str, Any]) -> str:
     """ok; failing (the last run failed); never synced (no checkpoint); error (the
-    status itself could not be read, e.g. the table is missing)."""
+    status itself could not be read, e.g. the table is missing); disabled (`enabled:
+    false`: no cycle runs it)."""
     if status.get("error"):
         return "error"
+    if not status.get("enabled", True):
+        return "disabled"
     run = status["last_run"]
     if run is not None and run["status"] == "failed":
         return "failing"

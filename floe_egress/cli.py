@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from floe_egress import __version__, logs
 from floe_egress.cli_output import failed_row_json, print_json, print_results
@@ -25,6 +25,9 @@ from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
 from floe_egress.errors import ConfigError, EgressError
 from floe_egress.spec import compile_artifacts, load_spec, spec_schema, spec_warnings
+
+if TYPE_CHECKING:
+    from floe_egress.cli_progress import Watch
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -161,24 +164,37 @@ def cmd_sinks(args: argparse.Namespace) -> int:
 
 
 async def _cycles(
-    loaded: LoadedConfig, names: list[Destination], *, send: bool, force: bool = False
+    loaded: LoadedConfig,
+    names: list[Destination],
+    *,
+    send: bool,
+    force: bool = False,
+    watch: Watch | None = None,
 ) -> list[Any]:
+    """The cycles (or previews) of `names` at once; `watch` gives each sending cycle
+    what shows its progress."""
     from floe_egress.daemon.cycle import preview_cycle, run_cycle
+    from floe_egress.daemon.progress import NO_PROGRESS
     from floe_egress.daemon.runtime import Runtime
 
     runtime = Runtime(loaded.spec)
     try:
         if send:
-            return list(await asyncio.gather(*(run_cycle(runtime, d, force=force) for d in names)))
+            progress = watch or (lambda name: NO_PROGRESS)
+            cycles = (run_cycle(runtime, d, force=force, progress=progress(d.name)) for d in names)
+            return list(await asyncio.gather(*cycles))
         return list(await asyncio.gather(*(preview_cycle(runtime, d) for d in names)))
     finally:
         await runtime.close()
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from floe_egress.cli_progress import progress_bars
+
     loaded = _load(args)
     dests = _destinations(loaded.spec, args.destination)
-    results = asyncio.run(_cycles(loaded, dests, send=True, force=args.force))
+    with progress_bars(sys.stderr, enabled=not args.json) as watch:
+        results = asyncio.run(_cycles(loaded, dests, send=True, force=args.force, watch=watch))
     if args.force:
         _hand_force_to_holders(loaded, [r for r in results if r.status == "skipped"])
     print_results(results, as_json=args.json, verb="sent")
@@ -219,47 +235,15 @@ def _exit_code(results: Sequence[Any]) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from floe_egress.cli_status import print_status
     from floe_egress.daemon.health import collect_status
-    from floe_egress.daemon.result import invalid_lines
 
     loaded = _load(args)
     statuses = collect_status(loaded.spec)
     if args.json:
         print_json(statuses)
         return EXIT_OK
-    now = time.time()
-    for s in statuses:
-        print(
-            f"{s['destination']}: {s['source_table']}@{s['ref']} -> {s['sink_type']} ({s['mode']})"
-        )
-        cp = s["checkpoint"]
-        if cp is None:
-            print("  checkpoint: none (next sync is a full load)")
-        else:
-            print(
-                f"  checkpoint: snapshot {cp['snapshot_id']}, written "
-                f"{int(now - cp['updated_at'])} s ago"
-            )
-        if s["lag_seconds"] is not None:
-            print(f"  lag: {s['lag_seconds']:.0f} s behind the table's newest commit")
-        run = s["last_run"]
-        if run:
-            print(
-                f"  last run: {run['status']} ({run['plan']}) {run['inserted']} inserted, "
-                f"{run['updated']} updated, {run['deleted']} deleted, {run['failed']} failed, "
-                f"{run['invalid']} invalid" + (f"; error: {run['error']}" if run["error"] else "")
-            )
-            for line in invalid_lines(run["invalid"], run["invalid_sample"]):
-                print(f"    {line}")
-        print(f"  failed rows: {s['failed_rows']}")
-        if digest := s.get("digest"):
-            print(
-                f"  digest: {digest['state']} ({digest['entries']} entries in "
-                f"{digest['segments']} segment{'' if digest['segments'] == 1 else 's'}, "
-                f"{digest['reserved']} reserved)"
-            )
-        if s.get("error"):
-            print(f"  error: {s['error']}")
+    print_status(statuses, now=time.time())
     return EXIT_OK
 
 
@@ -297,12 +281,15 @@ def cmd_failures(args: argparse.Namespace) -> int:
     dest = loaded.spec.destination(args.destination)
     results: list[Any] = []
     if args.retry:
+        from floe_egress.cli_progress import progress_bars
+
         runtime = Runtime(loaded.spec)
         try:
             runtime.store.unpark_failed_rows(dest.name)
         finally:
             asyncio.run(runtime.close())
-        results = asyncio.run(_cycles(loaded, [dest], send=True))
+        with progress_bars(sys.stderr, enabled=not args.json) as watch:
+            results = asyncio.run(_cycles(loaded, [dest], send=True, watch=watch))
         if not args.json:
             print_results(results, as_json=False, verb="sent")
     runtime = Runtime(loaded.spec)
@@ -377,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # The demo prints its own story; its cycle logs would only interleave with it.
     level = "WARNING" if args.command == "demo" and args.log_level == "INFO" else args.log_level
-    logs.configure(stream=sys.stdout if args.command == "run" else sys.stderr, level=level)
+    logs.configure(stream=sys.stdout if args.command == "run" else None, level=level)
     try:
         return COMMANDS[args.command](args)
     except ConfigValidationError as exc:

@@ -2,7 +2,9 @@
 
 structlog with contextvars merged first; JSON lines when the stream is not a TTY
 (journald), a readable console otherwise. Every event passes through a redaction
-processor so a secret that slips into an event is masked.
+processor so a secret that slips into an event is masked. Without a stream, each line
+goes to `sys.stderr` as it is when the line is written: while the command line shows
+progress bars, rich puts its own there, which prints the line above the bars.
 """
 
 from __future__ import annotations
@@ -22,10 +24,23 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return {k: redact(v) if isinstance(v, str | dict | list) else v for k, v in event.items()}
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(
     *, stream: TextIO | None = None, level: str = "INFO", json: bool | None = None
 ) -> None:
-    out = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     as_json = (not out.isatty()) if json is None else json
     renderer: Any = (
         structlog.processors.JSONRenderer()

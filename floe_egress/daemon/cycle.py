@@ -29,6 +29,7 @@ from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.digest import Tally
 from floe_egress.daemon.leases import CycleLease, StandaloneLease
+from floe_egress.daemon.progress import NO_PROGRESS, Progress
 from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.daemon.work import Workload, prepare_work
@@ -118,15 +119,18 @@ async def run_cycle(
     *,
     lease: CycleLease | None = None,
     force: bool = False,
+    progress: Progress = NO_PROGRESS,
 ) -> CycleResult:
     """One full cycle of `dest`; never raises for destination errors (they are results).
 
     It runs under `lease` (default: a `StandaloneLease`, what `floe-egress sync` takes),
     asked between writes and renewed before the checkpoint moves. The destination and a
-    cycle id are bound to every log line of the cycle, in threads too.
+    cycle id are bound to every log line of the cycle, in threads too. A cycle that
+    sends many rows (see `_bulk`) tells `progress` how far it got, write by write.
     """
     with _bound(dest):
-        return await _run_cycle(rt, dest, lease or StandaloneLease(dest.name), force)
+        lease = lease or StandaloneLease(dest.name)
+        return await _run_cycle(rt, dest, lease, force, progress)
 
 
 @contextlib.contextmanager
@@ -142,7 +146,9 @@ def _bound(dest: Destination) -> Iterator[None]:
             structlog.contextvars.unbind_contextvars(*_RANGE_FIELDS)
 
 
-async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: bool) -> CycleResult:
+async def _run_cycle(
+    rt: Runtime, dest: Destination, lease: CycleLease, force: bool, progress: Progress
+) -> CycleResult:
     started_wall, started = time.time(), time.monotonic()
     result = CycleResult(dest.name, "failed")
     report = DeliveryReport()
@@ -171,7 +177,14 @@ async def _run_cycle(rt: Runtime, dest: Destination, lease: CycleLease, force: b
             await asyncio.to_thread(
                 store.begin_attempt, dest.name, cs.from_snapshot, cs.to_snapshot
             )
-        await _deliver(rt, dest, work, report, lease)
+        watched = progress if work.has_rows and _bulk(work) else NO_PROGRESS
+        watched.start(_rows_to_send(work, dest), plan=cs.plan)
+        finished = False
+        try:
+            await _deliver(rt, dest, work, report, lease, watched)
+            finished = True
+        finally:
+            watched.close(finished=finished)
         result.inserted = report.delivered.get("insert", 0)
         result.updated = report.delivered.get("update", 0)
         result.deleted = report.delivered.get("delete", 0)
@@ -229,6 +242,21 @@ def invalid_sample(cs: ChangeSet) -> list[dict[str, Any]]:
     ]
 
 
+def _bulk(work: Workload) -> bool:
+    """Whether the cycle sends the table (or all that differs from the digest) rather
+    than the changes of a range, or carries out a resync: the cycles worth a bar."""
+    return work.change_set.plan in ("full", "digest") or work.resync_requested_at is not None
+
+
+def _rows_to_send(work: Workload, dest: Destination) -> int:
+    """The rows the mode sends of the change set and of the rows sent again (a key of
+    both, in `work.override`, is sent once: this counts it twice)."""
+    counts = work.change_set.counts
+    by_op = {"insert": counts.inserted, "update": counts.updated, "delete": counts.deleted}
+    resent: int = filter_for_mode(work.resend, dest.mode).num_rows
+    return sum(n for op, n in by_op.items() if op in ops_for_mode(dest.mode)) + resent
+
+
 def _check_delete_guard(work: Workload, dest: Destination, force: bool) -> None:
     deletes = _count_deletes(work, dest)
     if force or not work.held_rows or not deletes:
@@ -244,10 +272,15 @@ def _check_delete_guard(work: Workload, dest: Destination, force: bool) -> None:
 
 
 async def _deliver(
-    rt: Runtime, dest: Destination, work: Workload, report: DeliveryReport, lease: CycleLease
+    rt: Runtime,
+    dest: Destination,
+    work: Workload,
+    report: DeliveryReport,
+    lease: CycleLease,
+    progress: Progress,
 ) -> None:
     """Deliver the work; the digest reserves each write's keys before it is sent and
-    notes what the destination confirmed after."""
+    notes what the destination confirmed after; `progress` counts each write's rows."""
     cs = work.change_set
     sink = await rt.sink(dest, work.key)
     sink_type = get_sink_type(dest.sink_type)
@@ -263,6 +296,7 @@ async def _deliver(
     def confirmed(batch: pa.Table, entries: pa.Table | None, part: DeliveryReport) -> None:
         if entries is not None:
             tally.delivered(entries, part)
+        progress.advance(batch.num_rows)
 
     delivery = Delivery(
         sink,

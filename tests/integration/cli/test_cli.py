@@ -3,6 +3,7 @@ an Iceberg table, SQLite state and REST APIs served from a background thread."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from floe_egress.state import open_store
 from floe_egress.state.store import StateStore
+from tests.fixtures.cli_runner import status_table
 from tests.fixtures.crash_harness import ServerThread, expected_records, posts, sent_keys
 from tests.fixtures.world import World, customers, initial_rows
 from tests.integration.cli.conftest import Cli, destination
@@ -320,14 +322,83 @@ def test_status_json_follows_checkpoint_lag_last_run_and_failed_rows(
 
 def test_status_text_output(world: World, config: Path, cli: Cli) -> None:
     world.table.append(customers(initial_rows(3)))
-    assert "checkpoint: none" in cli("status", "--config", str(config)).out
+    before, after_table = status_table(cli("status", "--config", str(config)).out)
+    assert before["crm"] | {"lag": "?"} == {
+        "destination": "crm",
+        "table@ref": "gold.customers@main",
+        "sink (mode)": "rest_api (mirror)",
+        "state": "never synced",
+        "checkpoint": "none",
+        "lag": "?",
+        "last run": "-",
+        "i/u/d/failed": "-",
+        "took": "-",
+        "failed rows": "0",
+        "digest": "none yet",
+    }
+    assert re.fullmatch(r"\d+ s", before["crm"]["lag"]), "the commit is seconds old"
+    assert after_table == [], "nothing to say beyond the table"
+
     assert cli("sync", "--config", str(config)).code == 0
     run = cli("status", "--config", str(config))
     assert run.code == 0, run.err
-    assert f"checkpoint: snapshot {current_snapshot(world)}" in run.out
-    assert "last run: ok (full) 3 inserted" in run.out
-    assert "failed rows: 0" in run.out
-    assert "digest: ok (3 entries in 1 segment, 0 reserved)" in run.out
+    rows, after_table = status_table(run.out)
+    crm = rows["crm"]
+    assert {k: crm[k] for k in ("state", "checkpoint", "lag", "i/u/d/failed", "digest")} == {
+        "state": "ok",
+        "checkpoint": str(current_snapshot(world)),
+        "lag": "0 s",
+        "i/u/d/failed": "3/0/0/0",
+        "digest": "ok (3 entries, 1 segment)",
+    }
+    assert re.fullmatch(r"ok \(full\) \d+ s ago", crm["last run"]), crm["last run"]
+    assert re.fullmatch(r"\d+\.\d s", crm["took"]), crm["took"]
+    assert after_table == []
+    assert "\x1b" not in run.out, "no colour off a terminal"
+
+
+def test_status_table_of_two_destinations_with_the_details_below(
+    world: World, server: ServerThread, other_server: ServerThread, cli: Cli
+) -> None:
+    world.table.append(customers([(1, "a@example.com", "pro"), (2, "not-an-address", "pro")]))
+    bad_token = {"url": other_server.url, "headers": {"Authorization": "Bearer expired"}}
+    config = world.write_config(
+        [
+            destination("crm", server),
+            destination("billing", other_server, mode="upsert", sink_config=bad_token),
+        ]
+    )
+    assert cli("sync", "--config", str(config)).code == 1
+    world.reload().append(customers([(3, "c@example.com", "pro")]))
+    run = cli("status", "--config", str(config))
+    assert run.code == 0, run.err
+    rows, after_table = status_table(run.out)
+    assert list(rows) == ["crm", "billing"], "in the order of the configuration"
+    crm, billing = rows["crm"], rows["billing"]
+    assert {k: crm[k] for k in ("sink (mode)", "state", "i/u/d/failed", "failed rows")} == {
+        "sink (mode)": "rest_api (mirror)",
+        "state": "ok",
+        "i/u/d/failed": "1/0/0/1",
+        "failed rows": "1",
+    }
+    assert crm["checkpoint"] != "none"
+    assert re.fullmatch(r"\d+ s", crm["lag"]), "one commit it has not received"
+    assert crm["digest"] == "ok (1 entries, 1 segment)"
+    assert {k: billing[k] for k in ("sink (mode)", "state", "checkpoint", "failed rows")} == {
+        "sink (mode)": "rest_api (upsert)",
+        "state": "failing",
+        "checkpoint": "none",
+        "failed rows": "0",
+    }
+    assert re.fullmatch(r"failed \(full\) \d+ s ago", billing["last run"]), billing["last run"]
+    assert billing["i/u/d/failed"] == "0/0/0/0"
+    assert billing["digest"] == "none yet"
+    [heading, error] = after_table
+    assert heading == "billing:"
+    assert error.startswith("  last run error: ") and "401" in error, error
+    assert "expired" not in run.out, "the credential is not shown"
+    statuses = cli("status", "--config", str(config), "--json").json()
+    assert crm["checkpoint"] == str(statuses[0]["checkpoint"]["snapshot_id"])
 
 
 # --- resync -------------------------------------------------------------------------

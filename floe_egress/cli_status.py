@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from floe_egress.daemon.overview import verdict
 from floe_egress.daemon.result import invalid_lines
 
 COLUMNS = (
@@ -38,9 +39,10 @@ PIPE_WIDTH = 200
 _UNBOUNDED = 1_000_000
 """The width the table is measured at off a terminal (rich measures up to the width)."""
 _STATE_STYLES = {
-    "ok": "green",
+    "healthy": "green",
     "failing": "red",
-    "error": "red",
+    "retrying": "yellow",
+    "rows failing": "yellow",
     "never synced": "yellow",
     "disabled": "dim",
 }
@@ -56,17 +58,9 @@ def human_seconds(seconds: float) -> str:
 
 
 def state_of(status: Mapping[str, Any]) -> str:
-    """ok; failing (the last run failed); never synced (no checkpoint); error (the
-    status itself could not be read, e.g. the table is missing); disabled (`enabled:
-    false`: no cycle runs it)."""
-    if status.get("error"):
-        return "error"
-    if not status.get("enabled", True):
-        return "disabled"
-    run = status["last_run"]
-    if run is not None and run["status"] == "failed":
-        return "failing"
-    return "never synced" if status["checkpoint"] is None else "ok"
+    """The status page's word for it (daemon/overview.py `verdict`): failing, rows
+    failing, never synced, healthy or disabled."""
+    return verdict(dict(status))[0]
 
 
 def _digest_cell(digest: Mapping[str, Any] | None) -> str:

@@ -11,27 +11,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
-from floe_egress.daemon.runtime import Runtime
 from floe_egress.state.store import FailedRowRecord, RunRecord
+
+if TYPE_CHECKING:
+    from floe_egress.daemon.runtime import Runtime
 
 RUNS_SHOWN = 20
 FAILED_SHOWN = 50
 
-Verdict = Literal["healthy", "failing", "retrying", "rows failing", "elsewhere", "waiting", "off"]
+Verdict = Literal[
+    "failing", "retrying", "rows failing", "never synced", "healthy", "elsewhere", "disabled"
+]
 VERDICTS: tuple[Verdict, ...] = (
     "failing",
     "retrying",
     "rows failing",
-    "waiting",
+    "never synced",
     "healthy",
     "elsewhere",
-    "off",
+    "disabled",
 )
-"""Worst first: the order of the page's state filter and of its summary."""
+"""Worst first: the order of the page's state filter and of its summary; `floe-egress
+status` says the same words."""
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -67,13 +72,14 @@ def history(rt: Runtime, dest: Destination) -> dict[str, Any]:
 
 
 def verdict(item: dict[str, Any]) -> tuple[Verdict, str]:
-    """One destination's state and why, from its status JSON with the daemon's part."""
+    """One destination's state and why, from its status JSON (with the daemon's part
+    when a daemon asks; `floe-egress status` has only the state store's)."""
     daemon = item.get("daemon") or {}
     error = item.get("error")
     if "source_table" not in item:  # the state store could not be read
         return "failing", f"status unavailable: {error}"
     if not item.get("enabled", True):
-        return "off", "disabled in the configuration"
+        return "disabled", "disabled in the configuration (enabled: false)"
     if daemon and not daemon.get("held_here", True):
         holder = item.get("lease_holder")
         by = f" ({holder})" if holder else ""
@@ -88,11 +94,14 @@ def verdict(item: dict[str, Any]) -> tuple[Verdict, str]:
         return "retrying", f"failed {times}: {daemon['error']}{when}"
     if error:
         return "failing", str(error)
+    last = item.get("last_run")
+    if last and last.get("status") == "failed":
+        return "failing", f"the last run failed: {last.get('error') or 'no message'}"
     failed = int(item.get("failed_rows") or 0)
     if failed:
         return "rows failing", _rows_reason(failed, item)
-    if item.get("checkpoint") is None or daemon.get("state") == "pending":
-        return "waiting", "no cycle has finished yet"
+    if item.get("checkpoint") is None:
+        return "never synced", "no cycle has finished yet: the first is a full load"
     return "healthy", "up to date" if not item.get("lag_snapshots") else "catching up"
 
 

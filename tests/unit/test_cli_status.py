@@ -70,7 +70,7 @@ def test_a_row_in_the_order_of_the_columns() -> None:
         "crm",
         "gold.customers@main",
         "rest_api (mirror)",
-        "ok",
+        "rows failing",
         "42",
         "0 s",
         "ok (diff) 2 min ago",
@@ -85,10 +85,11 @@ def test_a_row_in_the_order_of_the_columns() -> None:
 @pytest.mark.parametrize(
     ("changes", "state"),
     [
-        ({}, "ok"),
-        ({"checkpoint": None, "last_run": None}, "never synced"),
+        ({"failed_rows": 0}, "healthy"),
+        ({"failed_rows": 2}, "rows failing"),
+        ({"checkpoint": None, "last_run": None, "failed_rows": 0}, "never synced"),
         ({"last_run": status()["last_run"] | {"status": "failed", "error": "boom"}}, "failing"),
-        ({"error": "table gold.customers does not exist"}, "error"),
+        ({"error": "table gold.customers does not exist"}, "failing"),
         ({"enabled": False}, "disabled"),
     ],
 )
@@ -117,9 +118,9 @@ def test_what_does_not_fit_goes_below_the_table(capsys: pytest.CaptureFixture[st
     )
     print_status([status(), broken], now=NOW)
     rows, below = status_table(capsys.readouterr().out)
-    assert (rows["billing"]["state"], rows["billing"]["lag"]) == ("error", "-")
+    assert (rows["billing"]["state"], rows["billing"]["lag"]) == ("failing", "-")
     assert rows["billing"]["digest"] == "missing"
-    assert rows["crm"]["state"] == "ok"
+    assert rows["crm"]["state"] == "rows failing", "4 failed rows"
     assert below == [
         "billing:",
         "  error: table gold.customers does not exist",

@@ -345,7 +345,7 @@ def test_status_text_output(world: World, config: Path, cli: Cli) -> None:
     rows, after_table = status_table(run.out)
     crm = rows["crm"]
     assert {k: crm[k] for k in ("state", "checkpoint", "lag", "i/u/d/failed", "digest")} == {
-        "state": "ok",
+        "state": "healthy",
         "checkpoint": str(current_snapshot(world)),
         "lag": "0 s",
         "i/u/d/failed": "3/0/0/0",
@@ -377,7 +377,7 @@ def test_status_table_of_two_destinations_with_the_details_below(
     crm, billing = rows["crm"], rows["billing"]
     assert {k: crm[k] for k in ("sink (mode)", "state", "i/u/d/failed", "failed rows")} == {
         "sink (mode)": "rest_api (mirror)",
-        "state": "ok",
+        "state": "rows failing",
         "i/u/d/failed": "1/0/0/1",
         "failed rows": "1",
     }

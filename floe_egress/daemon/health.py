@@ -49,16 +49,19 @@ def lag_seconds(table: Table, ref: str, checkpoint: Checkpoint | None, now: floa
     return lag(table, ref, checkpoint, now)[0]
 
 
-def lag(table: Table, ref: str, checkpoint: Checkpoint | None, now: float) -> tuple[float, int]:
-    """The age of the oldest commit on `ref` the destination has not received, and how
-    many commits it has not received (0, 0: up to date). A checkpoint that is no longer
-    among the ref's ancestors (expired, or the table was replaced) counts them all."""
+def lag(
+    table: Table, ref: str, checkpoint: Checkpoint | None, now: float
+) -> tuple[float, int, int | None]:
+    """The age of the oldest commit on `ref` the destination has not received, how many
+    commits it has not received, and when that oldest one was committed (Unix ms);
+    (0, 0, None): up to date. A checkpoint that is no longer among the ref's ancestors
+    (expired, or the table was replaced) counts them all."""
     head = table.snapshot_by_name(ref)
     if head is None:
-        return 0.0, 0
+        return 0.0, 0, None
     synced = checkpoint.snapshot_id if checkpoint else None
     if head.snapshot_id == synced:
-        return 0.0, 0
+        return 0.0, 0, None
     oldest_unsynced = head
     behind = 0
     for snapshot in ancestors_of(head, table.metadata):
@@ -66,7 +69,8 @@ def lag(table: Table, ref: str, checkpoint: Checkpoint | None, now: float) -> tu
             break
         oldest_unsynced = snapshot
         behind += 1
-    return max(0.0, now - oldest_unsynced.timestamp_ms / 1000), behind
+    since = oldest_unsynced.timestamp_ms
+    return max(0.0, now - since / 1000), behind, since
 
 
 def destination_status(rt: Runtime, dest: Destination, now: float | None = None) -> dict[str, Any]:
@@ -91,6 +95,7 @@ def destination_status(rt: Runtime, dest: Destination, now: float | None = None)
         "table_snapshot": None,
         "lag_seconds": None,
         "lag_snapshots": None,
+        "behind_since_ms": None,
         "last_run": None
         if last is None
         else {k: v for k, v in asdict(last).items() if k != "destination"}
@@ -107,7 +112,8 @@ def destination_status(rt: Runtime, dest: Destination, now: float | None = None)
                 "snapshot_id": head.snapshot_id,
                 "timestamp_ms": head.timestamp_ms,
             }
-        status["lag_seconds"], status["lag_snapshots"] = lag(table, dest.ref, checkpoint, now)
+        seconds, behind, since = lag(table, dest.ref, checkpoint, now)
+        status |= {"lag_seconds": seconds, "lag_snapshots": behind, "behind_since_ms": since}
     except EgressError as exc:
         status["error"] = redact(str(exc))
     return status

@@ -38,7 +38,7 @@ def render_page(status: dict[str, Any], *, name: str = "", state: str = "") -> s
 <link rel="stylesheet" href="/ui/page.css">
 <script src="/ui/page.js" defer></script>
 </head>
-<body data-refresh="{REFRESH_SECONDS}">
+<body data-refresh="{REFRESH_SECONDS}" data-now="{int(time.time() * 1000)}">
 <header class="top">
   <h1>floe-egress</h1>
   <span class="owner" title="this daemon">{owner}</span>
@@ -103,7 +103,7 @@ def _card(item: dict[str, Any], now: float, *, hidden: bool) -> str:
     route = ""
     if "source_table" in item:
         route = (
-            f"{escape(item['source_table'])}@{escape(str(item['ref']))} → "
+            f"{escape(str(item['source_table']))}@{escape(str(item['ref']))} → "
             f"{escape(str(item['sink_type']))} ({escape(str(item['mode']))})"
         )
     runs = item.get("runs") or []
@@ -128,6 +128,31 @@ def _card(item: dict[str, Any], now: float, *, hidden: bool) -> str:
 
 
 def _facts(item: dict[str, Any], now: float) -> str:
+    """What is known of it; with the state store unreadable, only the daemon's part."""
+    facts = [] if "source_table" not in item else _stored_facts(item, now)
+    daemon = item.get("daemon") or {}
+    if daemon:
+        held = "this daemon" if daemon.get("held_here") else item.get("lease_holder") or "—"
+        facts.append(("held by", escape(str(held))))
+    if daemon.get("running"):
+        facts.append(("next run", "running now"))
+    elif daemon.get("next_run"):
+        facts.append(("next run", _when(now, daemon["next_run"])))
+    if "source_table" not in item:
+        return "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    last = (item.get("runs") or [None])[0]
+    if last:
+        facts.append(("last run", f"{escape(last['status'])} · {_ago(now, last['finished_at'])}"))
+    failed = int(item.get("failed_rows") or 0)
+    parked = int(item.get("parked_rows") or 0)
+    facts.append(("failed rows", f"{failed} ({parked} parked)" if parked else str(failed)))
+    digest = item.get("digest")
+    if digest and digest.get("state") != "ok":
+        facts.append(("digest", escape(str(digest["state"]))))
+    return "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+
+
+def _stored_facts(item: dict[str, Any], now: float) -> list[tuple[str, str]]:
     facts: list[tuple[str, str]] = []
     cp = item.get("checkpoint")
     if cp:
@@ -144,29 +169,14 @@ def _facts(item: dict[str, Any], now: float) -> str:
         committed = _ago(now, head["timestamp_ms"] / 1000)
         facts.append(("table", f"{_snapshot(head['snapshot_id'])} · committed {committed}"))
     behind = item.get("lag_snapshots")
-    if behind:
-        lag = f"{behind} snapshot{'' if behind == 1 else 's'} · {_span(item['lag_seconds'])}"
-        facts.append(("lag", lag))
+    since = item.get("behind_since_ms")
+    if behind and since:
+        stamp = datetime.fromtimestamp(since / 1000, UTC).isoformat(timespec="seconds")
+        age = f'<time datetime="{stamp}" data-rel="age">since {_stamp(now, since / 1000)}</time>'
+        facts.append(("lag", f"{behind} snapshot{'' if behind == 1 else 's'} · {age}"))
     elif behind == 0:
         facts.append(("lag", "up to date"))
-    daemon = item.get("daemon") or {}
-    if daemon:
-        held = "this daemon" if daemon.get("held_here") else item.get("lease_holder") or "—"
-        facts.append(("held by", escape(str(held))))
-    if daemon.get("running"):
-        facts.append(("next run", "running now"))
-    elif daemon.get("next_run"):
-        facts.append(("next run", _when(now, daemon["next_run"])))
-    last = (item.get("runs") or [None])[0]
-    if last:
-        facts.append(("last run", f"{escape(last['status'])} · {_ago(now, last['finished_at'])}"))
-    failed = int(item.get("failed_rows") or 0)
-    parked = int(item.get("parked_rows") or 0)
-    facts.append(("failed rows", f"{failed} ({parked} parked)" if parked else str(failed)))
-    digest = item.get("digest")
-    if digest and digest.get("state") != "ok":
-        facts.append(("digest", escape(str(digest["state"]))))
-    return "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    return facts
 
 
 def _runs_table(runs: list[dict[str, Any]], now: float) -> str:
@@ -277,20 +287,27 @@ def _span(seconds: float | None) -> str:
 
 
 def _ago(now: float, then: float) -> str:
+    """A past moment: its time here, which the page's script turns into "12 s ago" (on
+    the daemon's clock), so that the HTML changes only when the data does."""
     stamp = datetime.fromtimestamp(then, UTC).isoformat(timespec="seconds")
-    gap = max(0.0, now - then)
-    text = "just now" if gap < 1 else f"{_span(round(gap)).replace('.00', '')} ago"
-    return f'<time datetime="{stamp}" title="{stamp}">{text}</time>'
+    return f'<time datetime="{stamp}" data-rel="ago" title="{stamp}">{_stamp(now, then)}</time>'
 
 
 def _when(now: float, iso: str) -> str:
+    """A coming moment (ISO 8601 from the scheduler): "in 12 s" once the script runs."""
     try:
         at = datetime.fromisoformat(iso).timestamp()
     except ValueError:
         return escape(iso)
-    gap = at - now
-    text = "due now" if gap < 1 else f"in {_span(round(gap)).replace('.00', '')}"
-    return f'<time datetime="{escape(iso)}" title="{escape(iso)}">{text}</time>'
+    stamp = escape(iso)
+    return f'<time datetime="{stamp}" data-rel="in" title="{stamp}">{_stamp(now, at)}</time>'
+
+
+def _stamp(now: float, unix: float) -> str:
+    moment = datetime.fromtimestamp(unix, UTC)
+    if abs(now - unix) < 20 * 3600:
+        return moment.strftime("%H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 __all__ = ["REFRESH_SECONDS", "render_live", "render_login", "render_page"]

@@ -15,11 +15,13 @@ proxy that sends `X-Forwarded-Proto: https`), valid for
 SESSION_SECONDS. The cookie is not the token, a changed token (a reload) ends every
 session, and the daemon keeps no session table. The cookie lets a browser read (the
 page, /status, /metrics), never nudge: a POST still needs the bearer header, so no
-other site can make a signed-in browser start a cycle. Wrong tokens are throttled.
+other site can make a signed-in browser start a cycle. Wrong tokens are throttled per
+client address.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -27,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -36,8 +38,14 @@ from floe_egress.daemon.page import render_live, render_login, render_page
 COOKIE = "floe_egress_session"
 SESSION_SECONDS = 12 * 3600
 LOGIN_FAILURES = 10
-"""Wrong tokens allowed per LOGIN_WINDOW seconds before sign-in pauses (429)."""
+"""Wrong tokens allowed from one address per LOGIN_WINDOW seconds before sign-in pauses
+for that address (429)."""
 LOGIN_WINDOW = 60.0
+LOGIN_ADDRESSES = 10_000
+"""Addresses with recent wrong tokens kept at most; beyond, new addresses wait (429)."""
+CACHE_SECONDS = 1.0
+"""How long one reading of every destination serves the page's requests (several open
+tabs refreshing cost one reading)."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -86,10 +94,14 @@ def _mac(token: str, expiry: int) -> str:
 
 
 def _local_path(value: str | None) -> str:
-    """Where to go after signing in: a path on this daemon, never another site."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Where to go after signing in: a path on this daemon, never another site (browsers
+    drop tabs and newlines from addresses, so `/<tab>/evil.example` is `//evil.example`)."""
+    if not value or any(c.isspace() or not c.isprintable() for c in value):
         return "/"
-    return value
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    return "/" if parts.scheme or parts.netloc else value
 
 
 def _forwarded_https(request: web.Request) -> bool:
@@ -101,26 +113,41 @@ def add_page_routes(
     app: web.Application, view: PageView, may_read: Callable[[web.Request], bool]
 ) -> None:
     """The routes above; `may_read` is /status's rule (bearer header or session cookie)."""
-    failures: deque[float] = deque()
+    failures: dict[str, deque[float]] = {}
+    cache: dict[str, Any] = {}
+    reading = asyncio.Lock()
     assets = {
         name: resources.files("floe_egress.daemon").joinpath("static", name).read_bytes()
         for name in _ASSETS
     }
 
+    async def details() -> dict[str, Any]:
+        async with reading:
+            at = cache.get("at")
+            if at is None or time.monotonic() - at >= CACHE_SECONDS:
+                cache["status"] = await view.status(details=True)
+                cache["at"] = time.monotonic()
+            status: dict[str, Any] = cache["status"]
+            return status
+
     async def page(request: web.Request) -> web.StreamResponse:
         if not may_read(request):
             raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
-        status = await view.status(details=True)
         query = request.query
-        body = render_page(status, name=query.get("name", ""), state=query.get("state", ""))
+        name, state = query.get("name", ""), query.get("state", "")
+        body = render_page(await details(), name=name, state=state)
         return web.Response(text=body, content_type="text/html")
 
     async def live(request: web.Request) -> web.Response:
+        """The live part; 304 when it has not changed since the script's last copy (its
+        times are rendered by the script, so the HTML changes only with the data)."""
         if not may_read(request):
             return web.json_response({"error": "sign in at /login"}, status=401)
-        return web.Response(
-            text=render_live(await view.status(details=True)), content_type="text/html"
-        )
+        body = render_live(await details())
+        tag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+        if request.headers.get("If-None-Match") == tag:
+            return web.Response(status=304, headers={"ETag": tag})
+        return web.Response(text=body, content_type="text/html", headers={"ETag": tag})
 
     async def asset(request: web.Request) -> web.Response:
         name = request.match_info["asset"]
@@ -153,11 +180,18 @@ def add_page_routes(
         if token is None:
             raise web.HTTPSeeOther(target)
         now = time.monotonic()
-        while failures and failures[0] < now - LOGIN_WINDOW:
-            failures.popleft()
-        if len(failures) >= LOGIN_FAILURES:
-            wait = int(failures[0] + LOGIN_WINDOW - now) + 1
-            body = render_login(message=f"Too many wrong tokens: try again in {wait} s.")
+        address = request.remote or ""
+        for known in [a for a, times in failures.items() if times[-1] < now - LOGIN_WINDOW]:
+            del failures[known]
+        mine = failures.get(address, deque())
+        while mine and mine[0] < now - LOGIN_WINDOW:
+            mine.popleft()
+        crowded = address not in failures and len(failures) >= LOGIN_ADDRESSES
+        if len(mine) >= LOGIN_FAILURES or crowded:
+            wait = int(mine[0] + LOGIN_WINDOW - now) + 1 if mine else int(LOGIN_WINDOW)
+            body = render_login(
+                message=f"Too many wrong tokens: try again in {wait} s.", next_path=target
+            )
             return web.Response(
                 text=body, status=429, content_type="text/html", headers={"Retry-After": str(wait)}
             )
@@ -165,7 +199,8 @@ def add_page_routes(
         if not isinstance(given, str) or not hmac.compare_digest(
             given.strip().encode(), token.encode()
         ):
-            failures.append(now)
+            mine.append(now)
+            failures[address] = mine
             body = render_login(message="That is not the token of this daemon.", next_path=target)
             return web.Response(text=body, status=401, content_type="text/html")
         response = web.HTTPSeeOther(target)

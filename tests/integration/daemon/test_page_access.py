@@ -111,9 +111,13 @@ async def test_beyond_loopback_the_page_needs_a_session_from_the_token(
     assert (status, cookies) == (401, [])
     assert "not the token of this daemon" in body
 
-    form = {"token": TOKEN, "next": "//evil.example/"}
-    status, headers, _, cookies = await fetch(daemon, "POST", "/login", form=form)
-    assert (status, headers["Location"]) == (303, "/"), "never sent to another site"
+    for elsewhere in ("//evil.example/", "/\t/evil.example", "/\n/evil.example", "/\\evil"):
+        form = {"token": TOKEN, "next": elsewhere}
+        status, headers, _, cookies = await fetch(daemon, "POST", "/login", form=form)
+        assert (status, headers["Location"]) == (303, "/"), f"never sent to {elsewhere!r}"
+    form = {"token": TOKEN, "next": "/?state=failing"}
+    status, headers, _, _ = await fetch(daemon, "POST", "/login", form=form)
+    assert (status, headers["Location"]) == (303, "/?state=failing")
     assert "HttpOnly" in cookies[0] and "SameSite=Strict" in cookies[0]
     assert "Secure" not in cookies[0], "plain HTTP: a Secure cookie would not come back"
     session = cookie_value(cookies)
@@ -144,7 +148,7 @@ async def test_beyond_loopback_the_page_needs_a_session_from_the_token(
     assert "Secure" in cookies[0], "behind a TLS proxy the cookie stays on HTTPS"
 
 
-async def test_wrong_tokens_are_throttled(
+async def test_wrong_tokens_are_throttled_per_address(
     world: World, api: FakeRestApi, start_daemon: StartDaemon
 ) -> None:
     daemon = await network_daemon(world, api, start_daemon)
@@ -154,6 +158,28 @@ async def test_wrong_tokens_are_throttled(
     assert (status, cookies) == (429, []), "even the right token waits out the pause"
     assert int(headers["Retry-After"]) > 0
     assert "Too many wrong tokens" in body
+    # Another client (another loopback address) is not locked out by the guesser.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(
+            daemon.url + "/login", data={"token": TOKEN}, allow_redirects=False
+        ) as response,
+    ):
+        assert response.status == 303
+        assert response.headers.getall("Set-Cookie")
+
+
+async def test_the_live_part_answers_304_while_nothing_changed(
+    world: World, api: FakeRestApi, start_daemon: StartDaemon
+) -> None:
+    daemon = await start_daemon(world, [destination(api.url, schedule=HOURLY)])
+    status, headers, _, _ = await fetch(daemon, "GET", "/ui/live")
+    tag = {k.lower(): v for k, v in headers.items()}["etag"]
+    status, headers, body, _ = await fetch(daemon, "GET", "/ui/live", extra={"If-None-Match": tag})
+    assert (status, body) == (304, "")
+    status, _, body, _ = await fetch(daemon, "GET", "/ui/live", extra={"If-None-Match": '"x"'})
+    assert status == 200 and 'data-name="crm"' in body
 
 
 def test_a_session_belongs_to_its_token_and_ends() -> None:

@@ -192,6 +192,7 @@ async def test_the_page_shows_three_destinations_and_follows_a_commit(
     assert dialogs == [], "a value from the table ran as script"
     assert await page.locator('article[data-name="support"] .msg img').count() == 0
     assert await page.locator("img").count() == 0, "the page has no images at all"
+    await page.locator('details[data-key="failed:support"] summary').click()
     picture = tmp_path / "status-page.png"
     await page.screenshot(path=str(picture), full_page=True)
     assert picture.stat().st_size > 10_000

@@ -58,12 +58,14 @@ def capture(
     full_reason: str = "",
     to_snapshot: int | None = None,
     old_rows: bool = True,
+    row_filter: str | None = None,
 ) -> ChangeSet:
     """The net changes of `table` at `ref` since `from_snapshot` (None: everything).
 
     `to_snapshot` replaces the ref's current snapshot as B (to look at an older range).
     `old_rows=False`: delete rows carry only their key (the other columns null), which
-    spares reading A's files a second time for the deleted rows' values.
+    spares reading A's files a second time for the deleted rows' values. `row_filter`:
+    the changes of the rows it matches only (changes/rowfilter.py).
     """
     span = SnapshotRange.of(
         table,
@@ -72,6 +74,7 @@ def capture(
         key=key,
         to_snapshot=to_snapshot,
         batch_rows=batch_rows,
+        row_filter=row_filter,
     )
     name, key, b = span.name, span.key, span.to
     if b is None:
@@ -98,7 +101,7 @@ def capture(
         return span.change_set("replace", ChangeCounts(), reason="compaction only: no row changed")
 
     files = diff_files(table, a, b, name)
-    reader = RowReader(table, span.schema)
+    reader = RowReader(table, span.schema, row_filter=span.row_filter)
     try:
         sides = _compacts(reader, files.removed, files.added, key)
     except _BeforeGone as gone:
@@ -107,11 +110,15 @@ def capture(
         )
     before, after = sides
     plan: PlanKind = "diff" if files.removed else "append"
-    untouched = UntouchedKeys(table, b, files.b_manifests, files.added, key, span.schema)
+    untouched = UntouchedKeys(
+        table, b, files.b_manifests, files.added, key, span.schema, span.row_filter
+    )
     classified = classify(before.compact, after.compact, key, untouched)
     changes = _assemble(reader, before, after, classified, span.out, old_rows)
     if classified.revived.num_rows:
-        revived = current_rows(table, b.snapshot_id, key, classified.revived.to_pylist())
+        revived = current_rows(
+            table, b.snapshot_id, key, classified.revived.to_pylist(), span.row_filter
+        )
         changes = pa.concat_tables([changes, _with_op(revived, "insert", span.out)])
     ops = changes.column(OP_COLUMN)
     counts = ChangeCounts(

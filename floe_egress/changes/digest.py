@@ -49,7 +49,8 @@ from floe_egress.changes.full import invalid_profile
 from floe_egress.changes.keys import conform
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, PlanKind
 from floe_egress.changes.ranges import SnapshotRange
-from floe_egress.changes.source import key_counts, streamed
+from floe_egress.changes.rowfilter import RowFilter
+from floe_egress.changes.source import ALWAYS_TRUE, key_counts, schema_of, streamed
 
 HASH = "_floe_hash"
 GONE = "_floe_gone"
@@ -249,7 +250,8 @@ def compare(
     keys = ", ".join(q(k) for k in key)
     con = cursor()
     try:
-        key_counts(con, table, snapshot.snapshot_id, key, columns)
+        matching = span.row_filter.scan_filter() if span.row_filter else ALWAYS_TRUE
+        key_counts(con, table, snapshot.snapshot_id, key, columns, matching)
         nulls = con.execute(
             f"SELECT {keys}, n FROM counts WHERE is_null ORDER BY {keys}"
         ).to_arrow_table()
@@ -308,13 +310,20 @@ def _records(snapshot: Snapshot) -> int:
 
 
 def snapshot_entries(
-    table: Table, snapshot_id: int, key: Sequence[str], columns: Sequence[str]
+    table: Table,
+    snapshot_id: int,
+    key: Sequence[str],
+    columns: Sequence[str],
+    row_filter: RowFilter | None = None,
 ) -> pa.Table:
     """Digest entries of every row of a snapshot (what a destination that confirmed
-    that snapshot holds)."""
+    that snapshot holds): of the rows `row_filter` matches, by field id."""
     keys = ", ".join(q(k) for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))
-    scan = table.scan(snapshot_id=snapshot_id, selected_fields=read)
+    matching = ALWAYS_TRUE
+    if row_filter is not None:
+        matching = row_filter.scan_filter(schema_of(table, table.snapshot_by_id(snapshot_id)))
+    scan = table.scan(snapshot_id=snapshot_id, selected_fields=read, row_filter=matching)
     con = cursor()
     try:
         con.register("rows", streamed(scan))
@@ -344,7 +353,8 @@ def _rows_of(span: SnapshotRange, snapshot_id: int, wanted: pa.Table) -> Iterato
     """The rows of B whose key is in `wanted`, with `wanted`'s op, batch by batch."""
     key = span.key
     keys = ", ".join(q(k) for k in key)
-    scan = span.table.scan(snapshot_id=snapshot_id)
+    matching = span.row_filter.scan_filter() if span.row_filter else ALWAYS_TRUE
+    scan = span.table.scan(snapshot_id=snapshot_id, row_filter=matching)
     con = cursor()
     try:
         con.register("wanted", wanted)

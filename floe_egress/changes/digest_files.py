@@ -61,7 +61,7 @@ def compare_files(
     # What loading and folding the digest freed goes back to the system before B is read.
     pa.default_memory_pool().release_unused()
     tasks = _in_key_order(planned_tasks(table, snapshot, span.name), span.schema, key)
-    reader = RowReader(table, span.schema, hashed=columns)
+    reader = RowReader(table, span.schema, hashed=columns, row_filter=span.row_filter)
     key_schema = pa.schema([reader.target.field(k).with_nullable(True) for k in key])
     before = _digest_side(digest, key, key_schema, hash_column)
     if before is None:

@@ -55,7 +55,7 @@ def compare_spilled(
     con = digest.con
     keys = ", ".join(q(k) for k in key)
     tasks = planned_tasks(span.table, snapshot, span.name)
-    reader = RowReader(span.table, span.schema, hashed=columns)
+    reader = RowReader(span.table, span.schema, hashed=columns, row_filter=span.row_filter)
     paths = [local_path(t) for t in tasks]
     native = (
         all(p is not None for p in paths)

@@ -35,6 +35,7 @@ from pyiceberg.types import IntegerType, LongType, StringType
 
 from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.keys import keys_table
+from floe_egress.changes.rowfilter import RowFilter
 from floe_egress.changes.source import arrow_schema, schema_of, text_batches
 
 IN_LIMIT = 200
@@ -64,15 +65,23 @@ def prune_filter(key: tuple[str, ...], wanted: pa.Table, schema: Schema) -> Bool
 
 
 def current_rows(
-    table: Table, snapshot_id: int, key: tuple[str, ...], keys: Sequence[Mapping[str, Any]]
+    table: Table,
+    snapshot_id: int,
+    key: tuple[str, ...],
+    keys: Sequence[Mapping[str, Any]],
+    row_filter: RowFilter | None = None,
 ) -> pa.Table:
-    """The rows of snapshot `snapshot_id` whose key is one of `keys`, with UUIDs as text."""
+    """The rows of snapshot `snapshot_id` whose key is one of `keys`, with UUIDs as text;
+    only those `row_filter` matches."""
     schema = schema_of(table, table.snapshot_by_id(snapshot_id))
     target = arrow_schema(schema)
     if not keys:
         return target.empty_table()
     wanted = keys_table(keys, pa.schema([target.field(c).with_nullable(True) for c in key]))
-    scan = table.scan(snapshot_id=snapshot_id, row_filter=prune_filter(key, wanted, schema))
+    pruned = prune_filter(key, wanted, schema)
+    if row_filter is not None:
+        pruned = And(pruned, row_filter.scan_filter(schema))
+    scan = table.scan(snapshot_id=snapshot_id, row_filter=pruned)
     on = " AND ".join(f"r.{q(c)} IS NOT DISTINCT FROM w.{q(c)}" for c in key)
     parts: list[pa.Table] = []
     con = cursor()

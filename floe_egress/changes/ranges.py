@@ -12,6 +12,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, InvalidRow, PlanKind
+from floe_egress.changes.rowfilter import RowFilter
 from floe_egress.changes.source import arrow_schema, schema_of, snapshot_of_ref, table_name
 from floe_egress.errors import InvalidSourceError
 
@@ -44,6 +45,8 @@ class SnapshotRange:
     out: pa.Schema
     """The schema of the change batches (`output_schema(schema)`)."""
     batch_rows: int
+    row_filter: RowFilter | None = None
+    """The rows the destination holds (its `filter:`, bound to B's schema); None: all."""
 
     @classmethod
     def of(
@@ -55,9 +58,10 @@ class SnapshotRange:
         key: Sequence[str],
         to_snapshot: int | None,
         batch_rows: int,
+        row_filter: str | None = None,
     ) -> SnapshotRange:
         """The range from `from_snapshot` to `to_snapshot`, or to the snapshot `ref`
-        points at when `to_snapshot` is None."""
+        points at when `to_snapshot` is None; only the rows `row_filter` matches."""
         name = table_name(table)
         if to_snapshot is None:
             b = snapshot_of_ref(table, ref)
@@ -68,6 +72,7 @@ class SnapshotRange:
                     f"snapshot {to_snapshot} is not in the metadata of table {name}"
                 )
         schema = schema_of(table, b)
+        bound = RowFilter.of(row_filter, schema, table) if row_filter else None
         return cls(
             table=table,
             name=name,
@@ -78,6 +83,7 @@ class SnapshotRange:
             schema=schema,
             out=output_schema(schema),
             batch_rows=batch_rows,
+            row_filter=None if bound is None or bound.everything else bound,
         )
 
     def change_set(

@@ -38,6 +38,7 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.types import UUIDType
 
 from floe_egress.changes.duck import cursor, q
+from floe_egress.changes.rowfilter import RowFilter
 from floe_egress.changes.source import arrow_schema, uuid_as_text, uuids_as_text
 
 _FIELD_ID = b"PARQUET:field_id"
@@ -97,11 +98,20 @@ def _duck_types(target: pa.Schema) -> tuple[str, ...]:
 
 
 class RowReader:
-    """Reads data files of `table` with B's `schema` and hashes their rows."""
+    """Reads data files of `table` with B's `schema` and hashes their rows; with a
+    `row_filter`, only the rows that match (what the destination should hold), read
+    with Arrow (the columns the filter needs as well)."""
 
-    def __init__(self, table: Table, schema: Schema, hashed: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        table: Table,
+        schema: Schema,
+        hashed: Sequence[str] | None = None,
+        row_filter: RowFilter | None = None,
+    ) -> None:
         self.table = table
         self.schema = schema
+        self.row_filter = None if row_filter is None or row_filter.everything else row_filter
         self.target = arrow_schema(schema)
         self.names = [f.name for f in schema.fields]
         self.field_ids = [f.field_id for f in schema.fields]
@@ -120,11 +130,21 @@ class RowReader:
         types = dict(zip(self.names, self.duck_types, strict=True))
         cast = ", ".join(f"CAST({q(n)} AS {types[n]})" for n in (hashed or self.names))
         self.hash_sql = f"hash({cast})"
+        self._wide: RowReader | None = None
+        if self.row_filter is not None and (extra := self.row_filter.missing(self.names)):
+            self._wide = RowReader(table, self.row_filter.schema.select(*self.names, *extra))
 
     # -- whole rows ---------------------------------------------------------------
 
     def read(self, task: FileScanTask) -> pa.Table:
-        """The rows of one data file (deletes applied) with B's columns, in file order."""
+        """The rows of one data file (deletes applied) with B's columns, in file order;
+        only those that match the filter."""
+        if self.row_filter is None:
+            return self._read_all(task)
+        rows = (self._wide or self)._read_all(task)
+        return self.row_filter.apply(rows).select(self.names)
+
+    def _read_all(self, task: FileScanTask) -> pa.Table:
         plain = not task.delete_files and task.file.file_format == FileFormat.PARQUET
         if self._primitive and plain:
             rows = self._read_direct(task)
@@ -188,7 +208,7 @@ class RowReader:
         """Key columns and row hashes of every file of each side, read by DuckDB; None
         when DuckDB would not read exactly what pyarrow reads (see the module doc)."""
         tasks = [t for side in sides for t in side]
-        if not tasks or not self._primitive:
+        if not tasks or not self._primitive or self.row_filter is not None:
             return None
         paths = []
         for task in tasks:
@@ -280,6 +300,8 @@ class RowReader:
 
     def native_ok(self, con: duckdb.DuckDBPyConnection, paths: list[str]) -> bool:
         """Whether DuckDB reads exactly what pyarrow would from `paths` (module doc)."""
+        if self.row_filter is not None:
+            return False
         return self._primitive and bool(paths) and self._native_schema_ok(con, paths)
 
     def _native_schema_ok(self, con: duckdb.DuckDBPyConnection, paths: list[str]) -> bool:

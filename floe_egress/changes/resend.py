@@ -16,6 +16,7 @@ from floe_egress.changes.capture import capture
 from floe_egress.changes.keys import conform, delete_rows, key_jsons, parse_key_json
 from floe_egress.changes.lookup import current_rows
 from floe_egress.changes.model import OP_COLUMN, ChangeSet
+from floe_egress.changes.rowfilter import RowFilter
 
 
 def _every_row(rows: pa.Table) -> pa.Table:
@@ -67,12 +68,14 @@ def rows_at(
     key: tuple[str, ...],
     wanted: Mapping[str, str],
     schema: pa.Schema,
+    row_filter: RowFilter | None = None,
 ) -> pa.Table:
     """The rows of the `wanted` keys (key_json → op) as they are in `snapshot_id`, with
     `schema` (a change set's): a present row keeps its wanted op when that is insert or
     update (else update), a key that is gone becomes a delete. A key more than one row
-    holds is invalid: it is left out (neither sent nor deleted)."""
-    found = current_rows(table, snapshot_id, key, [parse_key_json(k) for k in wanted])
+    holds is invalid: it is left out (neither sent nor deleted). A row `row_filter` does
+    not match is gone too (the destination should not hold it)."""
+    found = current_rows(table, snapshot_id, key, [parse_key_json(k) for k in wanted], row_filter)
     found_keys = key_jsons(found, key)
     held = Counter(found_keys)
     if len(held) < len(found_keys):

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -19,6 +20,8 @@ from pyiceberg.types import PrimitiveType
 
 from floe_egress.changes.duck import q
 from floe_egress.errors import InvalidSourceError, SourceError
+
+ALWAYS_TRUE: BooleanExpression = AlwaysTrue()
 
 
 def open_catalog(name: str, properties: Mapping[str, Any]) -> Catalog:
@@ -242,14 +245,15 @@ def key_counts(
     snapshot_id: int,
     key: Sequence[str],
     columns: Sequence[str],
+    row_filter: BooleanExpression = ALWAYS_TRUE,
 ) -> None:
     """Temp table `counts` on `con`: per key of the snapshot, how many rows hold it
     (`n`), the hash of one of them over `columns` (`h`) and whether it is null
-    (`is_null`)."""
+    (`is_null`); of the rows `row_filter` matches."""
     keys = ", ".join(q(k) for k in key)
     null = " OR ".join(f"{q(k)} IS NULL" for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))
-    scan = table.scan(snapshot_id=snapshot_id, selected_fields=read)
+    scan = table.scan(snapshot_id=snapshot_id, selected_fields=read, row_filter=row_filter)
     con.register("rows", streamed(scan))
     con.execute(
         f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, min(h) AS h, "

@@ -37,6 +37,7 @@ from floe_egress.changes.diff import ROWS
 from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.lookup import prune_filter
 from floe_egress.changes.reading import RowReader
+from floe_egress.changes.rowfilter import RowFilter
 
 READ_THREADS = 2
 CACHED_FILES = 200_000
@@ -118,8 +119,10 @@ class UntouchedKeys:
         changed: Iterable[FileScanTask],
         key: tuple[str, ...],
         schema: Schema,
+        row_filter: RowFilter | None = None,
     ) -> None:
         self.table = table
+        self.row_filter = row_filter
         self.b = b
         self.manifests = manifests
         """B's manifests."""
@@ -135,7 +138,7 @@ class UntouchedKeys:
         tasks = self._candidates(keys)
         if not tasks:
             return empty
-        reader = RowReader(self.table, self.schema.select(*self.key))
+        reader = RowReader(self.table, self.schema.select(*self.key), row_filter=self.row_filter)
         names = ", ".join(q(k) for k in self.key)
         on = " AND ".join(f"r.{q(k)} = w.{q(k)}" for k in self.key)
         con = cursor()

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic_core import PydanticCustomError
 
 from floe_egress.config.fields import FiniteFloat, Identifier, Port, Prose, Text, TimeoutSeconds
+from floe_egress.config.filters import EXAMPLE, MAX_LENGTH, parse_filter
 from floe_egress.config.urls import check_catalog_value, check_state_url, is_host
 
 DEFAULT_STATE_DIR = ".floe-egress"
@@ -213,6 +214,19 @@ class Destination(_Model):
     """Attempts at a failed row before it is parked (still visible in `failures`)."""
     max_delete_fraction: Annotated[FiniteFloat, Field(ge=0, le=1)] = 0.5
     enabled: bool = True
+    filter: Annotated[str, Field(max_length=MAX_LENGTH)] | None = Field(
+        default=None,
+        description="The rows the destination holds, in pyiceberg's expression syntax "
+        f"(e.g. {EXAMPLE}): rows that start to match are inserted, rows that stop "
+        "matching are deleted in mirror mode (an op `delete` event in append mode).",
+    )
+
+    @field_validator("filter")
+    @classmethod
+    def _valid_filter(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_filter(value)
+        return value
 
     @field_validator("name")
     @classmethod

@@ -25,6 +25,7 @@ import structlog
 
 from floe_egress.changes import OP_COLUMN, ChangeSet
 from floe_egress.changes.keys import key_json
+from floe_egress.config.filters import stored_filter
 from floe_egress.config.models import Destination
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.digest import Tally
@@ -356,6 +357,7 @@ def _commit(
         snapshot_timestamp_ms=cs.to_timestamp_ms,
         key=work.key,
         updated_at=time.time(),
+        row_filter=stored_filter(dest.filter),
     )
     run = _run_record(dest, result, started_wall)
     if (

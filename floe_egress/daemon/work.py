@@ -46,7 +46,9 @@ from floe_egress.changes.capture import DEFAULT_BATCH_ROWS
 from floe_egress.changes.digest_spill import Spilled
 from floe_egress.changes.keys import key_jsons
 from floe_egress.changes.ranges import SnapshotRange
+from floe_egress.changes.rowfilter import RowFilter
 from floe_egress.changes.source import arrow_schema
+from floe_egress.config.filters import same_filter
 from floe_egress.config.models import Destination
 from floe_egress.daemon.digest import (
     DigestState,
@@ -144,6 +146,8 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     head_id = head.snapshot_id if head else None
     b_schema = schema_of(table, head)
     key = resolve_key(table, b_schema, dest.primary_key)
+    # Bound now: a filter that no longer fits the table stops the cycle before anything.
+    row_filter = RowFilter.of(dest.filter, b_schema, table) if dest.filter else None
     resync = store.pending_resync(dest.name)
     checkpoint = store.get_checkpoint(dest.name)
     from_snapshot, full_reason = _start(store, dest, key, resync)
@@ -166,8 +170,31 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
     explicit = resync is not None and resync.from_snapshot is None
     readable = from_snapshot is not None and table.snapshot_by_id(from_snapshot) is not None
     same_key = checkpoint is None or checkpoint.key == key
+    refiltered = (
+        checkpoint is not None
+        and resync is None
+        and not same_filter(checkpoint.row_filter, dest.filter)
+    )
+    if refiltered and checkpoint is not None:
+        # What the destination should hold changed: compare the new subset with the
+        # digest of what it holds (as when A cannot be read).
+        readable = False
+        full_reason = (
+            f"the filter changed from {_shown(checkpoint.row_filter)} to {_shown(dest.filter)}"
+        )
     change_set, tally = _plan(
-        rt, dest, table, key, state, from_snapshot, full_reason, readable, explicit, same_key
+        rt,
+        dest,
+        table,
+        key,
+        state,
+        from_snapshot,
+        full_reason,
+        readable,
+        explicit,
+        same_key,
+        row_filter,
+        refiltered,
     )
     if dest.mode == "update" and change_set.plan == "full" and checkpoint is not None:
         change_set = change_set.as_updates()
@@ -225,11 +252,15 @@ def prepare_work(rt: Runtime, dest: Destination) -> Workload:
         wanted.update(extra)
     resend = schema.empty_table()
     if wanted and change_set.to_snapshot is not None:
-        resend = rows_at(table, change_set.to_snapshot, key, wanted, schema)
+        resend = rows_at(table, change_set.to_snapshot, key, wanted, schema, row_filter)
 
     held = summary_total(table.snapshot_by_id(from_snapshot)) if from_snapshot else 0
+    if row_filter is not None and state.stored is not None:
+        # The destination holds the subset, not the table: the digest's entries say how
+        # many (at most: keys written in several segments count more than once).
+        held = sum(s.rows for s in state.stored.segments if s.kind == "held")
     if tally.held_keys is not None:
-        held = max(held, tally.held_keys)
+        held = max(held, tally.held_keys) if row_filter is None else tally.held_keys
     return Workload(
         change_set,
         key,
@@ -263,6 +294,8 @@ def _plan(
     readable: bool,
     explicit: bool,
     same_key: bool,
+    row_filter: RowFilter | None,
+    refiltered: bool,
 ) -> tuple[ChangeSet, Tally]:
     """The change set, and how the cycle keeps the digest (see the module doc)."""
     store = rt.store
@@ -301,15 +334,15 @@ def _plan(
             return digests.compare(
                 span, state.columns, digest, reason=why, everything=True, spill_dir=str(work_dir)
             ), tally
-        return capture(table, ref=dest.ref, from_snapshot=None, key=key, full_reason=why), tally
+        return _capture(table, dest, key, None, why), tally
     if state.before_digests:
         tally.replace = tally.drop_ledger = True
         if readable and from_snapshot is not None:
-            tally.base = _built_from(table, from_snapshot, key, state, store, dest)
+            tally.base = _built_from(table, from_snapshot, key, state, store, dest, row_filter)
         if tally.base is None:
             why = "the destination has no digest yet (an earlier version kept none)"
-            return capture(table, ref=dest.ref, from_snapshot=None, key=key, full_reason=why), tally
-    if not readable and digest is not None and digest.num_rows:
+            return _capture(table, dest, key, None, why), tally
+    if not readable and digest is not None and (digest.num_rows or refiltered):
         span = _span(table, dest, key, from_snapshot)
         tally.held_keys = digest.num_rows
         why = full_reason or (
@@ -320,15 +353,11 @@ def _plan(
         return digests.compare(
             span, state.columns, digest, reason=why, spill_dir=str(work_dir)
         ), tally
-    # Only append mode sends what a deleted row held; every other mode deletes by key.
-    change_set = capture(
-        table,
-        ref=dest.ref,
-        from_snapshot=from_snapshot,
-        key=key,
-        full_reason=full_reason,
-        old_rows=dest.mode == "append",
-    )
+    if refiltered:
+        # A cannot be compared with (the filter changed) and there is no digest: send
+        # the subset as a first sync would.
+        from_snapshot = None
+    change_set = _capture(table, dest, key, from_snapshot, full_reason)
     if change_set.plan == "full" and from_snapshot is not None and change_set.to_snapshot:
         # A is listed but cannot be read (its data files are gone): what the destination
         # holds is in the digest, as when A expired.
@@ -363,7 +392,28 @@ def _span(
         key=key,
         to_snapshot=None,
         batch_rows=DEFAULT_BATCH_ROWS,
+        row_filter=dest.filter,
     )
+
+
+def _capture(
+    table: Table, dest: Destination, key: tuple[str, ...], from_snapshot: int | None, why: str
+) -> ChangeSet:
+    """The change set A→B of the rows the destination's filter matches. Only append mode
+    sends what a deleted row held; every other mode deletes by key."""
+    return capture(
+        table,
+        ref=dest.ref,
+        from_snapshot=from_snapshot,
+        key=key,
+        full_reason=why,
+        old_rows=dest.mode == "append",
+        row_filter=dest.filter,
+    )
+
+
+def _shown(row_filter: str | None) -> str:
+    return repr(row_filter) if row_filter else "none"
 
 
 def _built_from(
@@ -373,12 +423,13 @@ def _built_from(
     state: DigestState,
     store: StateStore,
     dest: Destination,
+    row_filter: RowFilter | None,
 ) -> pa.Table | None:
     """What a destination synced before digests existed holds: the rows of the snapshot
     it confirmed, its failed rows with values unknown (None when that snapshot lacks a
     column the digest hashes)."""
     try:
-        base = digests.snapshot_entries(table, snapshot_id, key, state.columns)
+        base = digests.snapshot_entries(table, snapshot_id, key, state.columns, row_filter)
     except (ValueError, KeyError):  # a column added since: compare from scratch
         return None
     failed = [r.key_json for r in store.failed_rows(dest.name)]

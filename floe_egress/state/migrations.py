@@ -167,6 +167,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    # The destination's `filter:` as of its checkpoint (canonical text; NULL: none): a
+    # changed filter makes the next cycle compare the new subset with the digest.
+    Migration(6, _for_both("ALTER TABLE checkpoints ADD COLUMN row_filter TEXT")),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -20,11 +20,12 @@ RUN_COLUMNS = (
 )
 UPSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (destination, source_table, ref, snapshot_id, "
-    "snapshot_timestamp_ms, key_json, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "snapshot_timestamp_ms, key_json, updated_at, row_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (destination) DO UPDATE SET source_table = excluded.source_table, "
     "ref = excluded.ref, snapshot_id = excluded.snapshot_id, "
     "snapshot_timestamp_ms = excluded.snapshot_timestamp_ms, "
-    "key_json = excluded.key_json, updated_at = excluded.updated_at"
+    "key_json = excluded.key_json, updated_at = excluded.updated_at, "
+    "row_filter = excluded.row_filter"
 )
 UPSERT_FAILED_ROW = (
     "INSERT INTO failed_rows (destination, key_json, op, reason, attempts, "

@@ -102,7 +102,7 @@ class SqlStore(ABC):
         with self.transaction(write=False) as cur:
             cur.execute(
                 "SELECT source_table, ref, snapshot_id, snapshot_timestamp_ms, key_json, "
-                "updated_at FROM checkpoints WHERE destination = ?",
+                "updated_at, row_filter FROM checkpoints WHERE destination = ?",
                 (destination,),
             )
             row = cur.fetchone()
@@ -116,6 +116,7 @@ class SqlStore(ABC):
             snapshot_timestamp_ms=int_or_none(row[3]),
             key=tuple(json.loads(row[4])),
             updated_at=float(row[5]),
+            row_filter=row[6],
         )
 
     def record_run(self, run: RunRecord) -> int:
@@ -154,6 +155,7 @@ class SqlStore(ABC):
                     cp.snapshot_timestamp_ms,
                     json.dumps(list(cp.key)),
                     cp.updated_at,
+                    cp.row_filter,
                 ),
             )
             insert_run(cur, commit.run)

@@ -27,6 +27,8 @@ class Checkpoint:
     key: tuple[str, ...]
     updated_at: float
     """Unix time of the commit that wrote this checkpoint."""
+    row_filter: str | None = None
+    """The destination's filter as of this checkpoint (as written); None: none."""
 
 
 @dataclass(frozen=True, slots=True)

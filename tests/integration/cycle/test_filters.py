@@ -1,0 +1,261 @@
+"""A destination's `filter:` end to end, in every mode, to a local REST API and to a
+real PostgreSQL table: the destination ends as its mode promises for the filtered table
+(the table as if it held only the matching rows), and the counts are exact.
+
+- rows enter and leave the subset through updates of the filtered column;
+- matching and non-matching rows are deleted, inserted and changed;
+- the filtered column is renamed (the filter follows the new name; one that still
+  names the old column stops with the new name in the message);
+- the filter changes between cycles: the destination becomes the new subset, and a
+  change that would remove most of it stops at the delete guard until `--force`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from floe_egress.config.models import SyncMode
+from floe_egress.daemon.cycle import CycleResult, run_cycle
+from floe_egress.daemon.runtime import Runtime
+from tests.fixtures.digest_dests import (
+    MODES,
+    Counts,
+    Dest,
+    PostgresDest,
+    Record,
+    RestDest,
+    promised,
+)
+from tests.fixtures.fake_apis import FakeRestApi
+from tests.fixtures.world import World, customers, initial_rows
+
+PRO = "plan = 'pro'"
+Table = dict[int, dict[str, Any]]
+
+
+@pytest.fixture(params=["rest", "postgres"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def state_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if kind == "rest":
+        return f"sqlite:///{tmp_path / 'state' / 'state.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+@pytest.fixture
+def dest(
+    kind: str, state_url: str, api: FakeRestApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Dest:
+    monkeypatch.setenv("FLOE_EGRESS_WORK_DIR", str(tmp_path / "work"))
+    return RestDest(api) if kind == "rest" else PostgresDest(state_url)
+
+
+class Syncs:
+    def __init__(self, world: World, dest: Dest, runtimes: list[Runtime]) -> None:
+        self.world, self.dest, self.runtimes = world, dest, runtimes
+
+    async def __call__(
+        self, mode: SyncMode, *, ok: bool = True, force: bool = False, **overrides: Any
+    ) -> CycleResult:
+        loaded = self.world.load([self.dest.config(mode, **overrides)])
+        runtime = Runtime(loaded.spec)
+        self.runtimes.append(runtime)
+        result = await run_cycle(runtime, loaded.spec.ingestion.destinations[0], force=force)
+        if ok:
+            assert result.status in ("ok", "noop"), result.error
+        return result
+
+
+@pytest.fixture
+def sync(world: World, dest: Dest, runtimes: list[Runtime]) -> Syncs:
+    return Syncs(world, dest, runtimes)
+
+
+def rows_of(world: World, plan_column: str = "plan") -> Table:
+    """customer_id -> {customer_id, email, plan} (the plan column by whatever name)."""
+    table = world.reload()
+    if table.current_snapshot() is None:
+        return {}
+    out: Table = {}
+    for r in table.scan().to_arrow().to_pylist():
+        out[r["customer_id"]] = {
+            "customer_id": r["customer_id"],
+            "email": r["email"],
+            "plan": r[plan_column],
+        }
+    return out
+
+
+def where(rows: Table, match: Callable[[dict[str, Any]], bool]) -> Table:
+    return {k: r for k, r in rows.items() if match(r)}
+
+
+def is_pro(row: dict[str, Any]) -> bool:
+    return row["plan"] == "pro"
+
+
+def upsert(world: World, rows: list[tuple[int, str, str]]) -> None:
+    world.reload().upsert(customers(rows), join_cols=["customer_id"])
+
+
+def enter_leave_and_change(world: World, before: Table) -> None:
+    """Odd 1-9 (free) become pro: they enter; even 2-10 (pro) become free: they leave;
+    12 and 14 (pro) change their email: changed; 13 and 15 (free) too: not sent; 16, 18
+    (pro) and 17, 19 (free) are deleted; 61 (pro) and 62 (free) are new."""
+    upsert(world, [(i, before[i]["email"], "pro") for i in (1, 3, 5, 7, 9)])
+    upsert(world, [(i, before[i]["email"], "free") for i in (2, 4, 6, 8, 10)])
+    upsert(world, [(i, f"changed{i}@example.com", before[i]["plan"]) for i in (12, 13, 14, 15)])
+    world.reload().delete("customer_id in (16, 17, 18, 19)")
+    world.reload().append(customers([(61, "n61@example.com", "pro"), (62, "n62@x.io", "free")]))
+
+
+def as_held(rows: Table) -> dict[int, Record]:
+    return {k: (k, r["email"], r["plan"]) for k, r in rows.items()}
+
+
+def check(
+    dest: Dest, mode: SyncMode, result: CycleResult, held: dict[int, Record], after: Table
+) -> dict[int, Record]:
+    """The destination is what `mode` promises for the filtered table `after`; the
+    counts are exact. Returns what it holds now."""
+    promise = promised(mode, held, after)
+    got = Counts(result.inserted, result.updated, result.deleted)
+    assert dest.held() == promise.held
+    assert got == promise.counts, (result.plan, got, promise.counts)
+    return promise.held
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_rows_enter_and_leave_the_subset(
+    world: World, dest: Dest, sync: Syncs, mode: SyncMode
+) -> None:
+    world.table.append(customers(initial_rows(60)))
+    own: dict[int, Record] = {}
+    if mode == "update":  # an update-mode destination holds every row of its own
+        own = as_held(rows_of(world))
+        if isinstance(dest, RestDest):
+            dest.preload(own)
+        else:
+            await sync("upsert")
+    first = await sync(mode, filter=PRO)
+    before = rows_of(world)
+    subset = where(before, is_pro)
+    if mode == "update":  # a first sync inserts, which update mode drops (PostgreSQL's
+        # rows came from an unfiltered sync: adding the filter compares with the digest)
+        assert first.plan == ("full" if isinstance(dest, RestDest) else "digest")
+        assert (first.inserted, first.updated, dest.held()) == (0, 0, own)
+    else:
+        assert (first.plan, first.inserted) == ("full", 30)
+    if mode == "append":
+        assert dest.events() == sorted(("insert", r) for r in as_held(subset).values())
+    elif mode != "update":
+        assert dest.held() == as_held(subset)
+    held = dest.held()
+    events_before = dest.events()
+
+    enter_leave_and_change(world, before)
+    result = await sync(mode, filter=PRO)
+    now = rows_of(world)
+    after = where(now, is_pro)
+    assert result.plan == "diff"
+    if mode == "append":
+        new = list(dest.events())
+        for event in events_before:
+            new.remove(event)
+        # Entered and new rows are inserts, changed ones updates, left and deleted
+        # ones deletes with the values the destination was last sent.
+        assert sorted(new) == sorted(
+            [("insert", as_held(now)[k]) for k in (1, 3, 5, 7, 9, 61)]
+            + [("update", as_held(now)[k]) for k in (12, 14)]
+            + [("delete", as_held(before)[k]) for k in (2, 4, 6, 8, 10, 16, 18)]
+        )
+        assert (result.inserted, result.updated, result.deleted) == (6, 2, 7)
+        return
+    if mode == "update":  # entering rows are inserts: only 12 and 14 are updated
+        assert dest.held() == held | {k: as_held(now)[k] for k in (12, 14)}
+        assert (result.inserted, result.updated, result.deleted) == (0, 2, 0)
+        return
+    check(dest, mode, result, held, after)
+    if mode == "mirror":
+        assert (result.inserted, result.updated, result.deleted) == (6, 2, 7)
+
+
+async def test_a_renamed_column_is_followed_by_id(world: World, dest: Dest, sync: Syncs) -> None:
+    world.table.append(customers(initial_rows(40)))
+    await sync("mirror", filter=PRO)
+    held = dest.held()
+    table = world.reload()
+    with table.update_schema() as update:
+        update.rename_column("plan", "tier")
+    renamed = {"customer_id": "external_id", "email": "email", "tier": "plan_tier"}
+    # Rows change after the rename: 1 (free) enters, 2 (pro) leaves.
+    changed = pa.Table.from_pylist(
+        [
+            {"customer_id": 1, "email": "user1@example.com", "tier": "pro"},
+            {"customer_id": 2, "email": "user2@example.com", "tier": "free"},
+        ],
+        schema=world.reload().schema().as_arrow(),
+    )
+    world.reload().delete("customer_id in (1, 2)")  # (pyiceberg's upsert reads old names)
+    world.reload().append(changed)
+
+    stale = await sync("mirror", ok=False, filter=PRO, field_mapping=renamed)
+    assert stale.status == "failed" and stale.error_kind == "permanent"
+    assert "column 'plan' was renamed to 'tier'" in str(stale.error)
+    assert dest.held() == held, "nothing sent"
+
+    result = await sync("mirror", filter="tier = 'pro'", field_mapping=renamed)
+    after = where(rows_of(world, "tier"), is_pro)
+    assert dest.held() == as_held(after)
+    assert (result.inserted, result.deleted) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", ["mirror", "upsert"])
+async def test_a_changed_filter_makes_the_destination_the_new_subset(
+    world: World, dest: Dest, sync: Syncs, mode: SyncMode
+) -> None:
+    world.table.append(customers(initial_rows(60)))
+    await sync(mode, filter=PRO)
+    held = dest.held()
+    rows = rows_of(world)
+
+    wider = "plan = 'pro' or customer_id <= 20"  # 10 free rows enter, none leaves
+    result = await sync(mode, filter=wider)
+    assert result.plan == "digest"
+    assert "filter changed" in result.reason
+    after = where(rows, lambda r: r["plan"] == "pro" or r["customer_id"] <= 20)
+    held = check(dest, mode, result, held, after)
+    assert (result.inserted, result.updated, result.deleted) == (10, 0, 0)
+
+    narrower = "customer_id <= 40"  # 10 pro above 40 leave, 10 free 21-40 enter
+    result = await sync(mode, filter=narrower)
+    after = where(rows, lambda r: r["customer_id"] <= 40)
+    check(dest, mode, result, held, after)
+    assert (result.inserted, result.updated) == (10, 0)
+    assert result.deleted == (10 if mode == "mirror" else 0)
+
+
+async def test_a_filter_change_that_empties_the_audience_stops_at_the_delete_guard(
+    world: World, dest: Dest, sync: Syncs
+) -> None:
+    world.table.append(customers(initial_rows(60)))
+    await sync("mirror", filter=PRO)
+    held = dest.held()
+
+    stopped = await sync("mirror", ok=False, filter="plan = 'enterprise'")
+    assert stopped.status == "failed"
+    assert "--force" in str(stopped.error), stopped.error
+    assert dest.held() == held, "nothing deleted"
+
+    forced = await sync("mirror", force=True, filter="plan = 'enterprise'")
+    assert (forced.inserted, forced.deleted) == (0, 30)
+    assert dest.held() == {}

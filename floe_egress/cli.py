@@ -173,7 +173,8 @@ async def _cycles(
 ) -> list[Any]:
     """The cycles (or previews) of `names` at once; `watch` gives each sending cycle
     what shows its progress."""
-    from floe_egress.daemon.cycle import preview_cycle, run_cycle
+    from floe_egress.daemon.cycle import run_cycle
+    from floe_egress.daemon.preview import preview_cycle
     from floe_egress.daemon.progress import NO_PROGRESS
     from floe_egress.daemon.runtime import Runtime
 

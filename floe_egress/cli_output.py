@@ -12,7 +12,7 @@ def print_json(data: Any) -> None:
 
 
 def print_results(results: Sequence[Any], *, as_json: bool, verb: str) -> None:
-    from floe_egress.daemon.result import invalid_lines
+    from floe_egress.daemon.result import filter_line, invalid_lines
 
     if as_json:
         print_json([r.to_json() for r in results])
@@ -29,6 +29,8 @@ def print_results(results: Sequence[Any], *, as_json: bool, verb: str) -> None:
             )
         for line in invalid_lines(r.invalid, r.invalid_sample):
             print(f"  {line}")
+        if r.filter_effects is not None:
+            print(f"  filter: {filter_line(r.filter_effects)}")
         if r.reason:
             print(f"  why: {r.reason}")
         if r.error:

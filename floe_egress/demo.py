@@ -16,7 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from floe_egress.daemon.cycle import CycleResult, preview_cycle, run_cycle
+from floe_egress.daemon.cycle import CycleResult, run_cycle
+from floe_egress.daemon.preview import preview_cycle
 from floe_egress.daemon.runtime import Runtime, catalog_properties
 from floe_egress.errors import ConfigError
 from floe_egress.platform.contract import IngestionConfig

@@ -9,8 +9,9 @@ only by the command that runs it.
 
 from __future__ import annotations
 
-from floe_egress.daemon.cycle import preview_cycle, run_cycle
+from floe_egress.daemon.cycle import run_cycle
 from floe_egress.daemon.leases import CycleLease, StandaloneLease
+from floe_egress.daemon.preview import preview_cycle
 from floe_egress.daemon.progress import NO_PROGRESS, Progress
 from floe_egress.daemon.result import CycleResult
 from floe_egress.daemon.runtime import Runtime

@@ -17,13 +17,13 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import structlog
 
-from floe_egress.changes import OP_COLUMN, ChangeSet
+from floe_egress.changes import ChangeSet
 from floe_egress.changes.keys import key_json
 from floe_egress.config.filters import stored_filter
 from floe_egress.config.models import Destination
@@ -48,7 +48,6 @@ from floe_egress.state.store import (
 
 log = structlog.get_logger("floe_egress.cycle")
 
-SAMPLE_ROWS = 5
 _RANGE_FIELDS = ("plan", "from_snapshot", "to_snapshot")
 """Bound to the cycle's log lines once its range is known."""
 
@@ -57,61 +56,6 @@ def _count_deletes(work: Workload, dest: Destination) -> int:
     if "delete" not in ops_for_mode(dest.mode) or dest.mode == "append":
         return 0
     return work.change_set.counts.deleted
-
-
-async def preview_cycle(rt: Runtime, dest: Destination) -> CycleResult:
-    """What a cycle would send, with a sample per op; nothing is sent or written."""
-    with _bound(dest):
-        return await _preview(rt, dest)
-
-
-def _shown(row: dict[str, Any], op: str, key: Sequence[str]) -> dict[str, Any]:
-    """A sample row as `plan` shows it: a delete whose old values were not read (every
-    mode but append reads none) is its key alone, not a row of nulls."""
-    if op == "delete" and all(v is None for k, v in row.items() if k not in key):
-        return {k: row[k] for k in key if k in row}
-    return row
-
-
-async def _preview(rt: Runtime, dest: Destination) -> CycleResult:
-    started = time.monotonic()
-    try:
-        work = await asyncio.to_thread(prepare_work, rt, dest)
-    except EgressError as exc:
-        return CycleResult(
-            dest.name,
-            "failed",
-            error=redact(str(exc)),
-            error_kind=failure_kind(exc),
-            error_type=type(exc).__name__,
-            duration_seconds=time.monotonic() - started,
-        )
-    cs = work.change_set
-    counts = {"insert": 0, "update": 0, "delete": 0}
-    sample: dict[str, list[dict[str, Any]]] = {"insert": [], "update": [], "delete": []}
-    for table in work.batches():
-        table = filter_for_mode(table, dest.mode)
-        for row in table.to_pylist():
-            op = row.pop(OP_COLUMN)
-            counts[op] += 1
-            if len(sample[op]) < SAMPLE_ROWS:
-                sample[op].append(_shown(row, op, cs.key))
-    return CycleResult(
-        dest.name,
-        "noop" if sum(counts.values()) == 0 else "ok",
-        plan=cs.plan,
-        from_snapshot=cs.from_snapshot,
-        to_snapshot=cs.to_snapshot,
-        inserted=counts["insert"],
-        updated=counts["update"],
-        deleted=counts["delete"],
-        invalid=cs.counts.invalid,
-        invalid_sample=invalid_sample(cs),
-        retried=int(work.resend.num_rows),
-        reason=cs.reason,
-        duration_seconds=time.monotonic() - started,
-        sample={op: rows for op, rows in sample.items() if rows},
-    )
 
 
 async def run_cycle(
@@ -129,13 +73,13 @@ async def run_cycle(
     cycle id are bound to every log line of the cycle, in threads too. A cycle that
     sends many rows (see `_bulk`) tells `progress` how far it got, write by write.
     """
-    with _bound(dest):
+    with log_context(dest):
         lease = lease or StandaloneLease(dest.name)
         return await _run_cycle(rt, dest, lease, force, progress)
 
 
 @contextlib.contextmanager
-def _bound(dest: Destination) -> Iterator[None]:
+def log_context(dest: Destination) -> Iterator[None]:
     """The destination, its table and a cycle id on every log line of the cycle (the
     range fields too once they are known), in threads too; unbound afterwards."""
     with structlog.contextvars.bound_contextvars(
@@ -386,4 +330,4 @@ def _commit(
     )
 
 
-__all__ = ["CycleResult", "preview_cycle", "run_cycle"]
+__all__ = ["CycleResult", "log_context", "run_cycle"]

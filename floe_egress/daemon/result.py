@@ -42,6 +42,9 @@ class CycleResult:
     rate_limit_wait_seconds: float = 0.0
     http_statuses: dict[int, int] = field(default_factory=dict)
     sample: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    filter_effects: dict[str, int | None] | None = None
+    """`plan` of a destination with a filter: rows that entered and left the subset,
+    matching rows that changed (daemon/filters.py)."""
     table_pointer: str | None = None
     """The metadata file of the table the cycle read (the daemon's polls compare it)."""
 
@@ -68,6 +71,8 @@ class CycleResult:
         }
         if self.sample:
             data["sample"] = self.sample
+        if self.filter_effects is not None:
+            data["filter"] = self.filter_effects
         return data
 
 
@@ -84,4 +89,15 @@ def invalid_lines(invalid: int, sample: Sequence[Mapping[str, Any]]) -> list[str
     return lines
 
 
-__all__ = ["CycleResult", "Status", "invalid_lines"]
+def filter_line(effects: Mapping[str, int | None]) -> str:
+    """A plan's filter effects as text: how many rows entered the subset (inserts of
+    rows the table held without matching), left it, and changed within it."""
+    entered = effects.get("entered")
+    shown = "?" if entered is None else str(entered)
+    return (
+        f"{shown} entered the subset, {effects.get('left', 0)} left it, "
+        f"{effects.get('changed', 0)} changed in it"
+    )
+
+
+__all__ = ["CycleResult", "Status", "filter_line", "invalid_lines"]

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from floe_egress.config import LoadedConfig
-from floe_egress.daemon.cycle import CycleResult, preview_cycle, run_cycle
+from floe_egress.daemon.cycle import CycleResult, run_cycle
+from floe_egress.daemon.preview import preview_cycle
 from floe_egress.daemon.runtime import Runtime
 from tests.fixtures.fake_apis import FakeRestApi
 from tests.fixtures.world import World, customers, initial_rows, rest_destination

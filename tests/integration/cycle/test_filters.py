@@ -21,6 +21,8 @@ import pytest
 
 from floe_egress.config.models import SyncMode
 from floe_egress.daemon.cycle import CycleResult, run_cycle
+from floe_egress.daemon.preview import preview_cycle
+from floe_egress.daemon.result import filter_line
 from floe_egress.daemon.runtime import Runtime
 from tests.fixtures.digest_dests import (
     MODES,
@@ -259,3 +261,27 @@ async def test_a_filter_change_that_empties_the_audience_stops_at_the_delete_gua
     forced = await sync("mirror", force=True, filter="plan = 'enterprise'")
     assert (forced.inserted, forced.deleted) == (0, 30)
     assert dest.held() == {}
+
+
+async def test_plan_counts_what_entered_left_and_changed(
+    world: World, dest: Dest, sync: Syncs, runtimes: list[Runtime]
+) -> None:
+    world.table.append(customers(initial_rows(60)))
+    await sync("mirror", filter=PRO)
+    held = dest.held()
+    enter_leave_and_change(world, rows_of(world))
+    loaded = world.load([dest.config("mirror", filter=PRO)])
+    runtime = Runtime(loaded.spec)
+    runtimes.append(runtime)
+    planned = await preview_cycle(runtime, loaded.spec.ingestion.destinations[0])
+    # 6 inserts: 5 entered (1, 3, 5, 7, 9), 1 new (61); 7 deletes: 5 left (2-10 even),
+    # 2 deleted from the table (16, 18); 2 updates (12, 14).
+    assert (planned.inserted, planned.updated, planned.deleted) == (6, 2, 7)
+    assert planned.filter_effects == {"entered": 5, "left": 5, "changed": 2}
+    assert filter_line(planned.filter_effects) == (
+        "5 entered the subset, 5 left it, 2 changed in it"
+    )
+    assert planned.to_json()["filter"] == {"entered": 5, "left": 5, "changed": 2}
+    assert dest.held() == held, "a plan sends nothing"
+    again = await sync("mirror", filter=PRO)
+    assert (again.inserted, again.updated, again.deleted) == (6, 2, 7), "the plan was exact"

@@ -26,12 +26,13 @@ from typing import Literal
 
 import duckdb
 import pyarrow as pa
+from pyiceberg.expressions import BooleanExpression
 from pyiceberg.table import Table
 
 from floe_egress.changes.digest import HASH, UNSURE, row_hashes
 from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.keys import key_jsons
-from floe_egress.changes.source import key_counts
+from floe_egress.changes.source import ALWAYS_TRUE, key_counts
 from floe_egress.config.models import SyncMode
 
 Category = Literal["missing", "extra", "differing"]
@@ -88,13 +89,18 @@ class Expected:
 
 
 def expected(
-    table: Table, snapshot_id: int, key: Sequence[str], columns: Sequence[str]
+    table: Table,
+    snapshot_id: int,
+    key: Sequence[str],
+    columns: Sequence[str],
+    row_filter: BooleanExpression = ALWAYS_TRUE,
 ) -> Expected:
-    """The snapshot's rows as key and hash over `columns` (the digest's own hash)."""
+    """The snapshot's rows as key and hash over `columns` (the digest's own hash); of
+    the rows `row_filter` matches (a destination's filter)."""
     keys = ", ".join(q(k) for k in key)
     con = cursor()
     try:
-        key_counts(con, table, snapshot_id, key, columns)
+        key_counts(con, table, snapshot_id, key, columns, row_filter)
         entries = con.execute(
             f"SELECT {keys}, h AS {HASH} FROM counts WHERE n = 1 AND NOT is_null"
         ).to_arrow_table()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import structlog
@@ -33,7 +34,10 @@ from pyiceberg.table import Table
 from floe_egress.changes import schema_of
 from floe_egress.changes import verify as check
 from floe_egress.changes.digest import HASH
-from floe_egress.changes.source import arrow_schema
+from floe_egress.changes.keys import key_jsons
+from floe_egress.changes.lookup import current_rows
+from floe_egress.changes.rowfilter import RowFilter
+from floe_egress.changes.source import ALWAYS_TRUE, arrow_schema
 from floe_egress.changes.verify import COUNTED, REPAIR_OP, WHY_NOT_COUNTED, Category, Expected
 from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
@@ -58,6 +62,8 @@ async def verify(rt: Runtime, dest: Destination, *, repair: bool = False) -> Ver
     table = await asyncio.to_thread(rt.load_table, dest)
     report, seen = await asyncio.to_thread(_against_digest, store, dest, checkpoint, table)
     report.target = await _against_destination(rt, dest, checkpoint, table, report, seen)
+    if checkpoint.row_filter:
+        report.filter = await asyncio.to_thread(_filter_effects, table, checkpoint, report)
     if await asyncio.to_thread(store.get_checkpoint, dest.name) != checkpoint:
         raise CheckpointError(
             f"destination {dest.name} was synced while verify ran: run verify again"
@@ -84,6 +90,26 @@ def verify_destination(spec: FloeSpec, dest: Destination, *, repair: bool = Fals
             await runtime.close()
 
     return asyncio.run(run())
+
+
+def _filter_effects(table: Table, checkpoint: Checkpoint, report: VerifyReport) -> dict[str, Any]:
+    """The differences in the filter's terms: matching rows the destination lacks
+    (entered, not received), rows it holds that the table holds without matching (left,
+    not removed), matching rows whose values differ (changed)."""
+    side = report.target if report.target.compared else report.digest
+    left = 0
+    if side.found is not None and checkpoint.snapshot_id is not None:
+        extra = side.found.of("extra").to_pylist()
+        if extra:
+            rows = current_rows(table, checkpoint.snapshot_id, checkpoint.key, extra)
+            left = len(set(key_jsons(rows, checkpoint.key)))
+    return {
+        "filter": checkpoint.row_filter,
+        "rows_matching": report.table_rows,
+        "entered_not_received": side.count("missing"),
+        "left_not_removed": left,
+        "changed_not_received": side.count("differing"),
+    }
 
 
 def _checkpoint(store: StateStore, dest: Destination) -> Checkpoint:
@@ -122,7 +148,14 @@ def _expected(
     if checkpoint.snapshot_id is None:  # synced while the table had no snapshot
         keys = pa.schema([schema.field(k) for k in key])
         return Expected(keys.append(pa.field(HASH, pa.uint64())).empty_table(), keys.empty_table())
-    return check.expected(table, checkpoint.snapshot_id, key, columns)
+    matching = ALWAYS_TRUE
+    if checkpoint.row_filter:
+        # What the destination should hold is the subset its filter chose at the
+        # checkpoint (a filter changed since takes effect at the next sync).
+        snapshot = table.snapshot_by_id(checkpoint.snapshot_id)
+        bound = RowFilter.of(checkpoint.row_filter, schema_of(table, snapshot), table)
+        matching = bound.scan_filter()
+    return check.expected(table, checkpoint.snapshot_id, key, columns, matching)
 
 
 @dataclass(frozen=True, slots=True)

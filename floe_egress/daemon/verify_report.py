@@ -100,6 +100,9 @@ class VerifyReport:
     target_where: str = ""
     queued: int | None = None
     """Keys `--repair` queued for the next cycle (None without `--repair`)."""
+    filter: dict[str, Any] | None = None
+    """A destination with a filter: its differences as rows that entered, left and
+    changed in the subset (daemon/verify.py `_filter_effects`)."""
 
     @property
     def differences(self) -> int:
@@ -123,6 +126,7 @@ class VerifyReport:
             "digest": self.digest.to_json(),
             "destination_table": self.target.to_json(),
             "repair": None if self.queued is None else {"queued": self.queued},
+            "filter": self.filter,
         }
 
     def lines(self) -> list[str]:
@@ -140,6 +144,14 @@ class VerifyReport:
             lines.append(
                 f"  {self.invalid_keys} keys held by more than one row are invalid: "
                 "never sent, not compared"
+            )
+        if self.filter is not None:
+            f = self.filter
+            lines.append(
+                f"  filter {f['filter']!r}: {f['rows_matching']} rows match; "
+                f"{f['entered_not_received']} entered but not received, "
+                f"{f['left_not_removed']} left but still held, "
+                f"{f['changed_not_received']} changed but not received"
             )
         lines += self.digest.lines("")
         where = f" ({self.target_where})" if self.target_where else ""

@@ -24,6 +24,7 @@ from floe_egress.daemon.cycle import CycleResult, run_cycle
 from floe_egress.daemon.preview import preview_cycle
 from floe_egress.daemon.result import filter_line
 from floe_egress.daemon.runtime import Runtime
+from floe_egress.daemon.verify import verify
 from tests.fixtures.digest_dests import (
     MODES,
     Counts,
@@ -285,3 +286,39 @@ async def test_plan_counts_what_entered_left_and_changed(
     assert dest.held() == held, "a plan sends nothing"
     again = await sync("mirror", filter=PRO)
     assert (again.inserted, again.updated, again.deleted) == (6, 2, 7), "the plan was exact"
+
+
+async def test_verify_compares_with_the_subset_and_names_the_filter_effects(
+    world: World, dest: Dest, runtimes: list[Runtime]
+) -> None:
+    world.table.append(customers(initial_rows(60)))
+    loaded = world.load([dest.config("mirror", filter=PRO)])
+    runtime = Runtime(loaded.spec)
+    runtimes.append(runtime)
+    crm = loaded.spec.ingestion.destinations[0]
+    assert (await run_cycle(runtime, crm)).inserted == 30
+
+    clean = await verify(runtime, crm)
+    assert clean.agrees, clean.lines()
+    assert clean.filter is not None and clean.filter["rows_matching"] == 30
+    if not isinstance(dest, PostgresDest):
+        return  # a REST destination cannot be read back: its digest agrees
+
+    # In the destination table: a matching row lost, a non-matching one left behind,
+    # a matching one with other values.
+    dest._query(
+        "DELETE FROM activation.customers WHERE external_id = 2;"
+        "INSERT INTO activation.customers (external_id, email, plan_tier) "
+        "VALUES (3, 'user3@example.com', 'free');"
+        "UPDATE activation.customers SET email = 'edited@example.com' WHERE external_id = 4"
+    )
+    report = await verify(runtime, crm)
+    assert report.filter == {
+        "filter": PRO,
+        "rows_matching": 30,
+        "entered_not_received": 1,
+        "left_not_removed": 1,
+        "changed_not_received": 1,
+    }
+    summary = "1 entered but not received, 1 left but still held, 1 changed but not received"
+    assert any(summary in line for line in report.lines()), report.lines()

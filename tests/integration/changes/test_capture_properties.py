@@ -5,6 +5,10 @@ Run for an integer key (classified in numpy, files read by DuckDB) and a string 
 ArrowScan, so every reading and classification path is exercised. A random step expires
 every snapshot but the current one: the next sync cannot read its A and compares B with
 the digest of what the mirror holds, with counts exactly the net change.
+
+Each example also draws a destination filter over `v` (or none), and may change it
+between syncs: the change sets then reproduce the rows that match, and a sync after a
+change of filter compares the new subset with the digest (as the cycle does).
 """
 
 from __future__ import annotations
@@ -47,11 +51,24 @@ operations = st.one_of(
     st.tuples(st.just("delete_positions"), st.lists(keys, min_size=1, max_size=5)),
     st.tuples(st.just("compact")),
     st.tuples(st.just("expire")),
+    st.tuples(st.just("refilter"), st.integers(min_value=0, max_value=6)),
     # Syncs are drawn often, so that most examples hold several diffs.
     st.tuples(st.just("sync")),
     st.tuples(st.just("sync")),
     st.tuples(st.just("sync")),
 )
+
+
+FILTERS: tuple[tuple[str | None, Any], ...] = (
+    (None, lambda v: True),
+    ("v = 'a'", lambda v: v == "a"),
+    ("v in ('a', 'ä')", lambda v: v in ("a", "ä")),
+    ("v is null", lambda v: v is None),
+    ("v is not null and v <> 'b'", lambda v: v is not None and v != "b"),
+    ("not (v = 'c')", lambda v: v is not None and v != "c"),
+    ("v = '' or v like 'ä%'", lambda v: v is not None and (v == "" or v.startswith("ä"))),
+)
+"""A filter and what it means for a value of `v` (null matches no comparison)."""
 
 
 class Keys:
@@ -146,8 +163,13 @@ def net_change(before: dict[Any, Any], after: dict[Any, Any]) -> tuple[int, int,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(ops=st.lists(operations, min_size=1, max_size=14))
-def test_change_sets_reproduce_the_table(key_type: str, ops: list[tuple[Any, ...]]) -> None:
+@given(
+    ops=st.lists(operations, min_size=1, max_size=14),
+    first_filter=st.integers(min_value=0, max_value=len(FILTERS) - 1),
+)
+def test_change_sets_reproduce_the_table(
+    key_type: str, ops: list[tuple[Any, ...]], first_filter: int
+) -> None:
     k = Keys(key_type)
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = Path(tmp) / "wh"
@@ -164,21 +186,35 @@ def test_change_sets_reproduce_the_table(key_type: str, ops: list[tuple[Any, ...
         tbl = catalog.create_table("gold.t", schema=schema, properties={"format-version": "2"})
         mirror: dict[Any, Any] = {}
         synced: int | None = None
+        text, matches = FILTERS[first_filter]
+        refiltered = False
         for op in [*ops, ("sync",)]:
+            if op[0] == "refilter":
+                refiltered = refiltered or FILTERS[op[1]][0] != text
+                text, matches = FILTERS[op[1]]
+                continue
             if op[0] != "sync":
                 _run(tbl, op, k)
                 continue
             tbl = tbl.catalog.load_table("gold.t")
-            if synced is not None and tbl.snapshot_by_id(synced) is None:
+            subset = {key: row for key, row in table_state(tbl, KEY).items() if matches(row["v"])}
+            if synced is not None and (refiltered or tbl.snapshot_by_id(synced) is None):
                 span = SnapshotRange.of(
-                    tbl, ref="main", from_snapshot=synced, key=KEY, to_snapshot=None, batch_rows=7
+                    tbl,
+                    ref="main",
+                    from_snapshot=synced,
+                    key=KEY,
+                    to_snapshot=None,
+                    batch_rows=7,
+                    row_filter=text,
                 )
                 cs = digests.compare(span, COLUMNS, digest_of(mirror, k), reason="expired")
-                want = net_change(mirror, table_state(tbl, KEY))
+                want = net_change(mirror, subset)
                 assert (cs.counts.inserted, cs.counts.updated, cs.counts.deleted) == want
             else:
-                cs = capture(tbl, from_snapshot=synced, key=KEY)
+                cs = capture(tbl, from_snapshot=synced, key=KEY, row_filter=text)
             assert cs.counts.invalid == 0
             mirror = apply(mirror, cs)
-            assert mirror == table_state(tbl, KEY), f"after {ops}"
+            assert mirror == subset, f"after {ops} with filter {text!r}"
             synced = cs.to_snapshot
+            refiltered = False

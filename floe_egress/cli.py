@@ -122,9 +122,14 @@ def _destinations(spec: FloeSpec, name: str | None) -> list[Destination]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from floe_egress.table_checks import table_problems
+
     loaded = _load(args, check_secrets=True)
     count = len(loaded.spec.ingestion.destinations)
-    for warning in spec_warnings(loaded):
+    errors, skipped = table_problems(loaded)
+    if errors:
+        raise ConfigValidationError(str(loaded.path), errors)
+    for warning in [*spec_warnings(loaded), *skipped]:
         print(f"warning: {warning.render(str(loaded.path))}", file=sys.stderr)
     print(f"{loaded.path}: valid ({count} destination{'s' if count != 1 else ''})")
     return EXIT_OK

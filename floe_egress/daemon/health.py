@@ -84,6 +84,7 @@ def destination_status(rt: Runtime, dest: Destination, now: float | None = None)
         "ref": dest.ref,
         "sink_type": dest.sink_type,
         "mode": dest.mode,
+        "filter": dest.filter,
         "enabled": dest.enabled,
         "checkpoint": None
         if checkpoint is None

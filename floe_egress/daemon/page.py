@@ -106,6 +106,8 @@ def _card(item: dict[str, Any], now: float, *, hidden: bool) -> str:
             f"{escape(str(item['source_table']))}@{escape(str(item['ref']))} → "
             f"{escape(str(item['sink_type']))} ({escape(str(item['mode']))})"
         )
+    if item.get("filter"):
+        route += f' <span class="filter">where {escape(str(item["filter"]))}</span>'
     runs = item.get("runs") or []
     failed = int(item.get("failed_rows") or 0)
     link = f"/status/{quote(name, safe='')}"

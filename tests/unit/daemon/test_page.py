@@ -141,3 +141,8 @@ def test_the_state_filter_from_the_address_hides_the_others() -> None:
     assert re.search(r'data-name="crm"\s+data-state="healthy" hidden', html)
     assert re.search(r'data-name="b"\s+data-state="rows failing">', html)
     assert '<option value="rows failing" selected>' in html
+
+
+def test_a_filter_is_shown_beside_the_route() -> None:
+    html = render_live(status(item(filter="plan = '<b>' and mrr > 1000")))
+    assert "where plan = &#x27;&lt;b&gt;&#x27; and mrr &gt; 1000" in html

@@ -102,8 +102,12 @@ def capture(
 
     files = diff_files(table, a, b, name)
     reader = RowReader(table, span.schema, row_filter=span.row_filter)
+    removed, added = files.removed, files.added
+    if span.row_filter is not None:  # files whose statistics rule out a matching row
+        removed = tuple(span.row_filter.prune(removed))
+        added = tuple(span.row_filter.prune(added))
     try:
-        sides = _compacts(reader, files.removed, files.added, key)
+        sides = _compacts(reader, removed, added, key)
     except _BeforeGone as gone:
         return full_change_set(
             span, reason=f"data files of snapshot {from_snapshot} are gone ({gone.filename})"

@@ -60,7 +60,10 @@ def compare_files(
     table, key = span.table, span.key
     # What loading and folding the digest freed goes back to the system before B is read.
     pa.default_memory_pool().release_unused()
-    tasks = _in_key_order(planned_tasks(table, snapshot, span.name), span.schema, key)
+    tasks = planned_tasks(table, snapshot, span.name)
+    if span.row_filter is not None:
+        tasks = span.row_filter.prune(tasks)
+    tasks = _in_key_order(tasks, span.schema, key)
     reader = RowReader(table, span.schema, hashed=columns, row_filter=span.row_filter)
     key_schema = pa.schema([reader.target.field(k).with_nullable(True) for k in key])
     before = _digest_side(digest, key, key_schema, hash_column)

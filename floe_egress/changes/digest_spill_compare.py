@@ -55,6 +55,8 @@ def compare_spilled(
     con = digest.con
     keys = ", ".join(q(k) for k in key)
     tasks = planned_tasks(span.table, snapshot, span.name)
+    if span.row_filter is not None:  # files whose statistics rule out a matching row
+        tasks = span.row_filter.prune(tasks)
     reader = RowReader(span.table, span.schema, hashed=columns, row_filter=span.row_filter)
     paths = [local_path(t) for t in tasks]
     native = (

@@ -19,14 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
-from pyiceberg.expressions.visitors import bind, extract_field_ids, translate_column_names
+from pyiceberg.expressions.visitors import (
+    _InclusiveMetricsEvaluator,
+    bind,
+    extract_field_ids,
+    translate_column_names,
+)
 from pyiceberg.io.pyarrow import expression_to_pyarrow
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import FileScanTask, Table
 
 from floe_egress.config.filters import parse_filter
 from floe_egress.errors import InvalidSourceError
@@ -41,7 +47,7 @@ class RowFilter:
     bound: BooleanExpression
     columns: tuple[str, ...]
     """B's names of the columns the filter reads."""
-    _arrow: dict[int, pc.Expression] = field(default_factory=dict, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, text: str, schema: Schema, table: Table | None = None) -> RowFilter:
@@ -69,10 +75,10 @@ class RowFilter:
         if schema is not None and schema is not self.schema:
             translated = translate_column_names(self.bound, schema, True)
             return expression_to_pyarrow(bind(schema, translated, True), schema)
-        found = self._arrow.get(0)
+        found = self._cache.get("arrow")
         if found is None:
-            found = self._arrow[0] = expression_to_pyarrow(self.bound, self.schema)
-        return found
+            found = self._cache["arrow"] = expression_to_pyarrow(self.bound, self.schema)
+        return cast(pc.Expression, found)
 
     def apply(self, rows: pa.Table, schema: Schema | None = None) -> pa.Table:
         """The matching rows of `rows` (read with `schema`, default B's)."""
@@ -84,6 +90,18 @@ class RowFilter:
         """For a pyiceberg scan of a snapshot with `schema` (default B's): it prunes data
         files by their statistics and keeps the matching rows."""
         return translate_column_names(self.bound, schema or self.schema, True)
+
+    def may_match(self, task: FileScanTask) -> bool:
+        """Whether the data file's column statistics allow a matching row (False: it
+        holds none, and is not read)."""
+        evaluator = self._cache.get("metrics")
+        if evaluator is None:
+            evaluator = _InclusiveMetricsEvaluator(self.schema, self.scan_filter())
+            self._cache["metrics"] = evaluator
+        return bool(evaluator.eval(task.file))
+
+    def prune(self, tasks: Sequence[FileScanTask]) -> list[FileScanTask]:
+        return [t for t in tasks if self.may_match(t)]
 
     def missing(self, names: Sequence[str]) -> list[str]:
         """The filter's columns not among `names` (to read as well)."""

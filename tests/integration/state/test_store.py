@@ -91,6 +91,15 @@ def test_checkpoint_round_trips_signed_64_bit_snapshot_ids(
     assert store.get_checkpoint("crm") == checkpoint("crm", snapshot_id)
 
 
+def test_checkpoint_keeps_the_filter_it_was_synced_with(store: StateStore) -> None:
+    written = dataclasses.replace(checkpoint(), row_filter="plan = 'pro' and mrr > 1000")
+    store.commit_cycle(CycleCommit(checkpoint=written, run=run("crm", to_snapshot=1)))
+    assert store.get_checkpoint("crm") == written
+    store.commit_cycle(commit(2))
+    found = store.get_checkpoint("crm")
+    assert found is not None and found.row_filter is None, "the filter was removed"
+
+
 def test_commit_moves_the_checkpoint_of_its_destination_only(store: StateStore) -> None:
     store.commit_cycle(commit(1, "crm"))
     store.commit_cycle(commit(2, "erp"))
@@ -579,9 +588,13 @@ def test_an_older_store_marks_its_destinations_as_synced_before_digests(
     with monkeypatch.context() as before:
         before.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
         before.setattr(migrations, "LATEST", 3)
-        older = open_store(backend.url)
-        older.commit_cycle(commit(7))
-        older.close()
+        open_store(backend.url).close()
+    # A checkpoint as that version wrote it (today's commit writes later columns).
+    backend.raw(
+        "INSERT INTO checkpoints (destination, source_table, ref, snapshot_id, "
+        "snapshot_timestamp_ms, key_json, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ("crm", "gold.customers", "main", 7, 0, '["id"]', 1.0),
+    )
 
     store = open_store(backend.url)
     try:

@@ -97,15 +97,7 @@ class RestApiSink(HttpSink):
             raise self.refused(f"the credential check ({request.label})", response)
 
     def _route_name(self, row: Row) -> RouteName:
-        if self.mode == "append":
-            return "upsert"
-        if row.op == "delete":
-            return "delete"
-        if row.op == "insert" and ("insert" in self.config.routes or self.mode == "insert"):
-            return "insert"
-        if row.op == "update" and ("update" in self.config.routes or self.mode == "update"):
-            return "update"
-        return "upsert"
+        return route_name(self.mode, self.config, row.op)
 
     async def deliver(self, rows: list[Row], receipts: Receipts) -> None:
         groups: dict[RouteName, list[Row]] = {}
@@ -274,6 +266,19 @@ class RestApiSink(HttpSink):
                 receipts.delivered(row.op)
         if self.config.record_ids_path and data is not None:
             receipts.record_ids(order, extract_ids(data, self.config.record_ids_path))
+
+
+def route_name(mode: str, config: RestApiConfig, op: str) -> RouteName:
+    """The route a change of `op` takes in `mode`."""
+    if mode == "append":
+        return "upsert"
+    if op == "delete":
+        return "delete"
+    if op == "insert" and ("insert" in config.routes or mode == "insert"):
+        return "insert"
+    if op == "update" and ("update" in config.routes or mode == "update"):
+        return "update"
+    return "upsert"
 
 
 def path_segment(value: str) -> str:

@@ -27,7 +27,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError, TemplateError as JinjaError
 from jinja2.filters import FILTERS
-from jinja2.runtime import Context
+from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_SECONDS = 1.0
@@ -155,9 +155,17 @@ def tojson(value: Any) -> str:
     """Compact JSON that keeps non-ASCII text as it is; NaN and infinity refused."""
     text_size(value, _budget().max_chars)
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_unjson
+        )
     except (TypeError, ValueError) as exc:
         raise SecurityError(f"tojson cannot write this value: {exc}") from None
+
+
+def _unjson(value: Any) -> Any:
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    raise TypeError(f"a {type(value).__name__} is not a JSON value")
 
 
 def _string(value: Any) -> str:

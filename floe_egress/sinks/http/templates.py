@@ -7,7 +7,7 @@ attribute of a Python object but a few plain methods of text, lists and mappings
 those stay in headers and auth.
 
 Each render has a budget (`Budget`): `MAX_SECONDS` of time, `MAX_STEPS` loop steps
-(every `for` step and every number `range` makes) and a limit on the text any one value,
+(every step of every `for`; `range` gives no more numbers than the steps left) and a limit on the text any one value,
 join or output may grow to. Going over stops the render with `TemplateError`; so does
 any other failure, naming the template's key and line.
 """
@@ -194,8 +194,10 @@ def _sum(values: Any, attribute: str | None = None, start: int | float = 0) -> A
 
 
 def _range(*args: int) -> range:
+    """`range`, no longer than the loop steps left (a `for` counts its steps itself)."""
     numbers = range(*args)
-    _budget().step(len(numbers))
+    if len(numbers) > _budget().steps:
+        raise _OverBudget(f"it took more than {MAX_STEPS:,} loop steps")
     return numbers
 
 

@@ -40,6 +40,13 @@ from floe_egress.sinks.http.client import HttpClient, Request, Response
 from floe_egress.sinks.http.convert import JsonRecord, dumps
 from floe_egress.sinks.http.limits import BudgetSpec, account_key
 from floe_egress.sinks.http.receipts import OrderKey, Receipts
+from floe_egress.sinks.http.rest_config import (
+    PLACEHOLDER,
+    RestApiConfig,
+    Route,
+    RouteName,
+    auth_parts,
+)
 from floe_egress.sinks.http.shaping import (
     Shape,
     body_failures,
@@ -49,13 +56,6 @@ from floe_egress.sinks.http.shaping import (
     shaped_record,
     shapes,
     value_rejections,
-)
-from floe_egress.sinks.http.rest_config import (
-    PLACEHOLDER,
-    RestApiConfig,
-    Route,
-    RouteName,
-    auth_parts,
 )
 from floe_egress.sinks.http.sink import (
     HttpSink,
@@ -116,8 +116,8 @@ class RestApiSink(HttpSink):
                     shape_rows, self.name, template, members, record_of, self._op, snapshot
                 )
                 groups[name] = shaped
-                for row in failed:
-                    receipts.failed(row)
+                for refused in failed:
+                    receipts.failed(refused)
         sends = []
         for name, members in groups.items():
             size = 1 if self.config.single else self.batch_size

@@ -200,9 +200,7 @@ class _Checker:
             template, op, lambda: render_json(template, context, MAX_RECORD_CHARS)[1], note
         )
 
-    def _render(
-        self, template: Compiled, op: str, run: Callable[[], Any], note: str = ""
-    ) -> Any:
+    def _render(self, template: Compiled, op: str, run: Callable[[], Any], note: str = "") -> Any:
         if template.key in self._stopped:
             return None
         try:

@@ -7,9 +7,10 @@ attribute of a Python object but a few plain methods of text, lists and mappings
 those stay in headers and auth.
 
 Each render has a budget (`Budget`): `MAX_SECONDS` of time, `MAX_STEPS` loop steps
-(every step of every `for`; `range` gives no more numbers than the steps left) and a limit on the text any one value,
-join or output may grow to. Going over stops the render with `TemplateError`; so does
-any other failure, naming the template's key and line.
+(every step of every `for`; `range` gives no more numbers than the steps left) and a
+limit on the text any one value, join or output may grow to. Going over stops the
+render with `TemplateError`; so does any other failure, naming the template's key and
+line.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import Template
-from jinja2.exceptions import SecurityError, TemplateError as JinjaError
+from jinja2.exceptions import SecurityError
+from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.filters import FILTERS
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -39,16 +41,62 @@ _EXCERPT = 80
 
 _SAFE_METHODS: dict[type, frozenset[str]] = {
     str: frozenset(
-        "lower upper strip lstrip rstrip startswith endswith title capitalize split "
-        "rsplit splitlines isdigit isalpha isalnum isspace islower isupper".split()
+        [
+            "lower",
+            "upper",
+            "strip",
+            "lstrip",
+            "rstrip",
+            "startswith",
+            "endswith",
+            "title",
+            "capitalize",
+            "split",
+            "rsplit",
+            "splitlines",
+            "isdigit",
+            "isalpha",
+            "isalnum",
+            "isspace",
+            "islower",
+            "isupper",
+        ]
     ),
     dict: frozenset({"get", "items", "keys", "values"}),
 }
-_PLAIN_FILTERS = (
-    "abs capitalize default d dictsort first float groupby int items last length count "
-    "list lower map max min reject rejectattr reverse round select selectattr sort "
-    "title trim truncate unique upper urlencode"
-).split()
+_PLAIN_FILTERS = [
+    "abs",
+    "capitalize",
+    "default",
+    "d",
+    "dictsort",
+    "first",
+    "float",
+    "groupby",
+    "int",
+    "items",
+    "last",
+    "length",
+    "count",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "reject",
+    "rejectattr",
+    "reverse",
+    "round",
+    "select",
+    "selectattr",
+    "sort",
+    "title",
+    "trim",
+    "truncate",
+    "unique",
+    "upper",
+    "urlencode",
+]
 _TEXT_FILTERS = frozenset({"join", "urlencode"})
 
 
@@ -89,7 +137,8 @@ class Budget:
 
     def size(self, chars: int) -> None:
         if chars > self.max_chars:
-            raise _OverBudget(f"a text of {chars:,} characters, over the limit of {self.max_chars:,}")
+            limit = f"{self.max_chars:,}"
+            raise _OverBudget(f"a text of {chars:,} characters, over the limit of {limit}")
 
 
 _BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("budget", default=None)
@@ -211,7 +260,7 @@ def _loop_steps(values: Any) -> Iterator[Any]:
 class _CodeGenerator(CodeGenerator):
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         # `a ~ b`, doubled a few times over, would outgrow any memory: check each.
-        self.write("environment.concat((")
+        self.write("environment.checked_concat((")
         for arg in node.nodes:
             self.visit(arg, frame)
             self.write(", ")
@@ -255,7 +304,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def wrap_str_format(self, value: Any) -> None:
         return None
 
-    def concat(self, parts: Sequence[Any]) -> str:
+    def checked_concat(self, parts: Sequence[Any]) -> str:
         budget = _budget()
         budget.size(sum(text_size(p, budget.max_chars) for p in parts))
         return "".join(map(str, parts))
@@ -324,8 +373,9 @@ def render(compiled: Compiled, context: Mapping[str, Any], max_chars: int) -> st
         problem = "stopped: it calls itself too deeply (a macro or loop that never ends)"
         raise TemplateError(compiled.key, problem, _template_line(exc)) from None
     except JinjaError as exc:
-        raise TemplateError(compiled.key, exc.message or type(exc).__name__, _template_line(exc))
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is the template's
+        problem = exc.message or type(exc).__name__
+        raise TemplateError(compiled.key, problem, _template_line(exc)) from None
+    except Exception as exc:  # a failure of the template's own code (a bad int(), ...)
         problem = f"{type(exc).__name__}: {exc}"
         raise TemplateError(compiled.key, problem, _template_line(exc)) from None
     finally:

@@ -151,6 +151,8 @@ class _Checker:
         self._stopped: set[str] = set()
         """Templates that ran over their budget once: not rendered again."""
         self._seen: set[tuple[str, int | None, str]] = set()
+        self._failed: set[tuple[str, str]] = set()
+        """(template key, op) that failed once: one problem each is enough."""
 
     def check(
         self,
@@ -201,11 +203,12 @@ class _Checker:
         )
 
     def _render(self, template: Compiled, op: str, run: Callable[[], Any], note: str = "") -> Any:
-        if template.key in self._stopped:
+        if template.key in self._stopped or (template.key, op) in self._failed:
             return None
         try:
             return run()
         except TemplateError as exc:
+            self._failed.add((template.key, op))
             if exc.problem.startswith("stopped"):
                 self._stopped.add(template.key)
             if (template.key, exc.line, exc.problem) in self._seen:

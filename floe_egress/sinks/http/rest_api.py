@@ -27,6 +27,7 @@ the envelope's op is "append" and each record is `{"op", "snapshot_id", "record"
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,7 @@ from floe_egress.sinks.http.rest_config import (
     Route,
     RouteName,
     auth_parts,
+    template_reference_problems,
 )
 from floe_egress.sinks.http.shaping import (
     Shape,
@@ -110,7 +112,7 @@ class RestApiSink(HttpSink):
         snapshot = receipts.context.to_snapshot
         for name, members in groups.items():
             if (template := self.shapes[name].record) is not None:
-                record_of = lambda row, name=name: self._record(name, row)  # noqa: E731
+                record_of = functools.partial(self._record, name)
                 # Rendering is CPU work (up to its budget per record): off the event loop.
                 shaped, failed = await asyncio.to_thread(
                     shape_rows, self.name, template, members, record_of, self._op, snapshot
@@ -339,7 +341,10 @@ SINK_TYPE = register(
         build=build,
         description="Any JSON-over-HTTP API: batched envelopes or one request per record",
         default_batch_size=100,
-        check_item=lambda item: plain_http_problems(item, RestApiConfig),
+        check_item=lambda item: [
+            *plain_http_problems(item, RestApiConfig),
+            *template_reference_problems(item),
+        ],
         warn_item=lambda item: plain_http_warnings(item, RestApiConfig),
     )
 )

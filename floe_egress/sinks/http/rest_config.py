@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from yarl import URL
@@ -20,7 +21,7 @@ from floe_egress.config.fields import (
     Text,
     TimeoutSeconds,
 )
-from floe_egress.config.secrets import mask_values
+from floe_egress.config.secrets import has_references, mask_values
 from floe_egress.sinks.http.templates import TemplateError, compile_template
 from floe_egress.sinks.http.urls import HttpSinkConfig, SinkUrl, UrlSetting, credential_header
 
@@ -206,3 +207,23 @@ class RestApiConfig(HttpSinkConfig):
         if self.check_url:
             return self.check_url
         return self.url.split("{", 1)[0].rstrip("/") or self.url
+
+
+def template_reference_problems(item: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """A secret reference in a template would be resolved into its text and sent in
+    bodies: refused (on the raw destination mapping, before references are resolved)."""
+    config = item.get("sink_config")
+    if not isinstance(config, Mapping):
+        return []
+    places: list[tuple[tuple[str, ...], Any]] = []
+    routes = config.get("routes")
+    for kind in ("record_template", "body_template"):
+        places.append((("sink_config", kind), config.get(kind)))
+        for name, route in routes.items() if isinstance(routes, Mapping) else ():
+            if isinstance(route, Mapping):
+                places.append((("sink_config", "routes", str(name), kind), route.get(kind)))
+    message = (
+        "a template cannot hold a secret reference (${...}): it would be sent in request "
+        "bodies; put secrets in headers or auth"
+    )
+    return [(path, message) for path, value in places if has_references(value)]

@@ -239,3 +239,32 @@ async def test_contacts_one_request_per_record_with_the_key_in_the_url(
         "2": {"email": "two@x.io", "plan_tier": "PRO", "synced_from": "snapshot 7"},
         "3": {"email": "three@x.io", "plan_tier": "TEAM", "synced_from": "snapshot 7"},
     }
+
+
+async def test_the_dlt_hand_off_sends_the_same_rendered_bytes(make_sink: SinkFactory) -> None:
+    sent: dict[str, list[bytes]] = {}
+    for handoff in ("direct", "dlt"):
+        server = await FakeIterable(api_key="iterable-key").start()
+        try:
+            item = example(
+                "iterable",
+                {"https://api.iterable.com": server.url, "${env:ITERABLE_API_KEY}": "iterable-key"},
+            )
+            sink = make_sink(
+                rest_api.SINK_TYPE,
+                item["sink_config"],
+                destination=f"iterable_{handoff}",
+                mode=item["mode"],
+                key=tuple(item["primary_key"]),
+                mapping=item["field_mapping"],
+                handoff=handoff,
+            )
+            batch = rows((1, "one@x.io", "pro", "insert"), (2, "two-at-x.io", "free", "update"))
+            report = await sink.write(batch, context(item["name"], "upsert"))
+            assert report.delivered == {"insert": 1}
+            assert [f.key for f in report.failed] == [{"customer_id": 2}]
+            sent[handoff] = [r.body for r in server.log]
+        finally:
+            await server.stop()
+    assert sent["direct"] == sent["dlt"]
+    assert len(sent["direct"]) == 1

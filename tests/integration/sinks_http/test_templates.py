@@ -213,3 +213,19 @@ async def test_a_template_sees_the_record_and_nothing_of_the_configuration(
         "destination 'crm': routes.delete.record_template, line 1: 'headers' is undefined"
     )
     assert "s3cr3t" not in sent.body.decode()
+
+
+def test_a_secret_reference_in_a_template_is_refused() -> None:
+    item = {
+        "name": "crm",
+        "sink_type": "rest_api",
+        "sink_config": {
+            "url": "https://api.example.com/v1/contacts",
+            "routes": {"upsert": {"body_template": '{"key": "${env:API_KEY}", "r": 1}'}},
+        },
+    }
+
+    [problem] = check_destination_items([item])
+
+    assert problem.key == "ingestion.destinations[0].sink_config.routes.upsert.body_template"
+    assert problem.message.startswith("a template cannot hold a secret reference")

@@ -15,9 +15,10 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField, StringType
 from ruamel.yaml import YAML
 
+from floe_egress.errors import PermanentSinkError
 from floe_egress.sinks.http import rest_api
 from floe_egress.sinks.http.template_checks import template_problems
-from tests.fixtures.fake_apis import FakeBraze, FakeIterable, FakeRestApi, FakeSlackWebhook
+from tests.fixtures.fake_apis import FakeBraze, FakeIterable, FakeRestApi, FakeSlackWebhook, Fault
 from tests.fixtures.fake_apis.slack import WEBHOOK_PATH
 from tests.integration.sinks_http.conftest import SinkFactory, changes, context
 
@@ -268,3 +269,54 @@ async def test_the_dlt_hand_off_sends_the_same_rendered_bytes(make_sink: SinkFac
             await server.stop()
     assert sent["direct"] == sent["dlt"]
     assert len(sent["direct"]) == 1
+
+
+async def test_slack_text_is_sent_as_utf8_and_a_refused_message_is_a_failed_row(
+    make_sink: SinkFactory, slack: FakeSlackWebhook
+) -> None:
+    item = example("slack", {"${env:SLACK_WEBHOOK_URL}": f"{slack.url}{WEBHOOK_PATH}"})
+    sink = build(make_sink, item)
+    slack.fail(Fault(status=400, body="no_text"))
+
+    report = await sink.write(
+        rows((1, "zoë@x.io", "pro", "insert"), (2, "b@x.io", "pro", "insert")),
+        context(item["name"], "append"),
+    )
+
+    assert report.delivered == {"insert": 1}
+    [failed] = report.failed
+    assert failed.reason == "no_text"
+    assert failed.status == 400
+    assert len(slack.messages) == 1
+    bodies = sorted(r.body for r in slack.log)
+    assert bodies == [
+        b'{"text": "b@x.io signed up on the pro plan"}',
+        '{"text": "zoë@x.io signed up on the pro plan"}'.encode(),
+    ]
+
+
+async def test_slack_rate_limit_is_retried_after_its_retry_after(
+    make_sink: SinkFactory, slack: FakeSlackWebhook
+) -> None:
+    item = example("slack", {"${env:SLACK_WEBHOOK_URL}": f"{slack.url}{WEBHOOK_PATH}"})
+    sink = build(make_sink, item)
+    slack.fail(Fault(status=429, headers={"Retry-After": "1"}, body="rate_limited"))
+
+    report = await sink.write(rows((1, "a@x.io", "pro", "insert")), context(item["name"], "append"))
+
+    assert report.delivered == {"insert": 1}
+    assert report.http_statuses == {429: 1, 200: 1}
+    assert slack.messages == [{"text": "a@x.io signed up on the pro plan"}]
+
+
+async def test_braze_refuses_a_wrong_key_for_the_whole_batch(
+    make_sink: SinkFactory, braze: FakeBraze
+) -> None:
+    item = example(
+        "braze", {"https://rest.iad-01.braze.com": braze.url, "${env:BRAZE_API_KEY}": "wrong"}
+    )
+    sink = build(make_sink, item)
+
+    with pytest.raises(PermanentSinkError, match="HTTP 401.*Invalid API key"):
+        await sink.write(rows((1, "a@x.io", "pro", "insert")), context(item["name"], "mirror"))
+    assert braze.users == {}

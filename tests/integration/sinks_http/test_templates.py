@@ -43,6 +43,9 @@ def rendered(source: str, **context: Any) -> str:
         ("{{ '%s' % record }}", "`%` on text is not available"),
         ("{{ record.update({'a': 1}) }}", "'update' of 'dict' object is unsafe"),
         ("{{ record | attr('__class__') }}", "No filter named 'attr'"),
+        ("{% include '/etc/passwd' %}", "no loader for this environment specified"),
+        ("{% import 'os' as os %}", "no loader for this environment specified"),
+        ("{{ namespace() }}", "'namespace' is undefined"),
     ],
 )
 def test_hostile_templates_are_refused(source: str, says: str) -> None:

@@ -317,6 +317,6 @@ async def test_braze_refuses_a_wrong_key_for_the_whole_batch(
     )
     sink = build(make_sink, item)
 
-    with pytest.raises(PermanentSinkError, match="HTTP 401.*Invalid API key"):
+    with pytest.raises(PermanentSinkError, match=r"HTTP 401.*Invalid API key"):
         await sink.write(rows((1, "a@x.io", "pro", "insert")), context(item["name"], "mirror"))
     assert braze.users == {}

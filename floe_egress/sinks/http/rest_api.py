@@ -22,6 +22,11 @@ without that segment.
 
 In append mode every change is an event: rows of all ops go through the upsert route,
 the envelope's op is "append" and each record is `{"op", "snapshot_id", "record"}`.
+
+`record_template` and `body_template` (top level or per route) replace those shapes
+(shaping.py): records are rendered before they are batched, so a record that fails to
+render is a failed row alone; a body is rendered per request and sent as rendered.
+`rejected_values` names lists in a 2xx answer that refuse records by a field's value.
 """
 
 from __future__ import annotations

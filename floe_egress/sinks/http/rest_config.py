@@ -3,6 +3,8 @@
 Default wire format: POST `url` with
 `{"destination": ..., "snapshot_id": <to_snapshot>, "op": "upsert"|"delete", "records": [...]}`
 and an `Idempotency-Key` header; delete records carry the key fields only.
+`record_template`/`body_template` (Jinja2, templates.py) reshape records and bodies;
+each is compiled here, so `validate` shows a syntax error at its key with its line.
 """
 
 from __future__ import annotations

@@ -22,10 +22,17 @@ without that segment.
 
 In append mode every change is an event: rows of all ops go through the upsert route,
 the envelope's op is "append" and each record is `{"op", "snapshot_id", "record"}`.
+
+`record_template` and `body_template` (top level or per route) replace those shapes
+(shaping.py): records are rendered before they are batched, so a record that fails to
+render is a failed row alone; a body is rendered per request and sent as rendered.
+`rejected_values` names lists in a 2xx answer that refuse records by a field's value.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +52,17 @@ from floe_egress.sinks.http.rest_config import (
     Route,
     RouteName,
     auth_parts,
+    template_reference_problems,
+)
+from floe_egress.sinks.http.shaping import (
+    Shape,
+    body_failures,
+    extract_ids,
+    render_body,
+    shape_rows,
+    shaped_record,
+    shapes,
+    value_rejections,
 )
 from floe_egress.sinks.http.sink import (
     HttpSink,
@@ -55,6 +73,7 @@ from floe_egress.sinks.http.sink import (
     run_all,
     send_splitting,
 )
+from floe_egress.sinks.http.templates import TemplateError
 from floe_egress.sinks.http.urls import (
     address_policy,
     plain_http_problems,
@@ -76,6 +95,7 @@ class RestApiSink(HttpSink):
         self.config = config
         self.decimals = config.decimals
         self.batch_size = config.max_records_per_request or request.batch_size or 100
+        self.shapes: dict[RouteName, Shape] = shapes(config)
 
     async def check(self) -> None:
         request = Request(self.config.check_method, self.config.probe_url())
@@ -84,15 +104,7 @@ class RestApiSink(HttpSink):
             raise self.refused(f"the credential check ({request.label})", response)
 
     def _route_name(self, row: Row) -> RouteName:
-        if self.mode == "append":
-            return "upsert"
-        if row.op == "delete":
-            return "delete"
-        if row.op == "insert" and ("insert" in self.config.routes or self.mode == "insert"):
-            return "insert"
-        if row.op == "update" and ("update" in self.config.routes or self.mode == "update"):
-            return "update"
-        return "upsert"
+        return route_name(self.mode, self.config, row.op)
 
     async def deliver(self, rows: list[Row], receipts: Receipts) -> None:
         groups: dict[RouteName, list[Row]] = {}
@@ -102,6 +114,17 @@ class RestApiSink(HttpSink):
                 receipts.failed(FailedRow(row.key, row.op, problem))
                 continue
             groups.setdefault(name, []).append(row)
+        snapshot = receipts.context.to_snapshot
+        for name, members in groups.items():
+            if (template := self.shapes[name].record) is not None:
+                record_of = functools.partial(self._record, name)
+                # Rendering is CPU work (up to its budget per record): off the event loop.
+                shaped, failed = await asyncio.to_thread(
+                    shape_rows, self.name, template, members, record_of, self._op, snapshot
+                )
+                groups[name] = shaped
+                for refused in failed:
+                    receipts.failed(refused)
         sends = []
         for name, members in groups.items():
             size = 1 if self.config.single else self.batch_size
@@ -114,13 +137,27 @@ class RestApiSink(HttpSink):
         route = self.config.route(name)
 
         async def attempt(rows: Sequence[Row], order: OrderKey) -> Rejected | None:
-            request = self._request(name, route, rows, order, receipts)
+            try:
+                request = self._request(name, route, rows, order, receipts)
+            except TemplateError as exc:
+                for failed in body_failures(self.name, rows, exc):
+                    receipts.failed(failed)
+                return None
             response = await self.client.send(request, receipts)
             return self._account(name, rows, order, response, receipts)
 
         return attempt
 
-    def _payload(self, name: RouteName, row: Row, snapshot: int | None) -> JsonRecord:
+    def _op(self, row: Row) -> str:
+        return row.op
+
+    def _record(self, name: RouteName, row: Row) -> JsonRecord:
+        """What a record template sees as `record`: the key record for a delete."""
+        return self.key_record(row) if name == "delete" and self.mode != "append" else row.record
+
+    def _payload(self, name: RouteName, row: Row, snapshot: int | None) -> Any:
+        if row.shaped is not None:
+            return shaped_record(row)
         if self.mode == "append":
             return {"op": row.op, "snapshot_id": snapshot, "record": row.record}
         if name == "delete":
@@ -139,16 +176,24 @@ class RestApiSink(HttpSink):
         url = route.url or self.config.url
         encoded = False
         body: bytes | None
+        op = "append" if self.mode == "append" else name
+        body_template = self.shapes[name].body
         if self.config.single:
             url = self._fill(url, rows[0])
             encoded = True
-            no_body = route.method == "DELETE"
-            body = None if no_body else dumps(self._payload(name, rows[0], snapshot))
+        if self.config.single and route.method == "DELETE":
+            body = None
+        elif body_template is not None:
+            records = [self._payload(name, r, snapshot) for r in rows]
+            body = render_body(self.name, body_template, records, op, snapshot)
+        elif self.config.single:
+            one = rows[0]
+            body = one.shaped.encode() if one.shaped else dumps(self._payload(name, one, snapshot))
         else:
             envelope = {
                 "destination": receipts.context.destination,
                 "snapshot_id": snapshot,
-                "op": "append" if self.mode == "append" else name,
+                "op": op,
                 "records": [self._payload(name, r, snapshot) for r in rows],
             }
             body = dumps(envelope)
@@ -218,6 +263,8 @@ class RestApiSink(HttpSink):
     ) -> None:
         data = response.json()
         errors = per_record_errors(data, len(rows), response.status)
+        for index, why in value_rejections(data, self.config.rejected_values, rows).items():
+            errors.setdefault(index, (why, response.status))
         for index, row in enumerate(rows):
             if index in errors:
                 message, status = errors[index]
@@ -228,6 +275,19 @@ class RestApiSink(HttpSink):
             receipts.record_ids(order, extract_ids(data, self.config.record_ids_path))
 
 
+def route_name(mode: str, config: RestApiConfig, op: str) -> RouteName:
+    """The route a change of `op` takes in `mode`."""
+    if mode == "append":
+        return "upsert"
+    if op == "delete":
+        return "delete"
+    if op == "insert" and ("insert" in config.routes or mode == "insert"):
+        return "insert"
+    if op == "update" and ("update" in config.routes or mode == "update"):
+        return "update"
+    return "upsert"
+
+
 def path_segment(value: str) -> str:
     """`value` as one URL path segment that no server or client can read as anything
     else: every character but letters, digits, `-`, `_` and `~` percent-encoded, `.`
@@ -236,7 +296,8 @@ def path_segment(value: str) -> str:
 
 
 def per_record_errors(data: Any, count: int, status: int) -> dict[int, tuple[str, int]]:
-    """`{"errors": [{"index": i, "message": m, "status": s?}]}` -> {i: (m, s)}."""
+    """`{"errors": [{"index": i, "message": m, "status": s?}]}` -> {i: (m, s)}; the
+    message may be under `error` or `type` instead (Braze: `{"type": ..., "index": i}`)."""
     if not isinstance(data, dict) or not isinstance(data.get("errors"), list):
         return {}
     found: dict[int, tuple[str, int]] = {}
@@ -246,31 +307,11 @@ def per_record_errors(data: Any, count: int, status: int) -> dict[int, tuple[str
         index = error.get("index", 0 if count == 1 else None)
         if not isinstance(index, int) or not 0 <= index < count:
             continue
-        message = error.get("message") or error.get("error") or "rejected by the destination"
+        said = error.get("message") or error.get("error") or error.get("type")
+        message = said or "rejected by the destination"
         code = error.get("status")
         found[index] = (str(message), code if isinstance(code, int) else status)
     return found
-
-
-def extract_ids(data: Any, path: str) -> list[str]:
-    """Follow `path` (`ids`, `results[].id`, `id`) through `data`; ids as strings."""
-    values: list[Any] = [data]
-    for segment in path.split("."):
-        flatten = segment.endswith("[]")
-        name = segment[:-2] if flatten else segment
-        nxt: list[Any] = []
-        for value in values:
-            found = value.get(name) if isinstance(value, dict) else None
-            if flatten and isinstance(found, list):
-                nxt.extend(found)
-            elif found is not None:
-                nxt.append(found)
-        values = nxt
-    out: list[str] = []
-    for value in values:
-        items = value if isinstance(value, list) else [value]
-        out.extend(str(v) for v in items if v is not None and not isinstance(v, dict | list))
-    return out
 
 
 def build(request: BuildRequest) -> RestApiSink:
@@ -305,7 +346,10 @@ SINK_TYPE = register(
         build=build,
         description="Any JSON-over-HTTP API: batched envelopes or one request per record",
         default_batch_size=100,
-        check_item=lambda item: plain_http_problems(item, RestApiConfig),
+        check_item=lambda item: [
+            *plain_http_problems(item, RestApiConfig),
+            *template_reference_problems(item),
+        ],
         warn_item=lambda item: plain_http_warnings(item, RestApiConfig),
     )
 )

@@ -3,15 +3,18 @@
 Default wire format: POST `url` with
 `{"destination": ..., "snapshot_id": <to_snapshot>, "op": "upsert"|"delete", "records": [...]}`
 and an `Idempotency-Key` header; delete records carry the key fields only.
+`record_template`/`body_template` (Jinja2, templates.py) reshape records and bodies;
+each is compiled here, so `validate` shows a syntax error at its key with its line.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from yarl import URL
 
 from floe_egress.config.fields import (
@@ -20,7 +23,8 @@ from floe_egress.config.fields import (
     Text,
     TimeoutSeconds,
 )
-from floe_egress.config.secrets import mask_values
+from floe_egress.config.secrets import has_references, mask_values
+from floe_egress.sinks.http.templates import TemplateError, compile_template
 from floe_egress.sinks.http.urls import HttpSinkConfig, SinkUrl, UrlSetting, credential_header
 
 RouteName = Literal["upsert", "insert", "update", "delete"]
@@ -77,11 +81,49 @@ def auth_parts(auth: Auth | None) -> tuple[dict[str, str], list[tuple[str, str]]
     return {auth.name: auth.value}, [], auth.value
 
 
+def _compiles(value: str | None) -> str | None:
+    """A template setting: compiled here so that `validate` shows a syntax error at its
+    key, with the template's line."""
+    if value is not None:
+        try:
+            compile_template("template", value)
+        except TemplateError as exc:
+            where = f"line {exc.line}: " if exc.line is not None else ""
+            raise ValueError(f"the template does not compile: {where}{exc.problem}") from None
+    return value
+
+
+def _ids_path(value: str) -> str:
+    if not _IDS_PATH.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a record id path: use dotted names, `[]` after a list "
+            "(e.g. `ids`, `results[].id`, `data.items[].key`)"
+        )
+    return value
+
+
+Template = Annotated[str, AfterValidator(_compiles)]
+IdsPath = Annotated[str, AfterValidator(_ids_path)]
+
+
 class Route(_Model):
     """Where one kind of change goes; `url` may hold `{field}` placeholders."""
 
     method: Method = "POST"
     url: SinkUrl | None = None
+    record_template: Template | None = None
+    body_template: Template | None = None
+
+
+class RejectedValues(_Model):
+    """A list in a 2xx response naming refused records by a field's value (Iterable's
+    `invalidEmails`): the records whose `field` holds a listed value are failed rows."""
+
+    path: IdsPath
+    field: Annotated[str, Field(min_length=1)]
+
+
+TemplateKind = Literal["record_template", "body_template"]
 
 
 class RestApiConfig(HttpSinkConfig):
@@ -97,8 +139,15 @@ class RestApiConfig(HttpSinkConfig):
     being the record itself (no body for DELETE). Default: single when a URL has
     placeholders, else batch."""
     max_records_per_request: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    record_ids_path: str | None = None
+    record_ids_path: IdsPath | None = None
     """Where the response lists created/updated ids: `ids`, `results[].id`, `id`, ..."""
+    record_template: Template | None = None
+    """Jinja2 (sandboxed) rendering each record as JSON, from `record`, `op`,
+    `destination` and `snapshot_id`; a route's own template wins over this one."""
+    body_template: Template | None = None
+    """Jinja2 (sandboxed) rendering a request's body as JSON from `records` (the
+    records as rendered), `op`, `destination` and `snapshot_id`."""
+    rejected_values: list[RejectedValues] = Field(default_factory=list)
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     auth: Auth | None = None
     timeout_seconds: TimeoutSeconds | None = None
@@ -107,16 +156,6 @@ class RestApiConfig(HttpSinkConfig):
     check_url: SinkUrl | None = None
     """What `check()` requests (default: `url` up to its first placeholder)."""
     check_method: Literal["GET", "HEAD", "OPTIONS"] = "HEAD"
-
-    @field_validator("record_ids_path")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        if value is not None and not _IDS_PATH.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a record id path: use dotted names, `[]` after a list "
-                "(e.g. `ids`, `results[].id`, `data.items[].key`)"
-            )
-        return value
 
     @model_validator(mode="after")
     def _single_for_templates(self) -> RestApiConfig:
@@ -154,7 +193,39 @@ class RestApiConfig(HttpSinkConfig):
         chosen = self.routes.get(name, upsert)
         return Route(method=chosen.method, url=chosen.url or upsert.url or self.url)
 
+    def template(self, name: RouteName, kind: TemplateKind) -> tuple[str, str] | None:
+        """The (key, source) of the `kind` template of route `name`: the route's own,
+        then (for insert and update) the upsert route's, then the top-level one."""
+        chain: list[RouteName] = [name] if name in ("upsert", "delete") else [name, "upsert"]
+        for each in chain:
+            route = self.routes.get(each)
+            source = getattr(route, kind) if route is not None else None
+            if source is not None:
+                return f"routes.{each}.{kind}", source
+        top = getattr(self, kind)
+        return None if top is None else (kind, top)
+
     def probe_url(self) -> str:
         if self.check_url:
             return self.check_url
         return self.url.split("{", 1)[0].rstrip("/") or self.url
+
+
+def template_reference_problems(item: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """A secret reference in a template would be resolved into its text and sent in
+    bodies: refused (on the raw destination mapping, before references are resolved)."""
+    config = item.get("sink_config")
+    if not isinstance(config, Mapping):
+        return []
+    places: list[tuple[tuple[str, ...], Any]] = []
+    routes = config.get("routes")
+    for kind in ("record_template", "body_template"):
+        places.append((("sink_config", kind), config.get(kind)))
+        for name, route in routes.items() if isinstance(routes, Mapping) else ():
+            if isinstance(route, Mapping):
+                places.append((("sink_config", "routes", str(name), kind), route.get(kind)))
+    message = (
+        "a template cannot hold a secret reference (${...}): it would be sent in request "
+        "bodies; put secrets in headers or auth"
+    )
+    return [(path, message) for path, value in places if has_references(value)]

@@ -35,6 +35,8 @@ class Row:
     """Mapped fields, values converted for JSON; the op column removed."""
     key: dict[str, Any]
     """Source key column -> raw value, for FailedRow."""
+    shaped: str | None = None
+    """The record as a rest_api record_template rendered it (JSON text)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from floe_egress.config.problems import KeyPath, Problem
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.errors import EgressError
+from floe_egress.sinks.http.template_checks import template_problems
 
 SchemaCheck = Callable[[Mapping[str, Any], Schema], list[tuple[KeyPath, str]]]
 """A check of one raw destination item against its table's schema (paths relative to
@@ -33,8 +34,24 @@ Applies = Callable[[Mapping[str, Any]], bool]
 are read)."""
 
 
+_TEMPLATE_KEYS = ("record_template", "body_template")
+
+
+def templated(item: Mapping[str, Any]) -> bool:
+    """A rest_api destination with a request template, at the top or in a route."""
+    config = item.get("sink_config")
+    if item.get("sink_type") != "rest_api" or not isinstance(config, Mapping):
+        return False
+    routes = config.get("routes")
+    places = [config, *(routes.values() if isinstance(routes, Mapping) else ())]
+    return any(isinstance(p, Mapping) and any(p.get(k) for k in _TEMPLATE_KEYS) for p in places)
+
+
+CHECKS: tuple[tuple[Applies, SchemaCheck], ...] = ((templated, template_problems),)
+
+
 def table_problems(
-    loaded: LoadedConfig, checks: Sequence[tuple[Applies, SchemaCheck]] = ()
+    loaded: LoadedConfig, checks: Sequence[tuple[Applies, SchemaCheck]] = CHECKS
 ) -> tuple[list[Problem], list[Problem]]:
     """(errors, warnings) of the destinations' filters, and of `checks`, against the
     schemas of their tables at their refs."""
@@ -91,4 +108,4 @@ def _raw_items(loaded: LoadedConfig) -> list[Mapping[str, Any]]:
     return [d.model_dump(mode="python") for d in loaded.spec.ingestion.destinations]
 
 
-__all__ = ["Applies", "SchemaCheck", "table_problems"]
+__all__ = ["CHECKS", "Applies", "SchemaCheck", "table_problems", "templated"]

@@ -66,3 +66,20 @@ def test_a_table_out_of_reach_is_a_warning_that_the_check_was_skipped(
     run = cli("validate", "--config", str(config))
     assert run.code == 0, run.err
     assert "warning:" in run.err and "gold.later could not be read" in run.err
+
+
+def test_templates_are_rendered_against_the_table_with_their_line(
+    cli: Cli, world: World, server: ServerThread
+) -> None:
+    world.table.append(customers(initial_rows(4)))
+    good = '{"id": {{ record.external_id | tojson }},\n "tier": {{ record.plan_tier | tojson }}}'
+    bad = '{"id": {{ record.external_id | tojson }},\n "tier": {{ record.plan | tojson }}}'
+    for template, code in ((good, 0), (bad, 2)):
+        dest = destination("crm", server, mode="upsert")  # no deletes: one shape
+        dest["sink_config"]["record_template"] = template
+        config = world.write_config([dest])
+        run = cli("validate", "--config", str(config))
+        assert run.code == code, run.err
+    assert "ingestion.destinations[0].sink_config.record_template" in run.err
+    assert "line 2" in run.err
+    assert "plan" in run.err

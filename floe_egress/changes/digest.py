@@ -50,7 +50,7 @@ from floe_egress.changes.keys import conform
 from floe_egress.changes.model import OP_COLUMN, ChangeCounts, ChangeSet, PlanKind
 from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.rowfilter import RowFilter
-from floe_egress.changes.source import ALWAYS_TRUE, key_counts, schema_of, streamed
+from floe_egress.changes.source import key_counts, streamed
 
 HASH = "_floe_hash"
 GONE = "_floe_gone"
@@ -250,8 +250,7 @@ def compare(
     keys = ", ".join(q(k) for k in key)
     con = cursor()
     try:
-        matching = span.row_filter.scan_filter() if span.row_filter else ALWAYS_TRUE
-        key_counts(con, table, snapshot.snapshot_id, key, columns, matching)
+        key_counts(con, table, snapshot.snapshot_id, key, columns, span.row_filter)
         nulls = con.execute(
             f"SELECT {keys}, n FROM counts WHERE is_null ORDER BY {keys}"
         ).to_arrow_table()
@@ -320,13 +319,13 @@ def snapshot_entries(
     that snapshot holds): of the rows `row_filter` matches, by field id."""
     keys = ", ".join(q(k) for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))
-    matching = ALWAYS_TRUE
     if row_filter is not None:
-        matching = row_filter.scan_filter(schema_of(table, table.snapshot_by_id(snapshot_id)))
-    scan = table.scan(snapshot_id=snapshot_id, selected_fields=read, row_filter=matching)
+        rows = row_filter.matching(table, snapshot_id, read)
+    else:
+        rows = streamed(table.scan(snapshot_id=snapshot_id, selected_fields=read))
     con = cursor()
     try:
-        con.register("rows", streamed(scan))
+        con.register("rows", rows)
         return con.execute(
             f"SELECT {keys}, hash({', '.join(q(c) for c in columns)}) AS {HASH}, "
             f"false AS {GONE} FROM rows"
@@ -353,12 +352,14 @@ def _rows_of(span: SnapshotRange, snapshot_id: int, wanted: pa.Table) -> Iterato
     """The rows of B whose key is in `wanted`, with `wanted`'s op, batch by batch."""
     key = span.key
     keys = ", ".join(q(k) for k in key)
-    matching = span.row_filter.scan_filter() if span.row_filter else ALWAYS_TRUE
-    scan = span.table.scan(snapshot_id=snapshot_id, row_filter=matching)
+    if span.row_filter is not None:
+        rows_read = span.row_filter.matching(span.table, snapshot_id)
+    else:
+        rows_read = streamed(span.table.scan(snapshot_id=snapshot_id))
     con = cursor()
     try:
         con.register("wanted", wanted)
-        for batch in streamed(scan):
+        for batch in rows_read:
             if not batch.num_rows:
                 continue
             rows = pa.Table.from_batches([batch])

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
@@ -27,18 +26,20 @@ from floe_egress.changes.model import (
     InvalidRow,
 )
 from floe_egress.changes.ranges import SnapshotRange
+from floe_egress.changes.rowfilter import RowFilter
 from floe_egress.changes.source import streamed, text_batches
 
 
 def _key_profile(
-    table: Table, snapshot: Snapshot, key: tuple[str, ...], row_filter: BooleanExpression
+    table: Table, snapshot: Snapshot, key: tuple[str, ...], row_filter: RowFilter | None
 ) -> tuple[int, pa.Table, pa.Table]:
     """(total rows, the null keys with their counts, the duplicated keys with their
     counts), keys in order; of the rows `row_filter` matches."""
-    reader = table.scan(
-        snapshot_id=snapshot.snapshot_id, selected_fields=key, row_filter=row_filter
-    )
-    batches = text_batches(reader.to_arrow_batch_reader())
+    if row_filter is not None:
+        batches = row_filter.matching(table, snapshot.snapshot_id, key)
+    else:
+        reader = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=key)
+        batches = text_batches(reader.to_arrow_batch_reader())
     if len(key) == 1 and integer_view(pa.chunked_array([], batches.schema.types[0])) is not None:
         return _integer_key_profile(batches, key[0])
     return _duckdb_key_profile(batches, key)
@@ -152,15 +153,18 @@ def full_change_set(span: SnapshotRange, *, reason: str) -> ChangeSet:
         return span.change_set("full", ChangeCounts(), reason=reason)
     table, key, out, batch_rows = span.table, span.key, span.out, span.batch_rows
     check_readable(table, snapshot, span.name)
-    matching = span.row_filter.scan_filter() if span.row_filter else AlwaysTrue()
-    total, nulls, dupes = _key_profile(table, snapshot, key, matching)
+    row_filter = span.row_filter
+    total, nulls, dupes = _key_profile(table, snapshot, key, row_filter)
     sample, invalid = invalid_profile(nulls, dupes)
     dupes = dupes.drop_columns(["n"])
     snapshot_id = snapshot.snapshot_id
 
     def batches() -> Iterator[pa.RecordBatch]:
-        scan = table.scan(snapshot_id=snapshot_id, row_filter=matching)
-        for batch in streamed(scan):
+        if row_filter is not None:
+            rows = row_filter.matching(table, snapshot_id)
+        else:
+            rows = streamed(table.scan(snapshot_id=snapshot_id))
+        for batch in rows:
             valid = _valid_rows(batch, key, dupes)
             if not valid.num_rows:
                 continue

@@ -80,7 +80,7 @@ def current_rows(
     wanted = keys_table(keys, pa.schema([target.field(c).with_nullable(True) for c in key]))
     pruned = prune_filter(key, wanted, schema)
     if row_filter is not None:
-        pruned = And(pruned, row_filter.scan_filter(schema))
+        pruned = And(pruned, row_filter.scan_filter())
     scan = table.scan(snapshot_id=snapshot_id, row_filter=pruned)
     on = " AND ".join(f"r.{q(c)} IS NOT DISTINCT FROM w.{q(c)}" for c in key)
     parts: list[pa.Table] = []
@@ -103,4 +103,5 @@ def current_rows(
         con.close()
     if not parts:
         return target.empty_table()
-    return pa.concat_tables(parts, promote_options="permissive")
+    found = pa.concat_tables(parts, promote_options="permissive")
+    return found if row_filter is None else row_filter.apply(found, schema)

@@ -16,6 +16,7 @@ from floe_egress.changes.capture import capture
 from floe_egress.changes.keys import conform, delete_rows, key_jsons, parse_key_json
 from floe_egress.changes.lookup import current_rows
 from floe_egress.changes.model import OP_COLUMN, ChangeSet
+from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.rowfilter import RowFilter
 
 
@@ -44,11 +45,25 @@ def keys_touched(
     from_snapshot: int | None,
     to_snapshot: int,
     key: tuple[str, ...],
+    row_filter: str | None = None,
 ) -> set[str]:
     """The key_json of every key a delivery of from_snapshot→to_snapshot may have touched
     at a destination: all keys of `to_snapshot` when there is no A, else the keys the
-    range changed (deleted keys included)."""
+    range changed (deleted keys included); of the rows `row_filter` matches."""
     if from_snapshot is None:
+        if row_filter:
+            span = SnapshotRange.of(
+                table,
+                ref=ref,
+                from_snapshot=None,
+                key=key,
+                to_snapshot=to_snapshot,
+                batch_rows=65_536,
+                row_filter=row_filter,
+            )
+            if span.row_filter is not None:
+                rows = span.row_filter.matching(table, to_snapshot, key)
+                return {k for b in rows for k in key_jsons(b, key)}
         scan = table.scan(snapshot_id=to_snapshot, selected_fields=key)
         return {k for b in scan.to_arrow_batch_reader() for k in key_jsons(b, key)}
     touched = capture(
@@ -58,6 +73,7 @@ def keys_touched(
         key=key,
         to_snapshot=to_snapshot,
         old_rows=False,
+        row_filter=row_filter,
     )
     return {k for b in touched.batches() for k in key_jsons(b, key)}
 

@@ -7,17 +7,22 @@ the table, are exact on the subset. A row that starts to match is then an insert
 that stops a delete (dropped by the modes that do not delete), one that matches on both
 sides an update when its values changed.
 
-The expression is bound by name to B's schema (the columns the destination is synced
-with); rows read at another snapshot are matched by field id, so a column renamed
-between A and B is the same column, and one missing in a snapshot is null there. A
-filter naming a column B no longer has is an error that says what it was renamed to.
-Null matches no comparison (`mrr > 1000` is false for a null mrr, and so is
-`not (mrr > 1000)`), as in Iceberg and SQL.
+The expression is bound by name to the table's current columns (what the user sees
+and writes), with its `not`s pushed into the comparisons; rows read at any snapshot
+are matched by field id, so a column renamed since is the same column, and one a
+snapshot lacks is null there. A filter naming a column the table no longer has is an
+error that says what it was renamed to. Null (and NaN) matches no comparison
+(`mrr > 1000` is false for a null mrr, and so is `not (mrr > 1000)`), as in SQL.
+
+Every row is judged by one rule, Arrow's evaluation of that expression: the rows read
+from data files directly are filtered with it, and so are the rows of pyiceberg scans,
+whose own `row_filter` (which prunes files by their statistics) keeps at least the rows
+Arrow keeps but judges a column missing from a file differently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -28,14 +33,21 @@ from pyiceberg.expressions.visitors import (
     _InclusiveMetricsEvaluator,
     bind,
     extract_field_ids,
+    rewrite_not,
     translate_column_names,
 )
 from pyiceberg.io.pyarrow import expression_to_pyarrow
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
+from pyiceberg.types import BinaryType, FixedType, PrimitiveType, UUIDType
 
+from floe_egress.changes.source import schema_of, streamed
 from floe_egress.config.filters import parse_filter
 from floe_egress.errors import InvalidSourceError
+
+_UNSUPPORTED = (UUIDType, BinaryType, FixedType)
+"""Column types a filter refuses: read as text (UUIDs) or bytes, Arrow cannot compare
+them with pyiceberg's literals."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +57,11 @@ class RowFilter:
     text: str
     schema: Schema
     bound: BooleanExpression
+    """The filter bound to B's schema."""
     columns: tuple[str, ...]
     """B's names of the columns the filter reads."""
+    current: BooleanExpression = field(default_factory=AlwaysTrue)
+    """The filter by the table's current names (what pyiceberg scans bind)."""
     _cache: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -58,13 +73,24 @@ class RowFilter:
             expression = parse_filter(text)
         except ValueError as exc:
             raise InvalidSourceError(f"filter {text!r}: {exc}") from None
+        now = table.schema() if table is not None else schema
         try:
-            bound = bind(schema, expression, case_sensitive=True)
+            on_now = bind(now, rewrite_not(expression), case_sensitive=True)
         except (ValueError, TypeError) as exc:
-            raise InvalidSourceError(_unbound_reason(text, exc, schema, table)) from None
-        ids = extract_field_ids(bound)
-        columns = tuple(schema.find_column_name(i) or "" for i in sorted(ids))
-        return cls(text, schema, bound, columns)
+            raise InvalidSourceError(_unbound_reason(text, exc, now, table)) from None
+        ids = extract_field_ids(on_now)
+        for field_id in ids:
+            found = now.find_field(field_id)
+            if not isinstance(found.field_type, PrimitiveType) or isinstance(
+                found.field_type, _UNSUPPORTED
+            ):
+                raise InvalidSourceError(
+                    f"filter {text!r}: column {found.name!r} is {found.field_type}, which a "
+                    "filter cannot compare yet (use text, numbers, dates, times or booleans)"
+                )
+        bound = bind(schema, translate_column_names(on_now, schema, True), True)
+        columns = tuple(n for n in (schema.find_column_name(i) for i in sorted(ids)) if n)
+        return cls(text, schema, bound, columns, translate_column_names(on_now, now, True))
 
     @property
     def everything(self) -> bool:
@@ -86,17 +112,46 @@ class RowFilter:
             return rows
         return rows.filter(self.expression(schema))
 
-    def scan_filter(self, schema: Schema | None = None) -> BooleanExpression:
-        """For a pyiceberg scan of a snapshot with `schema` (default B's): it prunes data
-        files by their statistics and keeps the matching rows."""
-        return translate_column_names(self.bound, schema or self.schema, True)
+    def scan_filter(self) -> BooleanExpression:
+        """For pyiceberg scans (which bind it to the table's current columns): it prunes
+        data files by their statistics and keeps at least the matching rows; what they
+        read still goes through `apply`."""
+        return self.current
+
+    def matching(
+        self, table: Table, snapshot_id: int, selected: Sequence[str] | None = None
+    ) -> pa.RecordBatchReader:
+        """The rows of a snapshot that match (`selected` columns, by that snapshot's
+        names; None: all), read by a pruned pyiceberg scan and judged by `apply`."""
+        schema = schema_of(table, table.snapshot_by_id(snapshot_id))
+        wanted = list(selected) if selected is not None else None
+        fields: tuple[str, ...] = ("*",)
+        if wanted is not None:
+            named = (schema.find_column_name(i) for i in extract_field_ids(self.bound))
+            fields = tuple(dict.fromkeys([*wanted, *(n for n in named if n)]))
+        scan = table.scan(snapshot_id=snapshot_id, selected_fields=fields, row_filter=self.current)
+        reader = streamed(scan)
+        expression = self.expression(schema)
+        target = reader.schema
+        if wanted is not None:
+            target = pa.schema([reader.schema.field(n) for n in wanted])
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in reader:
+                rows = pa.Table.from_batches([batch]).filter(expression)
+                if wanted is not None:
+                    rows = rows.select(wanted)
+                yield from rows.to_batches()
+
+        return pa.RecordBatchReader.from_batches(target, batches())
 
     def may_match(self, task: FileScanTask) -> bool:
         """Whether the data file's column statistics allow a matching row (False: it
         holds none, and is not read)."""
         evaluator = self._cache.get("metrics")
         if evaluator is None:
-            evaluator = _InclusiveMetricsEvaluator(self.schema, self.scan_filter())
+            unbound = translate_column_names(self.bound, self.schema, True)
+            evaluator = _InclusiveMetricsEvaluator(self.schema, unbound)
             self._cache["metrics"] = evaluator
         return bool(evaluator.eval(task.file))
 

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.types import PrimitiveType
 
+if TYPE_CHECKING:
+    from floe_egress.changes.rowfilter import RowFilter
+
 from floe_egress.changes.duck import q
 from floe_egress.errors import InvalidSourceError, SourceError
-
-ALWAYS_TRUE: BooleanExpression = AlwaysTrue()
 
 
 def open_catalog(name: str, properties: Mapping[str, Any]) -> Catalog:
@@ -245,7 +245,7 @@ def key_counts(
     snapshot_id: int,
     key: Sequence[str],
     columns: Sequence[str],
-    row_filter: BooleanExpression = ALWAYS_TRUE,
+    row_filter: RowFilter | None = None,
 ) -> None:
     """Temp table `counts` on `con`: per key of the snapshot, how many rows hold it
     (`n`), the hash of one of them over `columns` (`h`) and whether it is null
@@ -253,8 +253,10 @@ def key_counts(
     keys = ", ".join(q(k) for k in key)
     null = " OR ".join(f"{q(k)} IS NULL" for k in key)
     read = tuple(dict.fromkeys([*key, *columns]))
-    scan = table.scan(snapshot_id=snapshot_id, selected_fields=read, row_filter=row_filter)
-    con.register("rows", streamed(scan))
+    if row_filter is not None:
+        con.register("rows", row_filter.matching(table, snapshot_id, read))
+    else:
+        con.register("rows", streamed(table.scan(snapshot_id=snapshot_id, selected_fields=read)))
     con.execute(
         f"CREATE TEMP TABLE counts AS SELECT {keys}, count(*) AS n, min(h) AS h, "
         f"({null}) AS is_null FROM (SELECT {keys}, "

@@ -26,13 +26,13 @@ from typing import Literal
 
 import duckdb
 import pyarrow as pa
-from pyiceberg.expressions import BooleanExpression
 from pyiceberg.table import Table
 
 from floe_egress.changes.digest import HASH, UNSURE, row_hashes
 from floe_egress.changes.duck import cursor, q
 from floe_egress.changes.keys import key_jsons
-from floe_egress.changes.source import ALWAYS_TRUE, key_counts
+from floe_egress.changes.rowfilter import RowFilter
+from floe_egress.changes.source import key_counts
 from floe_egress.config.models import SyncMode
 
 Category = Literal["missing", "extra", "differing"]
@@ -93,7 +93,7 @@ def expected(
     snapshot_id: int,
     key: Sequence[str],
     columns: Sequence[str],
-    row_filter: BooleanExpression = ALWAYS_TRUE,
+    row_filter: RowFilter | None = None,
 ) -> Expected:
     """The snapshot's rows as key and hash over `columns` (the digest's own hash); of
     the rows `row_filter` matches (a destination's filter)."""

@@ -37,7 +37,7 @@ from floe_egress.changes.digest import HASH
 from floe_egress.changes.keys import key_jsons
 from floe_egress.changes.lookup import current_rows
 from floe_egress.changes.rowfilter import RowFilter
-from floe_egress.changes.source import ALWAYS_TRUE, arrow_schema
+from floe_egress.changes.source import arrow_schema
 from floe_egress.changes.verify import COUNTED, REPAIR_OP, WHY_NOT_COUNTED, Category, Expected
 from floe_egress.config.models import Destination, FloeSpec
 from floe_egress.config.secrets import redact
@@ -148,14 +148,13 @@ def _expected(
     if checkpoint.snapshot_id is None:  # synced while the table had no snapshot
         keys = pa.schema([schema.field(k) for k in key])
         return Expected(keys.append(pa.field(HASH, pa.uint64())).empty_table(), keys.empty_table())
-    matching = ALWAYS_TRUE
+    bound = None
     if checkpoint.row_filter:
         # What the destination should hold is the subset its filter chose at the
         # checkpoint (a filter changed since takes effect at the next sync).
         snapshot = table.snapshot_by_id(checkpoint.snapshot_id)
         bound = RowFilter.of(checkpoint.row_filter, schema_of(table, snapshot), table)
-        matching = bound.scan_filter()
-    return check.expected(table, checkpoint.snapshot_id, key, columns, matching)
+    return check.expected(table, checkpoint.snapshot_id, key, columns, bound)
 
 
 @dataclass(frozen=True, slots=True)

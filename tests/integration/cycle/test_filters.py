@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from pyiceberg.types import LongType, UUIDType
 
 from floe_egress.config.models import SyncMode
 from floe_egress.daemon.cycle import CycleResult, run_cycle
@@ -322,3 +323,98 @@ async def test_verify_compares_with_the_subset_and_names_the_filter_effects(
     }
     summary = "1 entered but not received, 1 left but still held, 1 changed but not received"
     assert any(summary in line for line in report.lines()), report.lines()
+
+
+def leave(world: World, ids: list[int]) -> None:
+    rows = rows_of(world)
+    upsert(world, [(i, rows[i]["email"], "free") for i in ids])
+
+
+async def test_rows_written_before_the_filtered_column_existed_are_judged_alike(
+    world: World, dest: Dest, sync: Syncs
+) -> None:
+    world.table.append(customers(initial_rows(4)))  # rows 1-4 have no mrr
+    with world.reload().update_schema() as update:
+        update.add_column("mrr", LongType())
+    later = pa.Table.from_pylist(
+        [{"customer_id": i, "email": f"m{i}@x.io", "plan": "pro", "mrr": i} for i in range(5, 11)],
+        schema=world.reload().schema().as_arrow(),
+    )
+    world.reload().append(later)
+    unfit = "not (mrr > 7)"  # null mrr matches no comparison, negated or not
+    first = await sync("mirror", filter=unfit)
+    assert sorted(dest.held()) == [5, 6, 7]
+    world.reload().delete("customer_id in (1, 6)")
+    second = await sync("mirror", filter=unfit)
+    assert sorted(dest.held()) == [5, 7]
+    assert (first.inserted, second.deleted) == (3, 1)
+    wider = await sync("mirror", filter="mrr <> 9")  # the digest plan judges alike
+    assert (wider.plan, sorted(dest.held())) == ("digest", [5, 7, 8, 10])
+
+
+async def test_a_rename_not_yet_committed_to_data_is_followed(
+    world: World, dest: Dest, sync: Syncs
+) -> None:
+    world.table.append(customers(initial_rows(10)))
+    with world.reload().update_schema() as update:
+        update.rename_column("plan", "tier")
+    renamed = {"customer_id": "external_id", "email": "email", "tier": "plan_tier"}
+    stale = await sync("mirror", ok=False, filter=PRO, field_mapping=renamed)
+    assert "column 'plan' was renamed to 'tier'" in str(stale.error)
+    result = await sync("mirror", filter="tier = 'pro'")
+    assert (result.plan, sorted(dest.held())) == ("full", [2, 4, 6, 8, 10])
+
+
+async def test_a_resync_from_a_snapshot_with_a_new_filter_gives_the_new_subset(
+    world: World, dest: Dest, sync: Syncs, runtimes: list[Runtime]
+) -> None:
+    world.table.append(customers(initial_rows(60)))
+    first = await sync("mirror", filter=PRO)
+    runtimes[-1].store.request_resync("crm", first.to_snapshot)
+    await sync("mirror", filter="customer_id <= 40")
+    assert dest.held() == as_held(where(rows_of(world), lambda r: r["customer_id"] <= 40))
+
+
+async def test_an_interrupted_delivery_resends_only_rows_of_the_subset(
+    world: World, dest: Dest, sync: Syncs, runtimes: list[Runtime]
+) -> None:
+    world.table.append(customers(initial_rows(20)))
+    first = await sync("mirror", filter=PRO)
+    held = dest.held()
+    upsert(world, [(i, f"other{i}@x.io", "free") for i in (1, 3, 5)])  # free rows only
+    head = world.reload().current_snapshot()
+    assert head is not None and first.to_snapshot is not None
+    runtimes[-1].store.begin_attempt("crm", first.to_snapshot, head.snapshot_id)
+    world.reload().append(customers([(21, "n21@x.io", "free")]))
+    result = await sync("mirror", filter=PRO)
+    assert (result.inserted, result.updated, result.deleted) == (0, 0, 0)
+    assert dest.held() == held
+
+
+async def test_the_delete_guard_counts_the_subset_the_destination_holds(
+    world: World, dest: Dest, sync: Syncs
+) -> None:
+    world.table.append(customers(initial_rows(60)))
+    await sync("mirror", filter=PRO)  # 30 held
+    leave(world, list(range(2, 30, 2)))  # 14 leave: 14 of 30
+    assert (await sync("mirror", filter=PRO)).deleted == 14
+    leave(world, list(range(30, 54, 2)))  # 12 of the 16 held
+    stopped = await sync("mirror", ok=False, filter=PRO)
+    assert stopped.status == "failed" and "--force" in str(stopped.error)
+    assert "delete 12 of the 16 rows" in str(stopped.error)
+
+
+async def test_a_filter_on_a_column_it_cannot_compare_is_refused(
+    world: World, dest: Dest, sync: Syncs
+) -> None:
+    with world.reload().update_schema() as update:
+        update.add_column("token", UUIDType())
+    world.reload().append(
+        pa.Table.from_pylist(
+            [{"customer_id": 1, "email": "a@x.io", "plan": "pro", "token": None}],
+            schema=world.reload().schema().as_arrow(),
+        )
+    )
+    failed = await sync("mirror", ok=False, filter="token is not null")
+    assert failed.status == "failed" and failed.error_kind == "permanent"
+    assert "column 'token' is uuid" in str(failed.error)

@@ -418,3 +418,30 @@ async def test_a_filter_on_a_column_it_cannot_compare_is_refused(
     failed = await sync("mirror", ok=False, filter="token is not null")
     assert failed.status == "failed" and failed.error_kind == "permanent"
     assert "column 'token' is uuid" in str(failed.error)
+
+
+@pytest.mark.parametrize("mode", ["mirror", "upsert", "append"])
+async def test_the_append_plan_and_a_full_resync_send_the_subset(
+    world: World, dest: Dest, sync: Syncs, runtimes: list[Runtime], mode: SyncMode
+) -> None:
+    world.table.append(customers(initial_rows(20)))
+    await sync(mode, filter=PRO)
+    world.reload().append(customers([(21, "a21@x.io", "pro"), (22, "a22@x.io", "free")]))
+    appended = await sync(mode, filter=PRO)
+    assert (appended.plan, appended.inserted) == ("append", 1)
+    subset = where(rows_of(world), is_pro)
+    if mode != "append":
+        assert dest.held() == as_held(subset)
+
+    leave(world, [2, 4])  # two rows leave, then the destination is resent whole
+    runtimes[-1].store.request_resync("crm", None)
+    resync = await sync(mode, filter=PRO)
+    subset = where(rows_of(world), is_pro)
+    assert resync.plan == "full" and "resync" in resync.reason
+    assert (resync.inserted + resync.updated) == len(subset)
+    if mode == "mirror":
+        assert resync.deleted == 2 and dest.held() == as_held(subset)
+    elif mode == "upsert":  # upsert never deletes: the two stay as they were sent
+        assert dest.held() == as_held(subset) | {
+            k: (k, f"user{k}@example.com", "pro") for k in (2, 4)
+        }

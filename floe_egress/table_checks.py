@@ -24,7 +24,6 @@ from floe_egress.config.problems import KeyPath, Problem
 from floe_egress.config.secrets import redact
 from floe_egress.daemon.runtime import Runtime
 from floe_egress.errors import EgressError
-from floe_egress.sinks.http.template_checks import template_problems
 
 SchemaCheck = Callable[[Mapping[str, Any], Schema], list[tuple[KeyPath, str]]]
 """A check of one raw destination item against its table's schema (paths relative to
@@ -47,7 +46,14 @@ def templated(item: Mapping[str, Any]) -> bool:
     return any(isinstance(p, Mapping) and any(p.get(k) for k in _TEMPLATE_KEYS) for p in places)
 
 
-CHECKS: tuple[tuple[Applies, SchemaCheck], ...] = ((templated, template_problems),)
+def _templates(item: Mapping[str, Any], schema: Schema) -> list[tuple[KeyPath, str]]:
+    # Imported here: validating a file without templates loads no HTTP sink.
+    from floe_egress.sinks.http.template_checks import template_problems
+
+    return template_problems(item, schema)
+
+
+CHECKS: tuple[tuple[Applies, SchemaCheck], ...] = ((templated, _templates),)
 
 
 def table_problems(

@@ -136,8 +136,8 @@ def _iterate(change_set: Any) -> int:
 
 def _compare(table: Any, digest: Any) -> tuple[int, dict[str, int]]:
     from floe_egress.changes import digest as digests
-    from floe_egress.changes.ranges import SnapshotRange
     from floe_egress.changes.capture import DEFAULT_BATCH_ROWS
+    from floe_egress.changes.ranges import SnapshotRange
 
     span = SnapshotRange.of(
         table,

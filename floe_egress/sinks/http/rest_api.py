@@ -197,8 +197,13 @@ class RestApiSink(HttpSink):
         op: str,
         snapshot: int | None,
     ) -> bytes:
-        records = [self._payload(name, r, snapshot) for r in rows]
-        return render_body(self.name, template, records, op, snapshot)
+        try:
+            records = [self._payload(name, r, snapshot) for r in rows]
+            return render_body(self.name, template, records, op, snapshot)
+        except TemplateError:
+            raise
+        except Exception as exc:  # whatever went wrong, it fails this request's records only
+            raise TemplateError(template.key, f"{type(exc).__name__}: {exc}") from None
 
     def _request(
         self,

@@ -134,13 +134,13 @@ def text_size(value: Any, limit: int) -> int:
 
 def _checked(value: Any) -> Any:
     """`finalize`: what `{{ }}` writes, sized and counted; text JSON-escaped."""
-    budget = _budget()
+    if isinstance(value, Json):
+        return value  # counted when it was made (by tojson, a macro or a block)
     if isinstance(value, str):
-        if not isinstance(value, Json):
-            value = json.dumps(value, ensure_ascii=False)[1:-1]
-        budget.produce(len(value))
+        value = json.dumps(value, ensure_ascii=False)[1:-1]
+        _budget().produce(len(value))
     elif not isinstance(value, int | float | bool | type(None)):
-        text_size(value, budget.max_chars)
+        text_size(value, _budget().max_chars)
     return value
 
 

@@ -65,13 +65,13 @@ def shape_rows(
     shaped: list[Row] = []
     failed: list[FailedRow] = []
     for row in rows:
-        context = {
-            "record": record_of(row),
-            "op": op_of(row),
-            "destination": destination,
-            "snapshot_id": snapshot_id,
-        }
         try:
+            context = {
+                "record": record_of(row),
+                "op": op_of(row),
+                "destination": destination,
+                "snapshot_id": snapshot_id,
+            }
             text, _ = render_json(template, context, MAX_RECORD_CHARS)
         except Exception as exc:  # a TemplateError, or anything else: this row's failure
             why = str(exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"

@@ -73,7 +73,7 @@ from floe_egress.sinks.http.sink import (
     run_all,
     send_splitting,
 )
-from floe_egress.sinks.http.templates import TemplateError
+from floe_egress.sinks.http.templates import Compiled, TemplateError
 from floe_egress.sinks.http.urls import (
     address_policy,
     plain_http_problems,
@@ -138,11 +138,12 @@ class RestApiSink(HttpSink):
 
         async def attempt(rows: Sequence[Row], order: OrderKey) -> Rejected | None:
             try:
-                request = self._request(name, route, rows, order, receipts)
+                body = await self._body(name, route, rows, receipts)
             except TemplateError as exc:
                 for failed in body_failures(self.name, rows, exc):
                     receipts.failed(failed)
                 return None
+            request = self._request(name, route, rows, order, receipts, body)
             response = await self.client.send(request, receipts)
             return self._account(name, rows, order, response, receipts)
 
@@ -164,6 +165,46 @@ class RestApiSink(HttpSink):
             return self.key_record(row)
         return row.record
 
+    async def _body(
+        self, name: RouteName, route: Route, rows: Sequence[Row], receipts: Receipts
+    ) -> bytes | None:
+        snapshot = receipts.context.to_snapshot
+        op = "append" if self.mode == "append" else name
+        body_template = self.shapes[name].body
+        if self.config.single and route.method == "DELETE":
+            return None
+        if body_template is not None:
+            # Rendering is CPU work (up to its budget): off the event loop, like records.
+            return await asyncio.to_thread(
+                self._render_body, name, body_template, rows, op, snapshot
+            )
+        if self.config.single:
+            one = rows[0]
+            return one.shaped.encode() if one.shaped else dumps(self._payload(name, one, snapshot))
+        envelope = {
+            "destination": receipts.context.destination,
+            "snapshot_id": snapshot,
+            "op": op,
+            "records": [self._payload(name, r, snapshot) for r in rows],
+        }
+        return dumps(envelope)
+
+    def _render_body(
+        self,
+        name: RouteName,
+        template: Compiled,
+        rows: Sequence[Row],
+        op: str,
+        snapshot: int | None,
+    ) -> bytes:
+        try:
+            records = [self._payload(name, r, snapshot) for r in rows]
+            return render_body(self.name, template, records, op, snapshot)
+        except TemplateError:
+            raise
+        except Exception as exc:  # whatever went wrong, it fails this request's records only
+            raise TemplateError(template.key, f"{type(exc).__name__}: {exc}") from None
+
     def _request(
         self,
         name: RouteName,
@@ -171,32 +212,13 @@ class RestApiSink(HttpSink):
         rows: Sequence[Row],
         order: OrderKey,
         receipts: Receipts,
+        body: bytes | None,
     ) -> Request:
-        snapshot = receipts.context.to_snapshot
         url = route.url or self.config.url
         encoded = False
-        body: bytes | None
-        op = "append" if self.mode == "append" else name
-        body_template = self.shapes[name].body
         if self.config.single:
             url = self._fill(url, rows[0])
             encoded = True
-        if self.config.single and route.method == "DELETE":
-            body = None
-        elif body_template is not None:
-            records = [self._payload(name, r, snapshot) for r in rows]
-            body = render_body(self.name, body_template, records, op, snapshot)
-        elif self.config.single:
-            one = rows[0]
-            body = one.shaped.encode() if one.shaped else dumps(self._payload(name, one, snapshot))
-        else:
-            envelope = {
-                "destination": receipts.context.destination,
-                "snapshot_id": snapshot,
-                "op": op,
-                "records": [self._payload(name, r, snapshot) for r in rows],
-            }
-            body = dumps(envelope)
         key = receipts.register(order, body if body is not None else url.encode())
         headers = {"Idempotency-Key": key}
         return Request(route.method, url, body, headers=headers, encoded=encoded)

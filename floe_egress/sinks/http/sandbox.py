@@ -5,12 +5,12 @@ A template sees only what it is given, a short list of filters and a budgeted `r
 no other globals, no attribute of a Python object but a few plain methods of text and
 mappings, no `str.format` and no `%` on text.
 
-Each render has a budget (`Budget`, set with `budget_scope`): `MAX_SECONDS` of time,
-`MAX_STEPS` loop steps (every step of every `for`; `range` gives no more numbers than
-the steps left) and a limit on the text any one value, join or output may grow to.
-Going over raises `OverBudget`. Text can grow where Jinja does not look (`~`, `*`,
-`**`, `+`, filters that join or repeat, a list holding itself many times over written
-as JSON): each such place checks the size first.
+Each render has a budget (`Budget`, set with `budget_scope`): `MAX_SECONDS`, `MAX_STEPS`
+(each step of a `for`, each item a filter takes), a size for any one value, join or
+output (a list held many times over counted each time), `PRODUCED` times that for all
+the text it writes, macros and blocks included, and integers of `MAX_INT_BITS` bits.
+`{{ }}` writes text JSON-escaped, so a value inside a JSON string cannot close it;
+`tojson`'s output and what macros and blocks return (`Json`) are written as they are.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import contextvars
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS
@@ -33,67 +33,29 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_SECONDS = 1.0
 MAX_STEPS = 100_000
+MAX_INT_BITS = 14_000
+"""About 4,200 decimal digits (CPython writes at most 4,300 as text)."""
+PRODUCED = 4
 _OUTSIDE_CHARS = 1 << 20
+_UNSIZED = frozenset({"length", "count", "default", "d", "first", "last"})
 
+_STR_METHODS = (
+    "lower upper strip lstrip rstrip startswith endswith title capitalize split rsplit "
+    "splitlines isdigit isalpha isalnum isspace islower isupper"
+)
 _SAFE_METHODS: dict[type, frozenset[str]] = {
-    str: frozenset(
-        [
-            "lower",
-            "upper",
-            "strip",
-            "lstrip",
-            "rstrip",
-            "startswith",
-            "endswith",
-            "title",
-            "capitalize",
-            "split",
-            "rsplit",
-            "splitlines",
-            "isdigit",
-            "isalpha",
-            "isalnum",
-            "isspace",
-            "islower",
-            "isupper",
-        ]
-    ),
+    str: frozenset(_STR_METHODS.split()),
     dict: frozenset({"get", "items", "keys", "values"}),
 }
-_PLAIN_FILTERS = [
-    "abs",
-    "capitalize",
-    "default",
-    "d",
-    "dictsort",
-    "first",
-    "float",
-    "groupby",
-    "int",
-    "items",
-    "last",
-    "length",
-    "count",
-    "list",
-    "lower",
-    "map",
-    "max",
-    "min",
-    "reject",
-    "rejectattr",
-    "reverse",
-    "round",
-    "select",
-    "selectattr",
-    "sort",
-    "title",
-    "trim",
-    "truncate",
-    "unique",
-    "upper",
-    "urlencode",
-]
-_TEXT_FILTERS = frozenset({"join", "urlencode"})
+_FILTER_NAMES = (
+    "abs capitalize default d dictsort first float groupby items last length count list "
+    "lower map max min reject rejectattr reverse round select selectattr sort title trim "
+    "truncate unique upper urlencode"
+)
+
+
+class Json(str):
+    """Text written as it is, not JSON-escaped: tojson's, or a macro's or block's."""
 
 
 class OverBudget(Exception):
@@ -108,6 +70,7 @@ class Budget:
     deadline: float
     steps: int
     max_chars: int
+    produced: int = 0
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
@@ -122,28 +85,37 @@ class Budget:
 
     def size(self, chars: int) -> None:
         if chars > self.max_chars:
-            limit = f"{self.max_chars:,}"
-            raise OverBudget(f"a text of {chars:,} characters, over the limit of {limit}")
+            raise OverBudget(
+                f"a text of {chars:,} characters, over the limit of {self.max_chars:,}"
+            )
+
+    def produce(self, chars: int) -> None:
+        """A text written: sized, and counted with all the others (at each level)."""
+        self.size(chars)
+        self.produced += chars
+        if self.produced > PRODUCED * self.max_chars:
+            raise OverBudget(f"it wrote more than {PRODUCED * self.max_chars:,} characters in all")
 
 
 _BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("budget", default=None)
 
 
 def _budget() -> Budget:
+    """The render's; outside one (constant folding at compile time) a fresh small one."""
     budget = _BUDGET.get()
-    if budget is None:
-        # Outside a render (constant folding at compile time): a fresh small budget.
-        return Budget(time.monotonic() + MAX_SECONDS, MAX_STEPS, _OUTSIDE_CHARS)
-    return budget
+    return budget or Budget(time.monotonic() + MAX_SECONDS, MAX_STEPS, _OUTSIDE_CHARS)
 
 
 def text_size(value: Any, limit: int) -> int:
     """About how many characters `value` takes as text or JSON, counted up to `limit`:
     a list holding itself four times over, ten deep, is never written out to find out."""
-    total = 0
+    total = seen = 0
     stack = [value]
     while stack:
         item = stack.pop()
+        seen += 1
+        if seen % 4096 == 0:
+            _budget().tick()
         if isinstance(item, str):
             total += len(item) + 2
         elif isinstance(item, Mapping):
@@ -161,10 +133,37 @@ def text_size(value: Any, limit: int) -> int:
 
 
 def _checked(value: Any) -> Any:
-    if not isinstance(value, str | int | float | bool | type(None)):
+    """`finalize`: what `{{ }}` writes, sized and counted; text JSON-escaped."""
+    if isinstance(value, Json):
+        return value  # counted when it was made (by tojson, a macro or a block)
+    if isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False)[1:-1]
+        _budget().produce(len(value))
+    elif not isinstance(value, int | float | bool | type(None)):
         text_size(value, _budget().max_chars)
-    elif isinstance(value, str):
-        _budget().size(len(value))
+    return value
+
+
+def checked_int(value: Any) -> Any:
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise OverBudget(f"an integer of more than {MAX_INT_BITS:,} bits")
+    return value
+
+
+def _argument(budget: Budget, name: str, value: Any) -> Any:
+    """A filter's argument, sized; an iterator (`map`'s) taken in item by item."""
+    if isinstance(value, Iterator):
+        items, total = [], 0
+        for item in value:
+            budget.step()
+            total += text_size(item, budget.max_chars)
+            budget.size(total)
+            items.append(item)
+        return items
+    if name not in _UNSIZED and not isinstance(value, Context | ImmutableSandboxedEnvironment):
+        text_size(value, budget.max_chars)
+        if isinstance(value, list | tuple | Mapping):
+            budget.step(len(value))  # the items a filter goes through (a key function each)
     return value
 
 
@@ -173,27 +172,28 @@ def _budgeted(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         budget = _budget()
         budget.tick()
-        if name in _TEXT_FILTERS:
-            for arg in args:
-                if not isinstance(arg, Context | ImmutableSandboxedEnvironment):
-                    text_size(arg, budget.max_chars)
+        args = tuple(_argument(budget, name, arg) for arg in args)
+        kwargs = {key: _argument(budget, name, arg) for key, arg in kwargs.items()}
         result = filter_(*args, **kwargs)
         if isinstance(result, str):
-            budget.size(len(result))
-        return result
+            budget.produce(len(result))
+        return checked_int(result)
 
     return run
 
 
 def tojson(value: Any) -> str:
     """Compact JSON that keeps non-ASCII text as it is; NaN and infinity refused."""
-    text_size(value, _budget().max_chars)
+    budget = _budget()
+    text_size(value, budget.max_chars)
     try:
-        return json.dumps(
+        text = json.dumps(
             value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_unjson
         )
     except (TypeError, ValueError) as exc:
         raise SecurityError(f"tojson cannot write this value: {exc}") from None
+    budget.produce(len(text))
+    return Json(text)
 
 
 def _unjson(value: Any) -> Any:
@@ -214,6 +214,12 @@ def _replace(value: Any, old: str, new: str, count: int | None = None) -> str:
     return text.replace(old, new, -1 if count is None else count)
 
 
+def _int(value: Any, default: int = 0, base: int = 10) -> Any:
+    if isinstance(value, str) and len(value) > MAX_INT_BITS // 3:
+        raise OverBudget(f"an integer written in more than {MAX_INT_BITS // 3:,} characters")
+    return checked_int(FILTERS["int"](value, default, base))
+
+
 def _sum(values: Any, attribute: str | None = None, start: int | float = 0) -> Any:
     if not isinstance(start, int | float):
         raise SecurityError("sum adds numbers only")
@@ -223,7 +229,7 @@ def _sum(values: Any, attribute: str | None = None, start: int | float = 0) -> A
         found = item.get(attribute) if attribute is not None and isinstance(item, dict) else item
         if not isinstance(found, int | float):
             raise SecurityError(f"sum adds numbers only, got {type(found).__name__}")
-        total += found
+        total = checked_int(total + found)
     return total
 
 
@@ -243,8 +249,25 @@ def _loop_steps(values: Any) -> Iterator[Any]:
 
 
 class _CodeGenerator(CodeGenerator):
+    """Literals sized (a list holding one list twice, ten deep, is 1,024 lists' worth);
+    `~` sized; buffers joined by `Sandbox.concat`, which sizes them."""
+
+    def _sized(self, visit: Callable[[Any, Frame], None], node: Any, frame: Frame) -> None:
+        sized = getattr(node, "ctx", "load") == "load"  # not a tuple assigned to
+        self.write("environment.checked_value(" if sized else "(")
+        visit(node, frame)
+        self.write(")")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._sized(super().visit_List, node, frame)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._sized(super().visit_Dict, node, frame)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        self._sized(super().visit_Tuple, node, frame)
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        # `a ~ b`, doubled a few times over, would outgrow any memory: check each.
         self.write("environment.checked_concat((")
         for arg in node.nodes:
             self.visit(arg, frame)
@@ -253,14 +276,16 @@ class _CodeGenerator(CodeGenerator):
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    intercepted_unops = frozenset({"-", "+"})
     code_generator_class = _CodeGenerator
 
     def __init__(self) -> None:
         super().__init__(undefined=StrictUndefined, autoescape=False, finalize=_checked)
-        self.filters = {name: _budgeted(name, FILTERS[name]) for name in _PLAIN_FILTERS}
+        self.filters = {name: _budgeted(name, FILTERS[name]) for name in _FILTER_NAMES.split()}
         self.filters |= {
             "join": _budgeted("join", FILTERS["join"]),
+            "int": _budgeted("int", _int),
             "replace": _replace,
             "string": _string,
             "sum": _sum,
@@ -277,6 +302,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 loop.iter, "floe_loop_steps", [], [], None, None, lineno=loop.iter.lineno
             )
             loop.iter = counted.set_environment(self)
+        for const in tree.find_all(nodes.Const):
+            if isinstance(const.value, int) and const.value.bit_length() > MAX_INT_BITS:
+                problem = f"an integer of more than {MAX_INT_BITS:,} bits"
+                raise TemplateSyntaxError(problem, const.lineno, name, filename)
         return tree
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
@@ -292,7 +321,25 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def checked_concat(self, parts: Sequence[Any]) -> str:
         budget = _budget()
         budget.size(sum(text_size(p, budget.max_chars) for p in parts))
-        return "".join(map(str, parts))
+        text = "".join(map(str, parts))
+        budget.produce(len(text))
+        return text
+
+    def checked_value(self, value: Any) -> Any:
+        text_size(value, _budget().max_chars)
+        return value
+
+    def concat(self, parts: Iterable[str]) -> str:
+        """What a macro, `set` or `filter` block, `caller()` or `self.block()` returns:
+        sized before it is joined, and counted."""
+        budget = _budget()
+        kept, total = [], 0
+        for part in parts:
+            total += len(part)
+            budget.size(total)
+            kept.append(part)
+        budget.produce(total)
+        return Json("".join(kept))
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         _budget().tick()
@@ -301,24 +348,43 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         budget = _budget()
         budget.tick()
+        checked_int(left)
+        checked_int(right)
         if operator == "%" and isinstance(left, str):
             raise SecurityError("`%` on text is not available in templates; join text with ~")
-        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
-            budget.size(abs(left).bit_length() * right // 3)
+        if operator == "**" and _power_bits(left, right) > MAX_INT_BITS:
+            raise OverBudget(f"an integer of more than {MAX_INT_BITS:,} bits")
         if operator == "*":
             _check_product(budget, left, right)
         if operator == "+" and isinstance(left, str | list | tuple):
-            budget.size(len(left) + (len(right) if isinstance(right, str | list | tuple) else 0))
-        return super().call_binop(context, operator, left, right)
+            budget.size(_length(budget, left) + _length(budget, right))
+        return checked_int(super().call_binop(context, operator, left, right))
+
+    def call_unop(self, context: Context, operator: str, arg: Any) -> Any:
+        _budget().tick()
+        return checked_int(super().call_unop(context, operator, checked_int(arg)))
+
+
+def _power_bits(left: Any, right: Any) -> int:
+    if not (isinstance(left, int) and isinstance(right, int)) or right <= 0 or abs(left) < 2:
+        return 0
+    return (abs(left).bit_length() - 1) * right
+
+
+def _length(budget: Budget, value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    return text_size(value, budget.max_chars) if isinstance(value, list | tuple) else 0
 
 
 def _check_product(budget: Budget, left: Any, right: Any) -> None:
     if isinstance(left, int) and isinstance(right, int):
-        budget.size((abs(left).bit_length() + abs(right).bit_length()) // 3)
+        if left.bit_length() + right.bit_length() > MAX_INT_BITS + 1:
+            raise OverBudget(f"an integer of more than {MAX_INT_BITS:,} bits")
         return
     sequence, times = (right, left) if isinstance(left, int) else (left, right)
     if isinstance(sequence, str | list | tuple) and isinstance(times, int):
-        budget.size(len(sequence) * max(times, 0))
+        budget.size(_length(budget, sequence) * max(times, 0))
 
 
 SANDBOX = Sandbox()

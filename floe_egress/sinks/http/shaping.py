@@ -65,16 +65,17 @@ def shape_rows(
     shaped: list[Row] = []
     failed: list[FailedRow] = []
     for row in rows:
-        context = {
-            "record": record_of(row),
-            "op": op_of(row),
-            "destination": destination,
-            "snapshot_id": snapshot_id,
-        }
         try:
+            context = {
+                "record": record_of(row),
+                "op": op_of(row),
+                "destination": destination,
+                "snapshot_id": snapshot_id,
+            }
             text, _ = render_json(template, context, MAX_RECORD_CHARS)
-        except TemplateError as exc:
-            failed.append(FailedRow(row.key, row.op, f"destination {destination!r}: {exc}"))
+        except Exception as exc:  # a TemplateError, or anything else: this row's failure
+            why = str(exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
+            failed.append(FailedRow(row.key, row.op, f"destination {destination!r}: {why}"))
             continue
         shaped.append(dataclasses.replace(row, shaped=text))
     return shaped, failed
@@ -95,7 +96,7 @@ def render_body(
         "snapshot_id": snapshot_id,
     }
     text, _ = render_json(template, context, MAX_BODY_CHARS)
-    return text.encode("utf-8")
+    return text.encode("utf-8")  # render_json checked that it encodes
 
 
 def body_failures(destination: str, rows: Sequence[Row], error: TemplateError) -> list[FailedRow]:

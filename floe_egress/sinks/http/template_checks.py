@@ -207,7 +207,9 @@ class _Checker:
             return None
         try:
             return run()
-        except TemplateError as exc:
+        except Exception as exc:  # a TemplateError, or anything else: a problem to report
+            if not isinstance(exc, TemplateError):
+                exc = TemplateError(template.key, f"{type(exc).__name__}: {exc}")
             self._failed.add((template.key, op))
             if exc.problem.startswith("stopped"):
                 self._stopped.add(template.key)

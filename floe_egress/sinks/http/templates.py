@@ -59,6 +59,8 @@ def compile_template(key: str, source: str) -> Compiled:
         return Compiled(key, source, SANDBOX.from_string(source))
     except TemplateSyntaxError as exc:
         raise TemplateError(key, exc.message or "does not compile", exc.lineno) from None
+    except Exception as exc:  # an integer literal too long to read, nesting too deep, ...
+        raise TemplateError(key, f"does not compile: {type(exc).__name__}: {exc}") from None
 
 
 def render(compiled: Compiled, context: Mapping[str, Any], max_chars: int) -> str:
@@ -87,11 +89,57 @@ def render(compiled: Compiled, context: Mapping[str, Any], max_chars: int) -> st
     return "".join(parts)
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _NotJson(f"the key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _unencodable(value: Any) -> bool:
+    """Whether a string in `value` holds a lone surrogate (`"\\ud800"`), which no
+    UTF-8 body can carry."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def render_json(compiled: Compiled, context: Mapping[str, Any], max_chars: int) -> tuple[str, Any]:
-    """The rendered text and its JSON value; TemplateError when it is not JSON."""
+    """The rendered text and its JSON value; TemplateError when it is not strict JSON
+    (NaN and infinity, a key twice in one object and text UTF-8 cannot carry are not)."""
     text = render(compiled, context, max_chars)
     try:
-        return text, json.loads(text)
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        problem = f"rendered text UTF-8 cannot carry ({exc.reason} at character {exc.start})"
+        raise TemplateError(compiled.key, problem) from None
+    try:
+        value = json.loads(text, parse_constant=_constant, object_pairs_hook=_object)
+    except _NotJson as exc:
+        raise TemplateError(compiled.key, f"rendered text that is not JSON: {exc}") from None
+    except RecursionError:
+        raise TemplateError(compiled.key, "rendered JSON nested too deeply") from None
     except ValueError as exc:
         line = text.count("\n", 0, getattr(exc, "pos", 0)) + 1
         start = max(0, getattr(exc, "pos", 0) - _EXCERPT // 2)
@@ -101,6 +149,10 @@ def render_json(compiled: Compiled, context: Mapping[str, Any], max_chars: int) 
             f"of the output, near {excerpt!r}); write values with the tojson filter"
         )
         raise TemplateError(compiled.key, problem) from None
+    if "\\u" in text and _unencodable(value):
+        problem = "rendered JSON holding a lone surrogate (\\ud800-\\udfff): not UTF-8"
+        raise TemplateError(compiled.key, problem)
+    return text, value
 
 
 def _template_line(exc: BaseException) -> int | None:

@@ -4,17 +4,27 @@ its record alone."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
+from pyiceberg.schema import Schema
+from pyiceberg.types import LongType, NestedField
 
 from floe_egress.sinks.checks import check_destination_items
 from floe_egress.sinks.http import rest_api
 from floe_egress.sinks.http.rest_config import RestApiConfig
-from floe_egress.sinks.http.templates import TemplateError, compile_template, render
+from floe_egress.sinks.http.template_checks import template_problems
+from floe_egress.sinks.http.templates import (
+    TemplateError,
+    compile_template,
+    render,
+    render_json,
+)
 from tests.fixtures.fake_apis import FakeRestApi
 from tests.integration.sinks_http.conftest import SinkFactory, changes, context
 
@@ -63,7 +73,7 @@ def test_hostile_templates_are_refused(source: str, says: str) -> None:
             "more than 100,000 loop steps",
         ),
         ("{{ 'x' * 10**9 }}", "a text of 1,000,000,000 characters"),
-        ("{{ 2 ** 100000000 }}", "over the limit of 1,048,576"),
+        ("{{ 2 ** 100000000 }}", "an integer of more than 14,000 bits"),
         ("{% set a = 'x' * 600000 %}{{ a ~ a }}", "over the limit of 1,048,576"),
         (
             "{% set a = ['x' * 1000] %}{% set b = [a, a, a, a, a, a, a, a] %}"
@@ -232,3 +242,153 @@ def test_a_secret_reference_in_a_template_is_refused() -> None:
 
     assert problem.key == "ingestion.destinations[0].sink_config.routes.upsert.body_template"
     assert problem.message.startswith("a template cannot hold a secret reference")
+
+
+MACRO = "{% set s = 'x' * 1000000 %}{% macro m() %}{% for i in range(300) %}{{ s }}{% endfor %}"
+SHARED = "{% set a = ['x'] %}" + "{% set a = [a, a] %}" * 40 + "{% set b = a %}"
+LOOP = "{% macro m() %}{% for i in range(100000) %}"
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        # 1: what macros, set and filter blocks return counts; so does all they write.
+        (MACRO + "{% endmacro %}{{ m() | length }}", "characters in all"),
+        (MACRO.replace("macro m()", "set t") + "{% endset %}{{ t | length }}", "in all"),
+        (
+            LOOP + "{% filter upper %}" + "x" * 10000 + "{% endfilter %}{% endfor %}"
+            "{% endmacro %}{{ m() | length }}",
+            "characters in all",
+        ),
+        (LOOP + "x" * 10000 + "{% endfor %}{% endmacro %}{{ m() | length }}", "over the limit"),
+        # 2: every filter's arguments are sized, iterators item by item.
+        ("{{ big | sort | length }}", "a value of more than 1,048,576"),
+        ("{{ many | max | length }}", "a value of more than 1,048,576"),
+        ("{{ big | unique(case_sensitive=false) | list }}", "a value of more than"),
+        ("{{ {'a': big} | dictsort | length }}", "a value of more than"),
+        ("{{ ('x' * 300) | list | map('replace', 'x', 'A' * 1000000) | sort }}", "over the limit"),
+        # 3: integers of at most 14,000 bits, whatever the operator.
+        ("{{ ('f' * 1000000) | int(base=16) // 7 }}", "more than 4,666 characters"),
+        ("{{ ('f' * 4000) | int(base=16) // 7 }}", "an integer of more than 14,000 bits"),
+        ("{{ (2 ** 13000) * (2 ** 13000) // 3 }}", "an integer of more than 14,000 bits"),
+        ("{{ 10 ** 5000 }}", "an integer of more than 14,000 bits"),
+        ("{{ -(2 ** 13999) - 2 ** 13999 }}", "an integer of more than 14,000 bits"),
+        ("{{ [2 ** 13999, 2 ** 13999] | sum }}", "an integer of more than 14,000 bits"),
+        # 4: a list holding one list many times over is sized as all its copies.
+        (SHARED + "{{ a == b }}", "a value of more than 1,048,576"),
+        (SHARED.replace("[a, a]", "(a, a)") + "{{ [a] | unique | list }}", "more than 1,048,576"),
+        (SHARED.replace("[a, a]", "[a] * 2") + "{{ a == b }}", "over the limit of 1,048,576"),
+        (SHARED.replace("[a, a]", "[a] + [a]") + "{{ a == b }}", "over the limit of 1,048,576"),
+    ],
+    ids=lambda value: value[:40],
+)
+def test_hostile_templates_are_stopped_quickly(source: str, says: str) -> None:
+    big = ["A" * 1_000_000]
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=r"^record_template, line 1: stopped") as caught:
+        rendered(source, big=big * 300, many=big * 6000)
+    assert says in str(caught.value)
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize("literal", ["0x" + "f" * 5000, "9" * 5000])
+def test_an_integer_literal_too_long_does_not_compile(literal: str) -> None:
+    with pytest.raises(TemplateError, match=r"^record_template(, line 1)?: .*(14,000 bits|4300)"):
+        compile_template("record_template", "{{ " + literal + " }}")
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ('{"a": NaN}', "NaN is not a JSON value"),
+        ('{"a": -Infinity}', "-Infinity is not a JSON value"),
+        ('{"role": "user", "role": "admin"}', "the key 'role' appears twice in one object"),
+        ('{{ "\\ud800" | tojson }}', "rendered text UTF-8 cannot carry"),
+        ('"\\ud800"', "lone surrogate"),
+    ],
+)
+def test_only_strict_json_passes(source: str, says: str) -> None:
+    with pytest.raises(TemplateError, match=r"^body_template: ") as caught:
+        render_json(compile_template("body_template", source), {}, 1 << 20)
+    assert says in str(caught.value)
+
+
+def test_text_written_plainly_is_json_escaped_so_a_value_cannot_add_fields() -> None:
+    source = '{"name": "{{ record.name }}", "role": "user", "raw": {{ record.name | tojson }}}'
+    name = 'x", "role": "admin\\\n'
+    _, value = render_json(
+        compile_template("record_template", source), {"record": {"name": name}}, 1 << 20
+    )
+    assert value == {"name": name, "role": "user", "raw": name}
+
+
+async def test_a_body_renders_off_the_event_loop_and_a_bad_one_fails_its_records_only(
+    make_sink: SinkFactory, rest_server: FakeRestApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    real = rest_api.render_body
+
+    def slow(*args: Any) -> bytes:
+        threads.append(threading.current_thread())
+        time.sleep(0.3)  # a render that takes its time: the loop must keep running
+        return real(*args)
+
+    monkeypatch.setattr(rest_api, "render_body", slow)
+    note = '{{ ("\\ud800" if records[0].plan == "free" else "ok") | tojson }}'
+    config = {
+        "url": f"{rest_server.url}/v1/contacts",
+        "headers": {"Authorization": "Bearer good"},
+        "record_template": (
+            '{"external_id": {{ record.external_id | tojson }}, '
+            '"plan": "{{ "\\udfff" if record.plan == "team" else record.plan }}"}'
+        ),
+        "body_template": '{"op": {{ op | tojson }}, "records": {{ records | tojson }}, "n": '
+        + note
+        + "}",
+        "max_records_per_request": 1,
+    }
+    sink = make_sink(rest_api.SINK_TYPE, config, mapping=MAPPING)
+    rows = [
+        {"customer_id": 1, "email": "a@x.io", "plan": "pro", "op": "insert"},
+        {"customer_id": 2, "email": "b@x.io", "plan": "free", "op": "insert"},
+        {"customer_id": 3, "email": "c@x.io", "plan": "team", "op": "insert"},
+    ]
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    report, _ = await asyncio.gather(sink.write(changes(rows, SCHEMA), context()), ticker())
+
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    assert max(gaps) < 0.2
+    assert report.delivered == {"insert": 1}
+    body, record = sorted(report.failed, key=lambda f: str(f.key))
+    assert (body.key, record.key) == ({"customer_id": 2}, {"customer_id": 3})
+    assert "body_template: rendered text UTF-8 cannot carry" in body.reason
+    assert "record_template: rendered text UTF-8 cannot carry" in record.reason
+    [sent] = rest_server.requests("/v1/contacts", "POST")
+    assert sent.json()["records"][0]["external_id"] == 1
+
+
+def test_validate_reports_a_body_utf8_cannot_carry() -> None:
+    table = Schema(
+        NestedField(1, "customer_id", LongType(), required=True), identifier_field_ids=[1]
+    )
+    item = {
+        "name": "crm",
+        "sink_type": "rest_api",
+        "sink_config": {
+            "url": "https://api.example.com/v1/contacts",
+            "body_template": '{"r": {{ records | tojson }}, "x": {{ "\\udfff" | tojson }}}',
+        },
+    }
+
+    [(key, message)] = template_problems(item, table)
+
+    assert key == ("sink_config", "body_template")
+    assert message.startswith("rendered text UTF-8 cannot carry")

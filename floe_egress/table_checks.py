@@ -93,6 +93,8 @@ def table_problems(
                     found += check(items[index], schema)
             for path, message in found:
                 full = (*at, *path)
+                if not message.startswith("destination "):
+                    message = f"destination {dest.name!r}: {message}"
                 errors.append(Problem(full, message, loaded.line_of(full)))
     finally:
         asyncio.run(runtime.close())

@@ -62,7 +62,19 @@ def _check_one(item: Mapping[str, Any], at: KeyPath) -> list[Problem]:
         )
     if sink_type.check_item is not None and not problems:
         problems += [Problem((*at, *path), message) for path, message in sink_type.check_item(item)]
-    return problems
+    return [_named(p, item.get("name")) for p in problems]
+
+
+_TEMPLATE_KEYS = ("record_template", "body_template")
+
+
+def _named(problem: Problem, destination: Any) -> Problem:
+    """A template's problem names its destination (the line is the template's own)."""
+    if not isinstance(destination, str) or not problem.path:
+        return problem
+    if problem.path[-1] not in _TEMPLATE_KEYS or problem.message.startswith("destination "):
+        return problem
+    return Problem(problem.path, f"destination {destination!r}: {problem.message}", problem.line)
 
 
 def _check_config(sink_type: SinkType, config: Any, at: KeyPath) -> list[Problem]:

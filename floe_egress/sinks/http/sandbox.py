@@ -15,13 +15,9 @@ the text it writes, macros and blocks included, and integers of `MAX_INT_BITS` b
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
@@ -31,12 +27,16 @@ from jinja2.filters import FILTERS
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-MAX_SECONDS = 1.0
-MAX_STEPS = 100_000
+from floe_egress.sinks.http.budget import (
+    MAX_DEPTH,
+    MAX_STEPS,
+    Budget,
+    OverBudget,
+    current_budget,
+)
+
 MAX_INT_BITS = 14_000
 """About 4,200 decimal digits (CPython writes at most 4,300 as text)."""
-PRODUCED = 4
-_OUTSIDE_CHARS = 1 << 20
 _UNSIZED = frozenset({"length", "count", "default", "d", "first", "last"})
 
 _STR_METHODS = (
@@ -58,54 +58,6 @@ class Json(str):
     """Text written as it is, not JSON-escaped: tojson's, or a macro's or block's."""
 
 
-class OverBudget(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"stopped: it ran over its render budget: {reason}")
-
-
-@dataclass(slots=True)
-class Budget:
-    """What one render may still spend."""
-
-    deadline: float
-    steps: int
-    max_chars: int
-    produced: int = 0
-
-    def tick(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise OverBudget(f"it took longer than {MAX_SECONDS:g} s")
-
-    def step(self, count: int = 1) -> None:
-        self.steps -= count
-        if self.steps < 0:
-            raise OverBudget(f"it took more than {MAX_STEPS:,} loop steps")
-        if self.steps % 256 == 0:
-            self.tick()
-
-    def size(self, chars: int) -> None:
-        if chars > self.max_chars:
-            raise OverBudget(
-                f"a text of {chars:,} characters, over the limit of {self.max_chars:,}"
-            )
-
-    def produce(self, chars: int) -> None:
-        """A text written: sized, and counted with all the others (at each level)."""
-        self.size(chars)
-        self.produced += chars
-        if self.produced > PRODUCED * self.max_chars:
-            raise OverBudget(f"it wrote more than {PRODUCED * self.max_chars:,} characters in all")
-
-
-_BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("budget", default=None)
-
-
-def _budget() -> Budget:
-    """The render's; outside one (constant folding at compile time) a fresh small one."""
-    budget = _BUDGET.get()
-    return budget or Budget(time.monotonic() + MAX_SECONDS, MAX_STEPS, _OUTSIDE_CHARS)
-
-
 def text_size(value: Any, limit: int) -> int:
     """About how many characters `value` takes as text or JSON, counted up to `limit`:
     a list holding itself four times over, ten deep, is never written out to find out."""
@@ -115,7 +67,7 @@ def text_size(value: Any, limit: int) -> int:
         item = stack.pop()
         seen += 1
         if seen % 4096 == 0:
-            _budget().tick()
+            current_budget().tick()
         if isinstance(item, str):
             total += len(item) + 2
         elif isinstance(item, Mapping):
@@ -138,9 +90,9 @@ def _checked(value: Any) -> Any:
         return value  # counted when it was made (by tojson, a macro or a block)
     if isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False)[1:-1]
-        _budget().produce(len(value))
+        current_budget().produce(len(value))
     elif not isinstance(value, int | float | bool | type(None)):
-        text_size(value, _budget().max_chars)
+        text_size(value, current_budget().max_chars)
     return value
 
 
@@ -170,7 +122,7 @@ def _argument(budget: Budget, name: str, value: Any) -> Any:
 def _budgeted(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(filter_)
     def run(*args: Any, **kwargs: Any) -> Any:
-        budget = _budget()
+        budget = current_budget()
         budget.tick()
         args = tuple(_argument(budget, name, arg) for arg in args)
         kwargs = {key: _argument(budget, name, arg) for key, arg in kwargs.items()}
@@ -184,7 +136,7 @@ def _budgeted(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]:
 
 def tojson(value: Any) -> str:
     """Compact JSON that keeps non-ASCII text as it is; NaN and infinity refused."""
-    budget = _budget()
+    budget = current_budget()
     text_size(value, budget.max_chars)
     try:
         text = json.dumps(
@@ -203,14 +155,14 @@ def _unjson(value: Any) -> Any:
 
 
 def _string(value: Any) -> str:
-    text_size(value, _budget().max_chars)
+    text_size(value, current_budget().max_chars)
     return str(value)
 
 
 def _replace(value: Any, old: str, new: str, count: int | None = None) -> str:
     text = str(value)
     times = text.count(old) if count is None else min(count, text.count(old))
-    _budget().size(len(text) + times * max(0, len(new) - len(old)))
+    current_budget().size(len(text) + times * max(0, len(new) - len(old)))
     return text.replace(old, new, -1 if count is None else count)
 
 
@@ -225,7 +177,7 @@ def _sum(values: Any, attribute: str | None = None, start: int | float = 0) -> A
         raise SecurityError("sum adds numbers only")
     total = start
     for item in values:
-        _budget().step()
+        current_budget().step()
         found = item.get(attribute) if attribute is not None and isinstance(item, dict) else item
         if not isinstance(found, int | float):
             raise SecurityError(f"sum adds numbers only, got {type(found).__name__}")
@@ -236,13 +188,13 @@ def _sum(values: Any, attribute: str | None = None, start: int | float = 0) -> A
 def _range(*args: int) -> range:
     """`range`, no longer than the loop steps left (a `for` counts its steps itself)."""
     numbers = range(*args)
-    if len(numbers) > _budget().steps:
+    if len(numbers) > current_budget().steps:
         raise OverBudget(f"it took more than {MAX_STEPS:,} loop steps")
     return numbers
 
 
 def _loop_steps(values: Any) -> Iterator[Any]:
-    budget = _budget()
+    budget = current_budget()
     for value in values:
         budget.step()
         yield value
@@ -319,20 +271,20 @@ class Sandbox(ImmutableSandboxedEnvironment):
         return None
 
     def checked_concat(self, parts: Sequence[Any]) -> str:
-        budget = _budget()
+        budget = current_budget()
         budget.size(sum(text_size(p, budget.max_chars) for p in parts))
         text = "".join(map(str, parts))
         budget.produce(len(text))
         return text
 
     def checked_value(self, value: Any) -> Any:
-        text_size(value, _budget().max_chars)
+        text_size(value, current_budget().max_chars)
         return value
 
     def concat(self, parts: Iterable[str]) -> str:
         """What a macro, `set` or `filter` block, `caller()` or `self.block()` returns:
         sized before it is joined, and counted."""
-        budget = _budget()
+        budget = current_budget()
         kept, total = [], 0
         for part in parts:
             total += len(part)
@@ -342,11 +294,18 @@ class Sandbox(ImmutableSandboxedEnvironment):
         return Json("".join(kept))
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        _budget().tick()
-        return super().call(context, obj, *args, **kwargs)
+        budget = current_budget()
+        budget.tick()
+        budget.depth += 1  # stopped well before Python's own recursion limit
+        try:
+            if budget.depth > MAX_DEPTH:
+                raise OverBudget("it calls itself too deeply (a macro or loop that never ends)")
+            return super().call(context, obj, *args, **kwargs)
+        finally:
+            budget.depth -= 1
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        budget = _budget()
+        budget = current_budget()
         budget.tick()
         checked_int(left)
         checked_int(right)
@@ -361,7 +320,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         return checked_int(super().call_binop(context, operator, left, right))
 
     def call_unop(self, context: Context, operator: str, arg: Any) -> Any:
-        _budget().tick()
+        current_budget().tick()
         return checked_int(super().call_unop(context, operator, checked_int(arg)))
 
 
@@ -388,13 +347,3 @@ def _check_product(budget: Budget, left: Any, right: Any) -> None:
 
 
 SANDBOX = Sandbox()
-
-
-@contextmanager
-def budget_scope(budget: Budget) -> Iterator[Budget]:
-    """Renders inside spend `budget`."""
-    token = _BUDGET.set(budget)
-    try:
-        yield budget
-    finally:
-        _BUDGET.reset(token)

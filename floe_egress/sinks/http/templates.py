@@ -19,14 +19,14 @@ from jinja2 import TemplateSyntaxError
 from jinja2.environment import Template
 from jinja2.exceptions import TemplateError as JinjaError
 
-from floe_egress.sinks.http.sandbox import (
+from floe_egress.sinks.http.budget import (
     MAX_SECONDS,
     MAX_STEPS,
-    SANDBOX,
     Budget,
     OverBudget,
     budget_scope,
 )
+from floe_egress.sinks.http.sandbox import SANDBOX
 
 MAX_RECORD_CHARS = 1 << 20
 MAX_BODY_CHARS = 16 << 20

@@ -80,6 +80,6 @@ def test_templates_are_rendered_against_the_table_with_their_line(
         config = world.write_config([dest])
         run = cli("validate", "--config", str(config))
         assert run.code == code, run.err
-    assert "ingestion.destinations[0].sink_config.record_template" in run.err
+    assert "ingestion.destinations[0].sink_config.record_template: destination 'crm'" in run.err
     assert "line 2" in run.err
     assert "plan" in run.err

@@ -116,7 +116,10 @@ def test_a_syntax_error_is_a_config_problem_at_the_template_key() -> None:
     [problem] = check_destination_items([item])
 
     assert problem.key == "ingestion.destinations[0].sink_config.routes.delete.record_template"
-    assert problem.message == "the template does not compile: line 2: unexpected '}'"
+    assert (
+        problem.message
+        == "destination 'crm': the template does not compile: line 2: unexpected '}'"
+    )
     with pytest.raises(ValidationError):
         RestApiConfig.model_validate(item["sink_config"])
 
@@ -241,7 +244,9 @@ def test_a_secret_reference_in_a_template_is_refused() -> None:
     [problem] = check_destination_items([item])
 
     assert problem.key == "ingestion.destinations[0].sink_config.routes.upsert.body_template"
-    assert problem.message.startswith("a template cannot hold a secret reference")
+    assert problem.message.startswith(
+        "destination 'crm': a template cannot hold a secret reference"
+    )
 
 
 MACRO = "{% set s = 'x' * 1000000 %}{% macro m() %}{% for i in range(300) %}{{ s }}{% endfor %}"

@@ -7,69 +7,25 @@ that change reaches the destination.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from floe_egress.config.models import SyncMode
-from floe_egress.daemon.cycle import CycleResult, run_cycle
-from floe_egress.daemon.runtime import Runtime
 from tests.fixtures.digest_dests import (
     MODES,
     Counts,
     Dest,
-    PostgresDest,
     RestDest,
     Rows,
     promised,
     record,
 )
-from tests.fixtures.fake_apis import FakeRestApi
+from tests.fixtures.mode_syncs import Syncs, dest, kind, state_url, sync
 from tests.fixtures.world import World, customers, initial_rows
 
-
-@pytest.fixture(params=["rest", "postgres"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def state_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """A REST destination keeps its state in SQLite, a PostgreSQL one in PostgreSQL."""
-    if kind == "rest":
-        return f"sqlite:///{tmp_path / 'state' / 'state.db'}"
-    url: str = request.getfixturevalue("pg_database")
-    return url
-
-
-@pytest.fixture
-def dest(
-    kind: str, state_url: str, api: FakeRestApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Dest:
-    monkeypatch.setenv("FLOE_EGRESS_WORK_DIR", str(tmp_path / "work"))
-    return RestDest(api) if kind == "rest" else PostgresDest(state_url)
-
-
-class Syncs:
-    """Cycles of one destination, each with a fresh Runtime (as `floe-egress sync`)."""
-
-    def __init__(self, world: World, dest: Dest, runtimes: list[Runtime]) -> None:
-        self.world, self.dest, self.runtimes = world, dest, runtimes
-
-    async def __call__(self, mode: SyncMode, **overrides: Any) -> CycleResult:
-        loaded = self.world.load([self.dest.config(mode, **overrides)])
-        runtime = Runtime(loaded.spec)
-        self.runtimes.append(runtime)
-        result = await run_cycle(runtime, loaded.spec.ingestion.destinations[0])
-        assert result.status in ("ok", "noop"), result.error
-        return result
-
-
-@pytest.fixture
-def sync(world: World, dest: Dest, runtimes: list[Runtime]) -> Syncs:
-    return Syncs(world, dest, runtimes)
+__all__ = ["dest", "kind", "state_url", "sync"]  # the fixtures, used by name
 
 
 def expire_all_but_current(world: World) -> None:

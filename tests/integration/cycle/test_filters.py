@@ -13,7 +13,6 @@ real PostgreSQL table: the destination ends as its mode promises for the filtere
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -35,53 +34,13 @@ from tests.fixtures.digest_dests import (
     RestDest,
     promised,
 )
-from tests.fixtures.fake_apis import FakeRestApi
+from tests.fixtures.mode_syncs import Syncs, dest, kind, state_url, sync
 from tests.fixtures.world import World, customers, initial_rows
 
 PRO = "plan = 'pro'"
 Table = dict[int, dict[str, Any]]
 
-
-@pytest.fixture(params=["rest", "postgres"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def state_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if kind == "rest":
-        return f"sqlite:///{tmp_path / 'state' / 'state.db'}"
-    url: str = request.getfixturevalue("pg_database")
-    return url
-
-
-@pytest.fixture
-def dest(
-    kind: str, state_url: str, api: FakeRestApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Dest:
-    monkeypatch.setenv("FLOE_EGRESS_WORK_DIR", str(tmp_path / "work"))
-    return RestDest(api) if kind == "rest" else PostgresDest(state_url)
-
-
-class Syncs:
-    def __init__(self, world: World, dest: Dest, runtimes: list[Runtime]) -> None:
-        self.world, self.dest, self.runtimes = world, dest, runtimes
-
-    async def __call__(
-        self, mode: SyncMode, *, ok: bool = True, force: bool = False, **overrides: Any
-    ) -> CycleResult:
-        loaded = self.world.load([self.dest.config(mode, **overrides)])
-        runtime = Runtime(loaded.spec)
-        self.runtimes.append(runtime)
-        result = await run_cycle(runtime, loaded.spec.ingestion.destinations[0], force=force)
-        if ok:
-            assert result.status in ("ok", "noop"), result.error
-        return result
-
-
-@pytest.fixture
-def sync(world: World, dest: Dest, runtimes: list[Runtime]) -> Syncs:
-    return Syncs(world, dest, runtimes)
+__all__ = ["dest", "kind", "state_url", "sync"]  # the fixtures, used by name
 
 
 def rows_of(world: World, plan_column: str = "plan") -> Table:

@@ -16,8 +16,8 @@ from floe_egress.changes.capture import capture
 from floe_egress.changes.keys import conform, delete_rows, key_jsons, parse_key_json
 from floe_egress.changes.lookup import current_rows
 from floe_egress.changes.model import OP_COLUMN, ChangeSet
-from floe_egress.changes.ranges import SnapshotRange
 from floe_egress.changes.rowfilter import RowFilter
+from floe_egress.changes.source import schema_of
 
 
 def _every_row(rows: pa.Table) -> pa.Table:
@@ -52,18 +52,10 @@ def keys_touched(
     range changed (deleted keys included); of the rows `row_filter` matches."""
     if from_snapshot is None:
         if row_filter:
-            span = SnapshotRange.of(
-                table,
-                ref=ref,
-                from_snapshot=None,
-                key=key,
-                to_snapshot=to_snapshot,
-                batch_rows=65_536,
-                row_filter=row_filter,
-            )
-            if span.row_filter is not None:
-                rows = span.row_filter.matching(table, to_snapshot, key)
-                return {k for b in rows for k in key_jsons(b, key)}
+            schema = schema_of(table, table.snapshot_by_id(to_snapshot))
+            bound = RowFilter.of(row_filter, schema, table)
+            rows = bound.matching(table, to_snapshot, key)
+            return {k for b in rows for k in key_jsons(b, key)}
         scan = table.scan(snapshot_id=to_snapshot, selected_fields=key)
         return {k for b in scan.to_arrow_batch_reader() for k in key_jsons(b, key)}
     touched = capture(

@@ -161,3 +161,20 @@ def test_keys_touched_without_a_start_are_every_key_of_the_end(table: Table) -> 
     touched = keys_touched(table, ref="main", from_snapshot=None, to_snapshot=end, key=KEY)
 
     assert touched == set(ids(1, 2, 3, 6, 7, 8, 9, 10))
+
+
+def test_keys_touched_with_a_filter_are_those_of_the_subset(table: Table) -> None:
+    a = head(table)
+    table.overwrite(people([2, 3, 30], suffix="-new"), overwrite_filter=In("id", [1, 2, 3]))
+    b = head(table)
+    subset = "id >= 3"
+
+    touched = keys_touched(
+        table, ref="main", from_snapshot=a, to_snapshot=b, key=KEY, row_filter=subset
+    )
+    everything = keys_touched(
+        table, ref="main", from_snapshot=None, to_snapshot=b, key=KEY, row_filter=subset
+    )
+
+    assert touched == set(ids(3, 30)), "1 and 2 never were in the subset"
+    assert everything == set(ids(3, 4, 5, 6, 7, 8, 9, 10, 30))

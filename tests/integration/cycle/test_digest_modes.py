@@ -5,6 +5,10 @@ the destination ends as its mode promises, the counts are the net change, and on
 that change reaches the destination.
 """
 
+# Fixtures imported by name are parameters of the tests (and `*`-imported by the
+# bounded variant, so no `__all__` may narrow what this module exports).
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,10 +26,8 @@ from tests.fixtures.digest_dests import (
     promised,
     record,
 )
-from tests.fixtures.mode_syncs import Syncs, dest, kind, state_url, sync
+from tests.fixtures.mode_syncs import Syncs, dest, kind, state_url, sync  # noqa: F401
 from tests.fixtures.world import World, customers, initial_rows
-
-__all__ = ["dest", "kind", "state_url", "sync"]  # the fixtures, used by name
 
 
 def expire_all_but_current(world: World) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from floe_egress import __version__, logs
-from floe_egress.cli_output import failed_row_json, print_json, print_results
+from floe_egress.cli_output import print_json, print_results
 from floe_egress.config import ConfigValidationError, LoadedConfig, default_config_path
 from floe_egress.config.loader import MANIFEST_ENV_VAR
 from floe_egress.config.models import Destination, FloeSpec
@@ -305,7 +305,7 @@ def cmd_failures(args: argparse.Namespace) -> int:
         asyncio.run(runtime.close())
     code = _exit_code(results)
     if args.json:
-        listing = [failed_row_json(r) for r in rows]
+        listing = [r.to_json() for r in rows]
         if args.retry:
             print_json({"retry": [r.to_json() for r in results], "failed_rows": listing})
         else:

@@ -41,18 +41,6 @@ def print_results(results: Sequence[Any], *, as_json: bool, verb: str) -> None:
                 print(f"    {json.dumps(row, default=str)}")
 
 
-def failed_row_json(r: Any) -> dict[str, Any]:
-    return {
-        "key": json.loads(r.key_json),
-        "op": r.op,
-        "reason": r.reason,
-        "attempts": r.attempts,
-        "first_seen": r.first_seen,
-        "last_seen": r.last_seen,
-        "parked": r.parked,
-    }
-
-
 def print_verify(report: Any, *, as_json: bool) -> None:
     """A `floe_egress.daemon.verify_report.VerifyReport`."""
     if as_json:
@@ -62,4 +50,4 @@ def print_verify(report: Any, *, as_json: bool) -> None:
         print(line)
 
 
-__all__ = ["failed_row_json", "print_json", "print_results", "print_verify"]
+__all__ = ["print_json", "print_results", "print_verify"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,11 +41,6 @@ READY_STALE = 10.0
 LAG_EVERY = 5.0
 MIN_FREE_BYTES = 8 * 2**20
 """Below this much free space in the work directory the daemon is not ready."""
-
-
-def lag_seconds(table: Table, ref: str, checkpoint: Checkpoint | None, now: float) -> float | None:
-    """Age of the oldest commit on `ref` the destination has not received (0: up to date)."""
-    return lag(table, ref, checkpoint, now)[0]
 
 
 def lag(
@@ -97,10 +91,7 @@ def destination_status(rt: Runtime, dest: Destination, now: float | None = None)
         "lag_seconds": None,
         "lag_snapshots": None,
         "behind_since_ms": None,
-        "last_run": None
-        if last is None
-        else {k: v for k, v in asdict(last).items() if k != "destination"}
-        | {"duration_seconds": round(last.duration_seconds, 3)},
+        "last_run": None if last is None else last.to_json(),
         "failed_rows": store.failed_row_count(dest.name),
         "digest": _digest_status(store.read_digest(dest.name, data=False), checkpoint),
         "error": None,
@@ -322,6 +313,5 @@ __all__ = [
     "HealthHost",
     "collect_status",
     "destination_status",
-    "lag_seconds",
     "runner_status",
 ]

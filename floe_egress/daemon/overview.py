@@ -9,13 +9,9 @@ per-destination JSON (`GET /status/{name}`), so the two always agree.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
 from floe_egress.config.models import Destination
-from floe_egress.config.secrets import redact
-from floe_egress.state.store import FailedRowRecord, RunRecord
 
 if TYPE_CHECKING:
     from floe_egress.daemon.runtime import Runtime
@@ -39,32 +35,13 @@ VERDICTS: tuple[Verdict, ...] = (
 status` says the same words."""
 
 
-def run_json(run: RunRecord) -> dict[str, Any]:
-    data = {k: v for k, v in asdict(run).items() if k != "destination"}
-    data["invalid_sample"] = list(run.invalid_sample)
-    data["duration_seconds"] = round(run.duration_seconds, 3)
-    return redact(data)
-
-
-def failed_row_json(row: FailedRowRecord) -> dict[str, Any]:
-    return {
-        "key": json.loads(row.key_json),
-        "op": row.op,
-        "reason": redact(row.reason),
-        "attempts": row.attempts,
-        "first_seen": row.first_seen,
-        "last_seen": row.last_seen,
-        "parked": row.parked,
-    }
-
-
 def history(rt: Runtime, dest: Destination) -> dict[str, Any]:
     """The last `RUNS_SHOWN` runs (newest first) and the first `FAILED_SHOWN` failed rows."""
     store = rt.store
     return {
-        "runs": [run_json(r) for r in store.runs(dest.name, limit=RUNS_SHOWN)],
+        "runs": [r.to_json() for r in store.runs(dest.name, limit=RUNS_SHOWN)],
         "failed_rows_shown": [
-            failed_row_json(r) for r in store.failed_rows(dest.name, limit=FAILED_SHOWN)
+            r.to_json() for r in store.failed_rows(dest.name, limit=FAILED_SHOWN)
         ],
         "parked_rows": store.parked_row_count(dest.name),
         "lease_holder": store.lease_holder(dest.name),
@@ -122,8 +99,6 @@ __all__ = [
     "RUNS_SHOWN",
     "VERDICTS",
     "Verdict",
-    "failed_row_json",
     "history",
-    "run_json",
     "verdict",
 ]

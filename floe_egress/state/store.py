@@ -8,8 +8,9 @@ only way a checkpoint moves, and it writes everything of one cycle in one transa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO, Literal, Protocol
 
 RunStatus = Literal["ok", "noop", "failed"]
@@ -55,6 +56,13 @@ class RunRecord:
     def duration_seconds(self) -> float:
         return self.finished_at - self.started_at
 
+    def to_json(self) -> dict[str, Any]:
+        """As `status` and the status page show it (without the destination)."""
+        data = {k: v for k, v in asdict(self).items() if k != "destination"}
+        data["invalid_sample"] = list(self.invalid_sample)
+        data["duration_seconds"] = round(self.duration_seconds, 3)
+        return data
+
 
 @dataclass(frozen=True, slots=True)
 class FailedRowRecord:
@@ -68,6 +76,18 @@ class FailedRowRecord:
     last_seen: float
     parked: bool
     """True once attempts reached the destination's max_attempts: no longer retried."""
+
+    def to_json(self) -> dict[str, Any]:
+        """As `failures --json` and the status page show it."""
+        return {
+            "key": json.loads(self.key_json),
+            "op": self.op,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "parked": self.parked,
+        }
 
 
 @dataclass(frozen=True, slots=True)
